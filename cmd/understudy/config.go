@@ -1,0 +1,224 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+// Config is everything `understudy serve` needs. It is built from defaults, then the
+// --config file, then UNDERSTUDY_* environment variables, then flags, then validated.
+type Config struct {
+	Addr            string          `json:"addr"`     // HTTP listen address
+	DataDir         string          `json:"data_dir"` // where the embedded parts keep their files
+	RedisURL        string          `json:"redis"`    // hot state in Redis instead of memory
+	NATSURL         string          `json:"nats"`     // external NATS instead of the embedded server
+	ShutdownTimeout time.Duration   `json:"-"`        // how long shutdown may drain
+	LogLevel        string          `json:"log_level"`
+	Dispatch        dispatch.Config `json:"-"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		Addr:            "127.0.0.1:8080",
+		DataDir:         "understudy-data",
+		ShutdownTimeout: 10 * time.Second,
+		LogLevel:        "info",
+		Dispatch:        dispatch.DefaultConfig(),
+	}
+}
+
+// fileConfig is the --config file's shape: JSON, durations as Go duration strings
+// ("15s"). Absent fields keep their earlier value.
+type fileConfig struct {
+	Addr            *string  `json:"addr"`
+	DataDir         *string  `json:"data_dir"`
+	Redis           *string  `json:"redis"`
+	NATS            *string  `json:"nats"`
+	LogLevel        *string  `json:"log_level"`
+	ShutdownTimeout *string  `json:"shutdown_timeout"`
+	H3Resolution    *int     `json:"h3_resolution"`
+	MatchInterval   *string  `json:"match_interval"`
+	OfferTimeout    *string  `json:"offer_timeout"`
+	MaxSearch       *string  `json:"max_search"`
+	MaxRadiusM      *float64 `json:"max_radius_m"`
+	Candidates      *int     `json:"candidates"`
+	Fare            *struct {
+		Currency    *string  `json:"currency"`
+		Base        *int64   `json:"base"`
+		PerKm       *int64   `json:"per_km"`
+		PerMinute   *int64   `json:"per_minute"`
+		Minimum     *int64   `json:"minimum"`
+		AvgSpeedKmh *float64 `json:"avg_speed_kmh"`
+		RouteFactor *float64 `json:"route_factor"`
+	} `json:"fare"`
+}
+
+func (c *Config) applyFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	var f fileConfig
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&f); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	set(&c.Addr, f.Addr)
+	set(&c.DataDir, f.DataDir)
+	set(&c.RedisURL, f.Redis)
+	set(&c.NATSURL, f.NATS)
+	set(&c.LogLevel, f.LogLevel)
+	set(&c.Dispatch.H3Resolution, f.H3Resolution)
+	set(&c.Dispatch.MaxRadiusM, f.MaxRadiusM)
+	set(&c.Dispatch.Candidates, f.Candidates)
+	var errs []error
+	for _, d := range []struct {
+		dst *time.Duration
+		src *string
+		key string
+	}{
+		{&c.ShutdownTimeout, f.ShutdownTimeout, "shutdown_timeout"},
+		{&c.Dispatch.MatchInterval, f.MatchInterval, "match_interval"},
+		{&c.Dispatch.OfferTimeout, f.OfferTimeout, "offer_timeout"},
+		{&c.Dispatch.MaxSearch, f.MaxSearch, "max_search"},
+	} {
+		if d.src == nil {
+			continue
+		}
+		v, err := time.ParseDuration(*d.src)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config %s: %s: %w", path, d.key, err))
+			continue
+		}
+		*d.dst = v
+	}
+	if f.Fare != nil {
+		m := &c.Dispatch.Fare
+		set(&m.Currency, f.Fare.Currency)
+		set(&m.Base, f.Fare.Base)
+		set(&m.PerKm, f.Fare.PerKm)
+		set(&m.PerMinute, f.Fare.PerMinute)
+		set(&m.Minimum, f.Fare.Minimum)
+		set(&m.AvgSpeedKmh, f.Fare.AvgSpeedKmh)
+		set(&m.RouteFactor, f.Fare.RouteFactor)
+	}
+	return errors.Join(errs...)
+}
+
+func set[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
+// bind declares c's flags on fs; parsing them overwrites what defaults, file and
+// environment set.
+func (c *Config) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen `address`")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for the embedded parts' files")
+	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis `URL` for hot state (default: in memory)")
+	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS `URL` for the durable log (default: embedded)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
+	fs.IntVar(&c.Dispatch.H3Resolution, "h3-res", c.Dispatch.H3Resolution, "H3 `resolution` of the supply index")
+	fs.DurationVar(&c.Dispatch.MatchInterval, "match-interval", c.Dispatch.MatchInterval, "batching window; 0 matches each request at once")
+	fs.DurationVar(&c.Dispatch.OfferTimeout, "offer-timeout", c.Dispatch.OfferTimeout, "how long a driver has to answer an offer")
+	fs.DurationVar(&c.Dispatch.MaxSearch, "max-search", c.Dispatch.MaxSearch, "how long a ride searches before no_driver")
+	fs.Float64Var(&c.Dispatch.MaxRadiusM, "max-radius", c.Dispatch.MaxRadiusM, "farthest pickup distance offered, in `metres`")
+}
+
+// applyEnv reads UNDERSTUDY_<FLAG> for every flag of fs (dashes become underscores),
+// before the command line is parsed.
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		key := "UNDERSTUDY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(key); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %w", key, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Validate reports every setting that cannot work.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Addr == "" {
+		errs = append(errs, errors.New("addr is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir is required"))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("shutdown-timeout %s: want > 0", c.ShutdownTimeout))
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if c.RedisURL != "" {
+		errs = append(errs, errors.New("--redis: the Redis store is not built yet; run without it for in-memory hot state"))
+	}
+	if c.NATSURL != "" {
+		errs = append(errs, errors.New("--nats: the durable log is not built yet; run without it"))
+	}
+	if err := c.Dispatch.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// loadConfig builds the configuration for args: defaults, file, environment, flags.
+func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	cfg := defaultConfig()
+	// The file comes before env and flags, so find --config first.
+	pre := flag.NewFlagSet("serve", flag.ContinueOnError)
+	pre.SetOutput(io.Discard)
+	path := pre.String("config", getenv("UNDERSTUDY_CONFIG"), "")
+	scratch := defaultConfig() // the real flags are parsed after the file is applied
+	scratch.bind(pre)
+	_ = pre.Parse(args) // errors are reported by the real parse below
+	if *path != "" {
+		if err := cfg.applyFile(*path); err != nil {
+			return Config{}, err
+		}
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.String("config", *path, "JSON configuration `file` (regions, timeouts, fares)")
+	cfg.bind(fs)
+	if err := applyEnv(fs, getenv); err != nil {
+		return Config{}, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	return cfg, cfg.Validate()
+}
+
+func parseLevel(s string) (level int, err error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return -4, nil
+	case "info", "":
+		return 0, nil
+	case "warn":
+		return 4, nil
+	case "error":
+		return 8, nil
+	}
+	return 0, fmt.Errorf("log-level %q: want debug, info, warn or error", s)
+}

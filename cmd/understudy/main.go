@@ -1,0 +1,54 @@
+// Command understudy runs one region of the Understudy dispatch fallback.
+//
+//	understudy [serve] [flags]   run the region (the default)
+//	understudy version           print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "understudy:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// run executes one command line; it is main without the process around it, for tests.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args, stdout, stderr, nil)
+	case "version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q\n%s", cmd, usage)
+}
+
+const usage = `usage: understudy <command> [flags]
+
+commands:
+  serve     run one region (the default when no command is given)
+  version   print the version
+Run 'understudy serve -h' for serve's flags.
+`

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// mustServe starts `understudy serve` in process on 127.0.0.1:0 and stops it at cleanup.
+func mustServe(tb testing.TB, args ...string) *server {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan *server, 1)
+	done := make(chan error, 1)
+	args = append([]string{"--addr", "127.0.0.1:0", "--data-dir", tb.TempDir()}, args...)
+	go func() { done <- serve(ctx, args, io.Discard, io.Discard, func(s *server) { got <- s }) }()
+	select {
+	case s := <-got:
+		tb.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("serve returned %v", err)
+			}
+		})
+		return s
+	case err := <-done:
+		cancel()
+		tb.Fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		tb.Fatal("serve did not start within 10 s")
+	}
+	return nil
+}
+
+func get(tb testing.TB, url string) (int, string) {
+	tb.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		tb.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestServeAnswersHealthReadinessMetrics(t *testing.T) {
+	s := mustServe(t)
+	base := "http://" + s.Addr()
+	if code, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("/healthz = %d %q", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 || body != "ready\n" {
+		t.Fatalf("/readyz = %d %q", code, body)
+	}
+	code, body := get(t, base+"/metrics")
+	for _, want := range []string{"understudy_dispatch_available_drivers 0", "understudy_dispatch_pending_rides 0", "go_goroutines"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Fatalf("/metrics = %d, missing %q", code, want)
+		}
+	}
+	if code, _ := get(t, base+"/nope"); code != 404 {
+		t.Fatalf("/nope = %d, want 404", code)
+	}
+}
+
+func TestServeFailsFastOnBusyAddress(t *testing.T) {
+	s := mustServe(t)
+	err := serve(context.Background(), []string{"--addr", s.Addr(), "--data-dir", t.TempDir()}, io.Discard, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "listen") {
+		t.Fatalf("second serve on %s: %v, want a listen error", s.Addr(), err)
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "understudy.json")
+	if err := os.WriteFile(file, []byte(`{"addr":"127.0.0.1:1","offer_timeout":"20s","max_search":"3m","fare":{"base":3000}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"UNDERSTUDY_MAX_SEARCH": "4m", "UNDERSTUDY_ADDR": "127.0.0.1:2"}
+	cfg, err := loadConfig([]string{"--config", file, "--addr", "127.0.0.1:3", "--match-interval", "0"},
+		func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.Dispatch
+	if cfg.Addr != "127.0.0.1:3" || d.OfferTimeout != 20*time.Second || d.MaxSearch != 4*time.Minute ||
+		d.MatchInterval != 0 || d.Fare.Base != 3000 || d.Fare.PerKm != 760 {
+		t.Fatalf("flags > env > file > defaults broken: %+v", cfg)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	_ = os.WriteFile(bad, []byte(`{"offer_timout":"20s"}`), 0o600)
+	badDur := filepath.Join(dir, "dur.json")
+	_ = os.WriteFile(badDur, []byte(`{"offer_timeout":"soon"}`), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--offer-timeout", "0s"}, "offer_timeout"},
+		{[]string{"--h3-res", "20"}, "h3_resolution"},
+		{[]string{"--log-level", "loud"}, "log-level"},
+		{[]string{"--redis", "redis://127.0.0.1:6379"}, "not built yet"},
+		{[]string{"--config", bad}, "unknown field"},
+		{[]string{"--config", badDur}, "offer_timeout"},
+		{[]string{"--config", filepath.Join(dir, "missing.json")}, "read config"},
+		{[]string{"stray"}, "unexpected arguments"},
+	} {
+		_, err := loadConfig(c.args, func(string) string { return "" }, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: %v, want an error mentioning %q", c.args, err, c.want)
+		}
+	}
+}
+
+func TestVersionAndUnknownCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "understudy ") {
+		t.Fatalf("version: %q %v", out.String(), err)
+	}
+	if err := run(context.Background(), []string{"fly"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+}

@@ -1,0 +1,295 @@
+package dispatch
+
+import (
+	"container/heap"
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Engine is one region's dispatcher: it takes ride requests and driver answers, runs
+// the matching loop that turns pending requests into offers, and enforces the offer
+// cascade and search deadline. State lives in Store; the engine keeps only indexes it
+// can rebuild from the Store (the supply index, the pending queue and the timers).
+//
+// Set the exported fields, call Open, then Run the loop (or call Step from tests with
+// an injected clock).
+type Engine struct {
+	Store    Store
+	Notifier Notifier     // receives committed changes; nil drops them
+	Metrics  Metrics      // nil records nothing
+	Logger   *slog.Logger // nil logs nothing
+	Config   Config
+	// Epoch is this writer's fencing epoch; every commit carries it. A lone region
+	// uses 1; regional takeover sets it from the lease revision.
+	Epoch uint64
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	supply *SupplyIndex
+	wake   chan struct{}
+
+	// mu guards the pending queue and the timers. It is never held across a Store call
+	// or a notification, and it is taken after (never before) the supply index's lock
+	// is released.
+	mu       sync.Mutex
+	pending  []string            // rides waiting for an offer, oldest first
+	queued   map[string]struct{} // the set of ids in pending
+	timers   timerHeap           // offer expiries and search deadlines
+	firstOff map[string]time.Time
+	closed   bool
+}
+
+// Open validates the configuration and rebuilds the engine's indexes from the Store.
+func (e *Engine) Open(ctx context.Context) error {
+	if e.Store == nil {
+		return errors.New("dispatch: engine needs a Store")
+	}
+	if err := e.Config.Validate(); err != nil {
+		return fmt.Errorf("dispatch config: %w", err)
+	}
+	if e.Epoch == 0 {
+		e.Epoch = 1
+	}
+	if e.Now == nil {
+		e.Now = time.Now
+	}
+	if e.Logger == nil {
+		e.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if e.Metrics == nil {
+		e.Metrics = nopMetrics{}
+	}
+	if e.Notifier == nil {
+		e.Notifier = Notifiers(nil)
+	}
+	e.supply = NewSupplyIndex(e.Config.H3Resolution)
+	e.wake = make(chan struct{}, 1)
+	e.queued = make(map[string]struct{})
+	e.firstOff = make(map[string]time.Time)
+	if _, err := e.Store.Fence(ctx, e.Epoch); err != nil {
+		return fmt.Errorf("fence store at epoch %d: %w", e.Epoch, err)
+	}
+	return e.rebuild(ctx)
+}
+
+// rebuild refills the supply index, the pending queue and the timers from the Store.
+func (e *Engine) rebuild(ctx context.Context) error {
+	err := e.Store.Drivers(ctx, func(d Driver) error {
+		if d.State == DriverAvailable && d.Location != nil {
+			e.supply.Upsert(d.ID, *d.Location)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild drivers: %w", err)
+	}
+	err = e.Store.ActiveRides(ctx, func(r Ride) error {
+		if r.Status != RideSearching {
+			return nil
+		}
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		heap.Push(&e.timers, timer{at: r.SearchDeadline, rideID: r.ID})
+		if r.Offer != nil {
+			heap.Push(&e.timers, timer{at: r.Offer.ExpiresAt, rideID: r.ID, offerID: r.Offer.ID})
+		} else {
+			e.enqueueLocked(r.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild rides: %w", err)
+	}
+	return nil
+}
+
+// Close stops the engine from accepting work; Run returns when its context ends.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	return nil
+}
+
+// Run is the matching loop: every MatchInterval (or at once after a request, when the
+// interval is zero) it expires offers and searches and assigns the pending batch. It
+// returns when ctx ends.
+func (e *Engine) Run(ctx context.Context) error {
+	interval := e.Config.MatchInterval
+	housekeeping := interval
+	if housekeeping == 0 {
+		housekeeping = 100 * time.Millisecond
+	}
+	t := time.NewTicker(housekeeping)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-e.wake:
+			if interval > 0 {
+				continue // batch until the tick
+			}
+		}
+		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+			e.Logger.Error("matching step", slog.Any("err", err))
+		}
+	}
+}
+
+// Step runs one round of the loop at the clock's current time: revoke expired offers
+// (cascading their rides), end searches past their deadline, and assign the pending
+// batch. Tests call it directly with a fake clock.
+func (e *Engine) Step(ctx context.Context) error {
+	now := e.Now()
+	var errs []error
+	for _, t := range e.dueTimers(now) {
+		if err := e.fire(ctx, t, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := e.matchPending(ctx, now); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Available is the number of drivers in the supply index.
+func (e *Engine) Available() int { return e.supply.Len() }
+
+// Pending is the number of rides waiting for an offer.
+func (e *Engine) Pending() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.pending)
+}
+
+// retry runs op until it commits without a version conflict (a bounded number of
+// times), then runs the returned after func (index updates and notifications).
+func (e *Engine) retry(ctx context.Context, op func(now time.Time) (Ride, func(), error)) (Ride, error) {
+	for attempt := 0; ; attempt++ {
+		r, after, err := op(e.Now())
+		if errors.Is(err, ErrVersionConflict) && attempt < 16 && ctx.Err() == nil {
+			continue
+		}
+		if after != nil {
+			after()
+		}
+		return r, err
+	}
+}
+
+func (e *Engine) commit(ctx context.Context, tx Tx) error {
+	tx.Epoch = e.Epoch
+	return e.Store.Commit(ctx, tx)
+}
+
+// publish tells the ride's followers about r and sends driver events.
+func (e *Engine) publish(r Ride, now time.Time, evs ...Event) {
+	for _, ev := range evs {
+		ev.Ride, ev.At = r, now
+		e.Notifier.Notify(ev)
+	}
+	e.Notifier.Notify(Event{Type: EventRideChanged, Ride: r, At: now})
+	if r.Status.Final() {
+		e.mu.Lock()
+		delete(e.firstOff, r.ID)
+		e.mu.Unlock()
+	}
+}
+
+// makeAvailable puts a driver that just became available into the supply index and,
+// with MatchInterval zero, wakes the loop so pending rides can have it at once.
+func (e *Engine) makeAvailable(d Driver) {
+	if d.State == DriverAvailable && d.Location != nil {
+		e.supply.Upsert(d.ID, *d.Location)
+		e.poke()
+	}
+}
+
+func (e *Engine) checkOpen() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) enqueueLocked(id string) {
+	if _, ok := e.queued[id]; ok {
+		return
+	}
+	e.queued[id] = struct{}{}
+	e.pending = append(e.pending, id)
+}
+
+func (e *Engine) requeue(id string) {
+	e.mu.Lock()
+	e.enqueueLocked(id)
+	e.mu.Unlock()
+}
+
+func (e *Engine) takePending() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ids := e.pending
+	e.pending = nil
+	clear(e.queued)
+	return ids
+}
+
+func (e *Engine) dueTimers(now time.Time) []timer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var due []timer
+	for len(e.timers) > 0 && !e.timers[0].at.After(now) {
+		due = append(due, heap.Pop(&e.timers).(timer))
+	}
+	return due
+}
+
+// timer is an offer expiry (offerID set) or a search deadline.
+type timer struct {
+	at      time.Time
+	rideID  string
+	offerID string
+}
+
+type timerHeap []timer
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timer)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	t := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return t
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newID returns prefix_ and 16 random base32 characters.
+func newID(prefix string) string {
+	var b [10]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return prefix + "_" + strings.ToLower(idEncoding.EncodeToString(b[:]))
+}

@@ -1,0 +1,293 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Connect registers driverID (as offline, the first time) and returns where it stands,
+// for the gateway's welcome frame.
+func (e *Engine) Connect(ctx context.Context, driverID string) (Driver, error) {
+	if driverID == "" {
+		return Driver{}, Errorf(ECodeInvalid, "driver id is required")
+	}
+	d, err := e.Store.Driver(ctx, driverID)
+	if !errors.Is(err, ErrDriverNotFound) {
+		return d, err
+	}
+	now := e.Now()
+	d = Driver{ID: driverID, State: DriverOffline, UpdatedAt: now}
+	switch err := e.commit(ctx, Tx{Drivers: []Driver{d}}); {
+	case errors.Is(err, ErrVersionConflict): // created concurrently
+		return e.Store.Driver(ctx, driverID)
+	case err != nil:
+		return Driver{}, fmt.Errorf("register driver %s: %w", driverID, err)
+	}
+	d.Version++
+	return d, nil
+}
+
+// UpdateLocation records driverID's position and moves it in the supply index. The
+// index entry follows the stored state, so a location update also heals an index that
+// a race between a claim and an answer left stale.
+func (e *Engine) UpdateLocation(ctx context.Context, driverID string, p Point) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	state, err := e.Store.SetLocation(ctx, driverID, p, e.Now())
+	if err != nil {
+		return fmt.Errorf("set location of %s: %w", driverID, err)
+	}
+	if state == DriverAvailable {
+		if !e.supply.Move(driverID, p) {
+			e.supply.Upsert(driverID, p)
+			e.poke()
+		}
+	} else {
+		e.supply.Remove(driverID)
+	}
+	return nil
+}
+
+// SetAvailable makes driverID ready for offers. It needs a known location. Already
+// available (or busy with an offer or ride) is not an error: the state is returned.
+func (e *Engine) SetAvailable(ctx context.Context, driverID string) (Driver, error) {
+	var out Driver
+	_, err := e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+		d, err := e.Store.Driver(ctx, driverID)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		if d.State != DriverOffline {
+			out = d
+			if d.State == DriverAvailable && d.Location != nil {
+				return Ride{}, func() { e.supply.Upsert(d.ID, *d.Location) }, nil
+			}
+			return Ride{}, nil, nil
+		}
+		if d.Location == nil {
+			return Ride{}, nil, Errorf(ECodeConflict, "send a location before going available")
+		}
+		if err := d.moveTo(DriverAvailable, now); err != nil {
+			return Ride{}, nil, err
+		}
+		if err := e.commit(ctx, Tx{Drivers: []Driver{d}}); err != nil {
+			return Ride{}, nil, err
+		}
+		d.Version++
+		out = d
+		return Ride{}, func() { e.makeAvailable(d) }, nil
+	})
+	return out, err
+}
+
+// SetOffline stops offers to driverID; an outstanding offer counts as declined. A
+// driver with an assigned ride must finish (or the rider cancel) first.
+func (e *Engine) SetOffline(ctx context.Context, driverID string) (Driver, error) {
+	var out Driver
+	_, err := e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+		d, err := e.Store.Driver(ctx, driverID)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		switch d.State {
+		case DriverOffline:
+			out = d
+			return Ride{}, nil, nil
+		case DriverOffered:
+			out = d
+			_ = out.moveTo(DriverOffline, now) // the state answerDecline commits
+			return e.answerDecline(ctx, d, d.OfferID, now, DriverOffline)
+		}
+		if err := d.moveTo(DriverOffline, now); err != nil {
+			return Ride{}, nil, err
+		}
+		if err := e.commit(ctx, Tx{Drivers: []Driver{d}}); err != nil {
+			return Ride{}, nil, err
+		}
+		d.Version++
+		out = d
+		return Ride{}, func() { e.supply.Remove(d.ID) }, nil
+	})
+	return out, err
+}
+
+// Accept answers driverID's offer: the ride becomes matched to the driver. Exactly one
+// of a racing accept, expiry and rider cancel wins; a lost accept is ErrOfferExpired
+// and the driver hears offer_revoked.
+func (e *Engine) Accept(ctx context.Context, driverID, offerID string) (Ride, error) {
+	return e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+		d, r, err := e.loadOffer(ctx, driverID, offerID)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		offer := r.Offer
+		if !now.Before(offer.ExpiresAt) {
+			// Too late: expire it here so the answer and the revocation agree.
+			_, after, err := e.revoke(ctx, d, r, ReasonExpired, now)
+			if err != nil {
+				return Ride{}, nil, err
+			}
+			return Ride{}, after, wrapf(ErrOfferExpired, "offer %s expired", offerID)
+		}
+		if err := r.moveTo(RideMatched, now); err != nil {
+			return Ride{}, nil, err
+		}
+		r.DriverID = d.ID
+		if err := d.moveTo(DriverEnRoute, now); err != nil {
+			return Ride{}, nil, err
+		}
+		d.RideID = r.ID
+		if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+			return Ride{}, nil, err
+		}
+		r.Version++
+		return r, func() {
+			e.Metrics.OfferOutcome(OutcomeAccepted)
+			e.publish(r, now, Event{Type: EventAssigned, DriverID: d.ID})
+		}, nil
+	})
+}
+
+// Decline answers driverID's offer with no; the ride cascades to the next driver.
+func (e *Engine) Decline(ctx context.Context, driverID, offerID string) error {
+	_, err := e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+		d, err := e.Store.Driver(ctx, driverID)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		return e.answerDecline(ctx, d, offerID, now, DriverAvailable)
+	})
+	return err
+}
+
+// answerDecline turns d's offer down and moves d to next (available or offline).
+func (e *Engine) answerDecline(ctx context.Context, d Driver, offerID string, now time.Time, next DriverState) (Ride, func(), error) {
+	_, r, err := e.loadOffer(ctx, d.ID, offerID)
+	if err != nil {
+		return Ride{}, nil, err
+	}
+	r.Offer = nil
+	r.Declined = append(r.Declined, d.ID)
+	r.UpdatedAt = now
+	if err := d.moveTo(next, now); err != nil {
+		return Ride{}, nil, err
+	}
+	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+		return Ride{}, nil, err
+	}
+	return r, func() {
+		e.Metrics.OfferOutcome(OutcomeDeclined)
+		if next == DriverAvailable {
+			e.makeAvailable(d)
+		} else {
+			e.supply.Remove(d.ID)
+		}
+		e.requeue(r.ID)
+	}, nil
+}
+
+// Arrived, Start and Complete report trip progress. Repeating a step that already
+// happened returns the ride unchanged, so a retried frame is harmless.
+func (e *Engine) Arrived(ctx context.Context, driverID, rideID string) (Ride, error) {
+	return e.progress(ctx, driverID, rideID, RideArrived, DriverEnRoute)
+}
+
+// Start: the rider is on board.
+func (e *Engine) Start(ctx context.Context, driverID, rideID string) (Ride, error) {
+	return e.progress(ctx, driverID, rideID, RideInProgress, DriverOnTrip)
+}
+
+// Complete: the trip is over; the driver is available again.
+func (e *Engine) Complete(ctx context.Context, driverID, rideID string) (Ride, error) {
+	return e.progress(ctx, driverID, rideID, RideCompleted, DriverAvailable)
+}
+
+func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideStatus, driverTo DriverState) (Ride, error) {
+	return e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+		r, err := e.Store.Ride(ctx, rideID)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		if r.DriverID != driverID {
+			return Ride{}, nil, wrapf(ErrRideNotFound, "ride %s is not assigned to driver %s", rideID, driverID)
+		}
+		if r.Status == to {
+			return r, nil, nil // a retried frame
+		}
+		d, err := e.Store.Driver(ctx, driverID)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		if err := r.moveTo(to, now); err != nil {
+			return Ride{}, nil, err
+		}
+		tx := Tx{Rides: []Ride{r}}
+		if d.State != driverTo {
+			if err := d.moveTo(driverTo, now); err != nil {
+				return Ride{}, nil, err
+			}
+			if driverTo != DriverAvailable {
+				d.RideID = r.ID
+			}
+			tx.Drivers = []Driver{d}
+		}
+		if err := e.commit(ctx, tx); err != nil {
+			return Ride{}, nil, err
+		}
+		r.Version++
+		return r, func() {
+			if driverTo == DriverAvailable {
+				e.makeAvailable(d)
+				e.Metrics.RideEnded(to)
+			}
+			e.publish(r, now)
+		}, nil
+	})
+}
+
+// loadOffer returns driverID and the ride of its current offer offerID.
+func (e *Engine) loadOffer(ctx context.Context, driverID, offerID string) (Driver, Ride, error) {
+	d, err := e.Store.Driver(ctx, driverID)
+	if err != nil {
+		return Driver{}, Ride{}, err
+	}
+	if offerID == "" {
+		return Driver{}, Ride{}, Errorf(ECodeInvalid, "offer_id is required")
+	}
+	if d.State != DriverOffered || d.OfferID != offerID {
+		return Driver{}, Ride{}, wrapf(ErrOfferExpired, "offer %s is not outstanding for driver %s", offerID, driverID)
+	}
+	r, err := e.Store.Ride(ctx, d.RideID)
+	if err != nil {
+		return Driver{}, Ride{}, fmt.Errorf("load ride of offer %s: %w", offerID, err)
+	}
+	if r.Offer == nil || r.Offer.ID != offerID {
+		return Driver{}, Ride{}, wrapf(ErrOfferExpired, "offer %s no longer stands", offerID)
+	}
+	return d, r, nil
+}
+
+// revoke withdraws r's offer from d, frees d and requeues r (when still searching).
+func (e *Engine) revoke(ctx context.Context, d Driver, r Ride, reason string, now time.Time) (Ride, func(), error) {
+	offer := r.Offer
+	r.Offer = nil
+	r.UpdatedAt = now
+	if reason == ReasonExpired {
+		r.Declined = append(r.Declined, d.ID)
+	}
+	if err := d.moveTo(DriverAvailable, now); err != nil {
+		return Ride{}, nil, err
+	}
+	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+		return Ride{}, nil, err
+	}
+	return r, func() {
+		e.Metrics.OfferOutcome(OutcomeExpired)
+		e.makeAvailable(d)
+		e.requeue(r.ID)
+		e.Notifier.Notify(Event{Type: EventOfferRevoked, DriverID: d.ID, Ride: r, Offer: offer, Reason: reason, At: now})
+	}, nil
+}

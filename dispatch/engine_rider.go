@@ -1,0 +1,131 @@
+package dispatch
+
+import (
+	"container/heap"
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// RequestRide creates a searching ride for riderID and queues it for matching.
+func (e *Engine) RequestRide(ctx context.Context, riderID string, pickup, dropoff Point) (Ride, error) {
+	if err := e.checkOpen(); err != nil {
+		return Ride{}, err
+	}
+	if riderID == "" {
+		return Ride{}, Errorf(ECodeInvalid, "rider id is required")
+	}
+	if err := pickup.Validate(); err != nil {
+		return Ride{}, fmt.Errorf("pickup: %w", err)
+	}
+	if err := dropoff.Validate(); err != nil {
+		return Ride{}, fmt.Errorf("dropoff: %w", err)
+	}
+	now := e.Now()
+	route := e.Config.Fare.RouteM(pickup, dropoff)
+	r := Ride{
+		ID: newID("r"), RiderID: riderID, Status: RideSearching,
+		Pickup: pickup, Dropoff: dropoff,
+		Fare: e.Config.Fare.Price(route), DistanceM: math.Round(route),
+		SearchDeadline: now.Add(e.Config.MaxSearch), CreatedAt: now, UpdatedAt: now,
+	}
+	if err := e.commit(ctx, Tx{Rides: []Ride{r}}); err != nil {
+		return Ride{}, fmt.Errorf("create ride: %w", err)
+	}
+	r.Version++
+	e.mu.Lock()
+	heap.Push(&e.timers, timer{at: r.SearchDeadline, rideID: r.ID})
+	e.enqueueLocked(r.ID)
+	e.mu.Unlock()
+	e.poke()
+	e.Notifier.Notify(Event{Type: EventRideChanged, Ride: r, At: now})
+	return r, nil
+}
+
+// Ride returns the ride with id.
+func (e *Engine) Ride(ctx context.Context, id string) (Ride, error) { return e.Store.Ride(ctx, id) }
+
+// Driver returns the driver with id.
+func (e *Engine) Driver(ctx context.Context, id string) (Driver, error) {
+	return e.Store.Driver(ctx, id)
+}
+
+// Estimate quotes a ride from pickup to dropoff and the nearest driver's pickup ETA.
+func (e *Engine) Estimate(pickup, dropoff Point) (Estimate, error) {
+	if err := pickup.Validate(); err != nil {
+		return Estimate{}, fmt.Errorf("pickup: %w", err)
+	}
+	if err := dropoff.Validate(); err != nil {
+		return Estimate{}, fmt.Errorf("dropoff: %w", err)
+	}
+	m := e.Config.Fare
+	route := m.RouteM(pickup, dropoff)
+	est := Estimate{Fare: m.Price(route), DistanceM: math.Round(route)}
+	if near := e.supply.Nearest(pickup, 1, e.Config.MaxRadiusM, nil, nil); len(near) > 0 {
+		eta := int(math.Ceil(m.DurationS(near[0].DistanceM * m.RouteFactor)))
+		est.PickupETAS = &eta
+	}
+	return est, nil
+}
+
+// CancelRide cancels a ride that is not final, revoking its offer or freeing its
+// driver. Cancelling a cancelled ride returns it unchanged; any other final ride is
+// ErrIllegalTransition.
+func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
+	return e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+		r, err := e.Store.Ride(ctx, id)
+		if err != nil {
+			return Ride{}, nil, err
+		}
+		if r.Status == RideCancelled {
+			return r, nil, nil
+		}
+		var (
+			tx     = Tx{}
+			events []Event
+			freed  *Driver
+		)
+		offer := r.Offer
+		if err := r.moveTo(RideCancelled, now); err != nil {
+			return Ride{}, nil, err
+		}
+		driverID := r.DriverID
+		if offer != nil {
+			driverID = offer.DriverID
+		}
+		if driverID != "" {
+			d, err := e.Store.Driver(ctx, driverID)
+			if err != nil {
+				return Ride{}, nil, fmt.Errorf("load driver %s: %w", driverID, err)
+			}
+			if d.RideID == r.ID {
+				if err := d.moveTo(DriverAvailable, now); err != nil {
+					return Ride{}, nil, err
+				}
+				tx.Drivers = append(tx.Drivers, d)
+				freed = &d
+				if offer != nil {
+					events = append(events, Event{Type: EventOfferRevoked, DriverID: d.ID, Offer: offer, Reason: ReasonCancelled})
+				} else {
+					events = append(events, Event{Type: EventRideCancelled, DriverID: d.ID})
+				}
+			}
+		}
+		tx.Rides = append(tx.Rides, r)
+		if err := e.commit(ctx, tx); err != nil {
+			return Ride{}, nil, err
+		}
+		r.Version++
+		return r, func() {
+			if freed != nil {
+				e.makeAvailable(*freed)
+			}
+			if offer != nil {
+				e.Metrics.OfferOutcome(OutcomeRevoked)
+			}
+			e.Metrics.RideEnded(RideCancelled)
+			e.publish(r, now, events...)
+		}, nil
+	})
+}

@@ -1,0 +1,131 @@
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ECode is a stable, machine-readable error code. Clients (apps, partner backends,
+// load tests) switch on it, so codes are never renamed.
+type ECode string
+
+// Error codes. The table in codeTable maps each to its HTTP status and websocket
+// close code; it is the only place that mapping is written.
+const (
+	ECodeInvalid        ECode = "invalid"              // malformed input or a value out of range
+	ECodeUnauthorized   ECode = "unauthorized"         // no token or a bad one
+	ECodeForbidden      ECode = "forbidden"            // a valid token with the wrong role
+	ECodeNotFound       ECode = "not_found"            // unknown ride, offer or driver
+	ECodeConflict       ECode = "conflict"             // illegal state change
+	ECodeTooLarge       ECode = "too_large"            // body or frame over the limit
+	ECodeIdempotency    ECode = "idempotency_conflict" // key reused with another body
+	ECodeRateLimited    ECode = "rate_limited"         // too many requests or frames
+	ECodeOutsideRegions ECode = "outside_regions"      // pickup outside every served area
+	ECodeUnavailable    ECode = "unavailable"          // no lease, or shutting down
+	ECodeInternal       ECode = "internal"             // a bug or an infrastructure failure
+)
+
+// CodeInfo is how one error code is expressed on each transport.
+type CodeInfo struct {
+	HTTPStatus int    // status of the application/problem+json response
+	Title      string // problem "title": a short summary that does not change per occurrence
+	WSClose    int    // websocket close code when the code ends a driver's socket; 0 = socket stays open
+}
+
+// codeTable is the single mapping from error code to transport. HTTP statuses and
+// websocket close codes are written as numbers so the domain imports no HTTP package.
+var codeTable = map[ECode]CodeInfo{
+	ECodeInvalid:        {400, "Bad request", 0},
+	ECodeUnauthorized:   {401, "Unauthorized", 0},
+	ECodeForbidden:      {403, "Forbidden", 0},
+	ECodeNotFound:       {404, "Not found", 0},
+	ECodeConflict:       {409, "Illegal state change", 0},
+	ECodeTooLarge:       {413, "Too large", 1009},
+	ECodeIdempotency:    {422, "Idempotency key reused", 0},
+	ECodeRateLimited:    {429, "Rate limited", 1008},
+	ECodeOutsideRegions: {421, "Outside every region", 0},
+	ECodeUnavailable:    {503, "Unavailable", 1012},
+	ECodeInternal:       {500, "Internal error", 1011},
+}
+
+// Info returns how code is expressed on HTTP and websocket; unknown codes are internal.
+func (c ECode) Info() CodeInfo {
+	if i, ok := codeTable[c]; ok {
+		return i
+	}
+	return codeTable[ECodeInternal]
+}
+
+// Error is the one error type the domain returns to its callers. Transports read Code
+// to choose a status; Message is safe to show to the client.
+type Error struct {
+	Code    ECode
+	Message string
+	Err     error // the sentinel or cause, for errors.Is; may be nil
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil && e.Message == "" {
+		return e.Err.Error()
+	}
+	return e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error with code and a formatted message.
+func Errorf(code ECode, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorCode returns the code of the first *Error in err's chain, ECodeInternal for any
+// other non-nil error, and "" for nil.
+func ErrorCode(err error) ECode {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ECodeInternal
+}
+
+// ErrorMessage returns the client-safe message of err: the *Error's message, or a
+// generic text for internal errors so no infrastructure detail leaks.
+func ErrorMessage(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Code != ECodeInternal {
+		return e.Error()
+	}
+	return "internal error"
+}
+
+func sentinel(code ECode, msg string) *Error { return &Error{Code: code, Message: msg} }
+
+// Sentinels. Compare with errors.Is; each is an *Error with its code.
+var (
+	// ErrRideNotFound: no ride with that id (or not visible to the caller).
+	ErrRideNotFound = sentinel(ECodeNotFound, "ride not found")
+	// ErrDriverNotFound: no driver with that id has connected.
+	ErrDriverNotFound = sentinel(ECodeNotFound, "driver not found")
+	// ErrOfferNotFound: the offer id is not this driver's current offer.
+	ErrOfferNotFound = sentinel(ECodeNotFound, "offer not found")
+	// ErrOfferExpired: the offer was revoked (expired, taken or cancelled) before the answer.
+	ErrOfferExpired = sentinel(ECodeConflict, "offer is no longer valid")
+	// ErrDriverBusy: the driver already holds an offer or a ride.
+	ErrDriverBusy = sentinel(ECodeConflict, "driver is busy")
+	// ErrIllegalTransition: the requested change is not allowed from the current state.
+	ErrIllegalTransition = sentinel(ECodeConflict, "illegal state change")
+	// ErrVersionConflict: a Store commit lost a race; the caller re-reads and retries.
+	ErrVersionConflict = sentinel(ECodeConflict, "concurrent update")
+	// ErrStaleEpoch: the writer's fencing epoch is older than the Store's; it lost its lease.
+	ErrStaleEpoch = sentinel(ECodeUnavailable, "writer lost its lease")
+	// ErrClosed: the engine is shutting down.
+	ErrClosed = sentinel(ECodeUnavailable, "shutting down")
+)
+
+// wrapf wraps a sentinel with context while keeping its code and client message.
+func wrapf(err *Error, format string, args ...any) *Error {
+	return &Error{Code: err.Code, Message: fmt.Sprintf(format, args...) + ": " + err.Message, Err: err}
+}

@@ -1,0 +1,51 @@
+package dispatch
+
+import "time"
+
+// EventType says what an Event tells.
+type EventType string
+
+// Event types. Driver events carry DriverID; every event carries the ride as it is after
+// the change.
+const (
+	EventOffer         EventType = "offer"          // Offer went to DriverID
+	EventOfferRevoked  EventType = "offer_revoked"  // Offer was withdrawn from DriverID for Reason
+	EventAssigned      EventType = "assigned"       // DriverID's accept won: Ride is theirs
+	EventRideCancelled EventType = "ride_cancelled" // the rider cancelled DriverID's assigned ride
+	EventRideChanged   EventType = "ride_changed"   // Ride's status changed (riders follow these)
+)
+
+// Event is a change that clients must hear about: gateways deliver driver events over
+// the socket, the rider API streams ride changes.
+type Event struct {
+	Type     EventType
+	DriverID string
+	Ride     Ride
+	Offer    *Offer
+	Reason   string
+	At       time.Time
+}
+
+// Notifier receives events after they are committed. Notify must not block: an
+// implementation queues and delivers on its own goroutines.
+type Notifier interface {
+	Notify(Event)
+}
+
+// NotifierFunc adapts a function to Notifier.
+type NotifierFunc func(Event)
+
+// Notify calls f(ev).
+func (f NotifierFunc) Notify(ev Event) { f(ev) }
+
+// Notifiers fans every event out to each of its members in order.
+type Notifiers []Notifier
+
+// Notify passes ev to every member.
+func (ns Notifiers) Notify(ev Event) {
+	for _, n := range ns {
+		if n != nil {
+			n.Notify(ev)
+		}
+	}
+}

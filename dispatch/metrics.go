@@ -1,0 +1,31 @@
+package dispatch
+
+import "time"
+
+// Metrics receives the engine's measurements. The Prometheus adapter lives in
+// dispatch/prommetrics; a nil Metrics on the Engine records nothing.
+type Metrics interface {
+	// MatchLatency: from a ride's request to its first offer.
+	MatchLatency(d time.Duration)
+	// BatchSolved: one tick's batch of rides, how many got an offer, and the solve time.
+	BatchSolved(rides, offered int, d time.Duration)
+	// OfferOutcome: accepted, declined, expired, revoked or lost (claim raced).
+	OfferOutcome(outcome string)
+	// RideEnded: a ride reached a final status.
+	RideEnded(status RideStatus)
+}
+
+// Offer outcomes passed to Metrics.OfferOutcome.
+const (
+	OutcomeAccepted = "accepted"
+	OutcomeDeclined = "declined"
+	OutcomeExpired  = "expired"
+	OutcomeRevoked  = "revoked"
+)
+
+type nopMetrics struct{}
+
+func (nopMetrics) MatchLatency(time.Duration)           {}
+func (nopMetrics) BatchSolved(int, int, time.Duration) {}
+func (nopMetrics) OfferOutcome(string)                  {}
+func (nopMetrics) RideEnded(RideStatus)                 {}

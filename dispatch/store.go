@@ -1,0 +1,45 @@
+package dispatch
+
+import (
+	"context"
+	"time"
+)
+
+// Store holds the hot state of one region: drivers and rides. Every change is a Tx
+// committed atomically with optimistic concurrency, so several engine replicas (and
+// their gateways) can share one Store without assigning a driver twice.
+//
+// Implementations: memstore (in process, the default) and, for production, Redis.
+// Both must pass storetest.Run.
+type Store interface {
+	// Driver returns the driver with id, or ErrDriverNotFound.
+	Driver(ctx context.Context, id string) (Driver, error)
+	// Ride returns the ride with id, or ErrRideNotFound.
+	Ride(ctx context.Context, id string) (Ride, error)
+	// Commit writes every record of tx, or none. Each record's Version must equal the
+	// stored version (0: the record must not exist yet), else ErrVersionConflict; tx.Epoch
+	// must be at least the store's fence, else ErrStaleEpoch. Stored versions become
+	// Version+1.
+	Commit(ctx context.Context, tx Tx) error
+	// SetLocation records a driver's position without changing its version, so a
+	// location stream never makes a state change retry, and returns the driver's state.
+	// ErrDriverNotFound if unknown.
+	SetLocation(ctx context.Context, id string, p Point, at time.Time) (DriverState, error)
+	// Fence raises the store's fencing epoch to epoch (never lowers it) and returns the
+	// fence now in force. Writers with a lower epoch can no longer commit.
+	Fence(ctx context.Context, epoch uint64) (uint64, error)
+	// Drivers calls fn for every driver; ActiveRides for every ride not yet final.
+	// They rebuild the engine's in-process indexes after a restart.
+	Drivers(ctx context.Context, fn func(Driver) error) error
+	ActiveRides(ctx context.Context, fn func(Ride) error) error
+	// Close releases the store's resources.
+	Close() error
+}
+
+// Tx is one atomic change of a Store: the new contents of some drivers and rides, each
+// carrying the version it was read at.
+type Tx struct {
+	Epoch   uint64
+	Drivers []Driver
+	Rides   []Ride
+}
