@@ -212,6 +212,9 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			return Ride{}, nil, err
 		}
 		if r.DriverID != driverID {
+			if r.Offer != nil && r.Offer.DriverID == driverID {
+				return Ride{}, nil, wrapf(ErrIllegalTransition, "ride %s is only offered to driver %s: accept it first", rideID, driverID)
+			}
 			return Ride{}, nil, wrapf(ErrRideNotFound, "ride %s is not assigned to driver %s", rideID, driverID)
 		}
 		if r.Status == to {

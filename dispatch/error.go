@@ -62,6 +62,17 @@ type Error struct {
 	Code    ECode
 	Message string
 	Err     error // the sentinel or cause, for errors.Is; may be nil
+	// RetryAfterS tells a rate-limited client how many seconds to wait.
+	RetryAfterS int
+}
+
+// RetryAfter returns the RetryAfterS of the first *Error in err's chain.
+func RetryAfter(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfterS
+	}
+	return 0
 }
 
 func (e *Error) Error() string {

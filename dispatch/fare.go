@@ -28,7 +28,7 @@ func DefaultFareModel() FareModel {
 // Validate reports settings that would price nonsense.
 func (m FareModel) Validate() error {
 	var errs []error
-	if len(m.Currency) != 3 {
+	if !isCurrencyCode(m.Currency) {
 		errs = append(errs, fmt.Errorf("fare.currency %q: want a 3-letter ISO 4217 code", m.Currency))
 	}
 	if m.Base < 0 || m.PerKm < 0 || m.PerMinute < 0 || m.Minimum < 0 {
@@ -66,4 +66,16 @@ type Estimate struct {
 	// seconds, nil when no driver is within the search radius.
 	PickupETAS *int    `json:"pickup_eta_s"`
 	DistanceM  float64 `json:"distance_m"`
+}
+
+func isCurrencyCode(s string) bool {
+	if len(s) != 3 {
+		return false
+	}
+	for _, c := range s {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
 }

@@ -16,13 +16,21 @@ import (
 // Config is everything `understudy serve` needs. It is built from defaults, then the
 // --config file, then UNDERSTUDY_* environment variables, then flags, then validated.
 type Config struct {
-	Addr            string          `json:"addr"`     // HTTP listen address
-	DataDir         string          `json:"data_dir"` // where the embedded parts keep their files
-	RedisURL        string          `json:"redis"`    // hot state in Redis instead of memory
-	NATSURL         string          `json:"nats"`     // external NATS instead of the embedded server
-	ShutdownTimeout time.Duration   `json:"-"`        // how long shutdown may drain
-	LogLevel        string          `json:"log_level"`
-	Dispatch        dispatch.Config `json:"-"`
+	Addr            string        `json:"addr"`     // HTTP listen address
+	DataDir         string        `json:"data_dir"` // where the embedded parts keep their files
+	RedisURL        string        `json:"redis"`    // hot state in Redis instead of memory
+	NATSURL         string        `json:"nats"`     // external NATS instead of the embedded server
+	ShutdownTimeout time.Duration `json:"-"`        // how long shutdown may drain
+	LogLevel        string        `json:"log_level"`
+	// Secret is the HMAC secret for development tokens (UNDERSTUDY_SECRET only, never a
+	// flag or file); empty means the one generated and kept in DataDir.
+	Secret string `json:"-"`
+	// PublicKeys is a PEM file of Ed25519/RSA public keys for production tokens.
+	PublicKeys string `json:"jwt_public_keys"`
+	// AllowedOrigins lists the Origins a browser may open the driver socket from;
+	// empty allows same-host origins and non-browser clients only.
+	AllowedOrigins []string        `json:"allowed_origins"`
+	Dispatch       dispatch.Config `json:"-"`
 }
 
 func defaultConfig() Config {
@@ -43,6 +51,8 @@ type fileConfig struct {
 	Redis           *string  `json:"redis"`
 	NATS            *string  `json:"nats"`
 	LogLevel        *string  `json:"log_level"`
+	PublicKeys      *string  `json:"jwt_public_keys"`
+	AllowedOrigins  []string `json:"allowed_origins"`
 	ShutdownTimeout *string  `json:"shutdown_timeout"`
 	H3Resolution    *int     `json:"h3_resolution"`
 	MatchInterval   *string  `json:"match_interval"`
@@ -77,6 +87,10 @@ func (c *Config) applyFile(path string) error {
 	set(&c.RedisURL, f.Redis)
 	set(&c.NATSURL, f.NATS)
 	set(&c.LogLevel, f.LogLevel)
+	set(&c.PublicKeys, f.PublicKeys)
+	if f.AllowedOrigins != nil {
+		c.AllowedOrigins = f.AllowedOrigins
+	}
 	set(&c.Dispatch.H3Resolution, f.H3Resolution)
 	set(&c.Dispatch.MaxRadiusM, f.MaxRadiusM)
 	set(&c.Dispatch.Candidates, f.Candidates)
@@ -128,6 +142,11 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis `URL` for hot state (default: in memory)")
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS `URL` for the durable log (default: embedded)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.PublicKeys, "jwt-public-keys", c.PublicKeys, "PEM `file` of Ed25519/RSA keys that verify production tokens")
+	fs.Func("allowed-origin", "an Origin a browser may open the driver socket from (repeatable)", func(v string) error {
+		c.AllowedOrigins = append(c.AllowedOrigins, v)
+		return nil
+	})
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
 	fs.IntVar(&c.Dispatch.H3Resolution, "h3-res", c.Dispatch.H3Resolution, "H3 `resolution` of the supply index")
 	fs.DurationVar(&c.Dispatch.MatchInterval, "match-interval", c.Dispatch.MatchInterval, "batching window; 0 matches each request at once")
@@ -203,6 +222,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}
+	cfg.Secret = getenv("UNDERSTUDY_SECRET")
 	if fs.NArg() > 0 {
 		return Config{}, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}

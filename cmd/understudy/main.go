@@ -1,6 +1,7 @@
 // Command understudy runs one region of the Understudy dispatch fallback.
 //
 //	understudy [serve] [flags]   run the region (the default)
+//	understudy token --role R --sub ID [--ttl 1h]   mint a development token
 //	understudy version           print the version
 package main
 
@@ -35,6 +36,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, stdout, stderr, nil)
+	case "token":
+		return token(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -49,6 +52,7 @@ const usage = `usage: understudy <command> [flags]
 
 commands:
   serve     run one region (the default when no command is given)
+  token     print a development token: token --role driver --sub d-42 --ttl 1h
   version   print the version
 Run 'understudy serve -h' for serve's flags.
 `

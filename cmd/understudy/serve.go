@@ -17,19 +17,33 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/prommetrics"
 )
 
-// server is one running region: the engine, its store and the HTTP listener.
+// server is one running region: the engine, its store, the gateways and the HTTP
+// listener.
 type server struct {
-	cfg      Config
-	log      *slog.Logger
-	engine   *dispatch.Engine
-	store    dispatch.Store
-	registry *prometheus.Registry
-	listener net.Listener
-	http     *http.Server
+	cfg        Config
+	log        *slog.Logger
+	engine     *dispatch.Engine
+	store      dispatch.Store
+	keys       *jwtauth.Keys
+	registry   *prometheus.Registry
+	components []component
+	listener   net.Listener
+	http       *http.Server
+}
+
+// component is a part mounted on the server (the driver gateway, the rider API): its
+// routes, its share of the engine's events, and its drain at shutdown.
+type component struct {
+	name   string
+	routes func(mux *http.ServeMux)
+	notify dispatch.Notifier               // may be nil
+	run    func(ctx context.Context) error // background work until ctx ends; may be nil
+	drain  func(ctx context.Context) error // tell clients to go elsewhere; may be nil
 }
 
 // openServer wires a region by hand from cfg and binds its listener, so a bad address
@@ -38,10 +52,27 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (*server, err
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	s := &server{cfg: cfg, log: log, store: memstore.New(), registry: prometheus.NewRegistry()}
+	keys, err := loadKeys(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{cfg: cfg, log: log, store: memstore.New(), keys: keys, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.engine = &dispatch.Engine{Store: s.store, Config: cfg.Dispatch, Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
+	for _, open := range []func() (component, error){s.openDriverGateway, s.openRiderAPI} {
+		c, err := open()
+		if err != nil {
+			_ = s.store.Close()
+			return nil, err
+		}
+		s.components = append(s.components, c)
+	}
+	var notifiers dispatch.Notifiers
+	for _, c := range s.components {
+		notifiers = append(notifiers, c.notify)
+	}
+	s.engine.Notifier = notifiers
 	if err := s.engine.Open(ctx); err != nil {
 		_ = s.store.Close()
 		return nil, fmt.Errorf("open engine: %w", err)
@@ -68,6 +99,11 @@ func (s *server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	for _, c := range s.components {
+		if c.routes != nil {
+			c.routes(mux)
+		}
+	}
 	return mux
 }
 
@@ -91,6 +127,11 @@ func (s *server) Addr() string { return s.listener.Addr().String() }
 func (s *server) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.engine.Run(gctx) })
+	for _, c := range s.components {
+		if c.run != nil {
+			g.Go(func() error { return c.run(gctx) })
+		}
+	}
 	g.Go(func() error {
 		if err := s.http.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -103,7 +144,15 @@ func (s *server) run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		defer cancel()
 		_ = s.engine.Close()
-		return s.http.Shutdown(sctx)
+		var errs []error
+		for _, c := range s.components {
+			if c.drain != nil {
+				if err := c.drain(sctx); err != nil {
+					errs = append(errs, fmt.Errorf("drain %s: %w", c.name, err))
+				}
+			}
+		}
+		return errors.Join(append(errs, s.http.Shutdown(sctx))...)
 	})
 	err := g.Wait()
 	if cerr := s.store.Close(); err == nil {
