@@ -25,7 +25,7 @@ const (
 
 type nopMetrics struct{}
 
-func (nopMetrics) MatchLatency(time.Duration)           {}
+func (nopMetrics) MatchLatency(time.Duration)          {}
 func (nopMetrics) BatchSolved(int, int, time.Duration) {}
-func (nopMetrics) OfferOutcome(string)                  {}
-func (nopMetrics) RideEnded(RideStatus)                 {}
+func (nopMetrics) OfferOutcome(string)                 {}
+func (nopMetrics) RideEnded(RideStatus)                {}

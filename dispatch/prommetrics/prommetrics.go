@@ -81,4 +81,6 @@ func (m *Metrics) BatchSolved(rides, offered int, d time.Duration) {
 func (m *Metrics) OfferOutcome(outcome string) { m.offers.WithLabelValues(outcome).Inc() }
 
 // RideEnded implements dispatch.Metrics.
-func (m *Metrics) RideEnded(status dispatch.RideStatus) { m.rides.WithLabelValues(string(status)).Inc() }
+func (m *Metrics) RideEnded(status dispatch.RideStatus) {
+	m.rides.WithLabelValues(string(status)).Inc()
+}
