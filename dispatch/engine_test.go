@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -637,5 +638,23 @@ func TestErrorTable(t *testing.T) {
 	}
 	if msg := dispatch.ErrorMessage(errors.New("redis: secret host")); msg != "internal error" {
 		t.Errorf("internal error leaked: %q", msg)
+	}
+}
+
+// Rides that all list the same few drivers get the next ones within the same tick.
+func TestContendedRidesRebatchWithinOneStep(t *testing.T) {
+	te := mustOpenEngine(t, func(c *dispatch.Config) { c.Candidates = 1 })
+	for i, m := range []float64{100, 200, 300} {
+		te.online(t, fmt.Sprintf("d-%d", i), near(gangnam, m, 0))
+	}
+	for range 3 {
+		te.request(t, gangnam)
+	}
+	te.step(t)
+	if evs := te.rec.take(dispatch.EventOffer, ""); len(evs) != 3 {
+		t.Fatalf("%d offers after one step, want 3", len(evs))
+	}
+	if te.Pending() != 0 {
+		t.Fatalf("%d rides still pending", te.Pending())
 	}
 }

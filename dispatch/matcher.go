@@ -81,6 +81,12 @@ func (e *Engine) endSearch(ctx context.Context, r Ride, now time.Time) (Ride, fu
 	}, nil
 }
 
+// maxRounds bounds how often one tick re-batches the rides its earlier rounds left
+// without a driver. A claim removes the driver from the supply index, so each round
+// sees fresh candidates: rides that all listed the same few drivers near a hub get
+// the next ones within the same tick instead of a tick later.
+const maxRounds = 4
+
 // matchPending assigns the batch of pending rides to nearby available drivers and
 // sends one offer per assigned ride. Rides that got none stay pending.
 func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
@@ -90,11 +96,13 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 	}
 	start := time.Now()
 	rides := make([]Ride, 0, len(ids))
-	for _, id := range ids {
+	for k, id := range ids {
 		r, err := e.Store.Ride(ctx, id)
 		if err != nil {
 			if !errors.Is(err, ErrRideNotFound) {
-				e.requeue(id)
+				for _, id := range ids[k:] {
+					e.requeue(id)
+				}
 				return fmt.Errorf("load pending ride %s: %w", id, err)
 			}
 			continue
@@ -103,14 +111,41 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 			rides = append(rides, r)
 		}
 	}
+	total, offered := len(rides), 0
+	var errs []error
+	for round := 0; round < maxRounds && len(rides) > 0; round++ {
+		left, n, err := e.matchRound(ctx, rides, now)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		offered += n
+		rides = left
+		if n == 0 {
+			break
+		}
+	}
+	for _, r := range rides {
+		e.requeue(r.ID)
+	}
+	e.Metrics.BatchSolved(total, offered, time.Since(start))
+	return errors.Join(errs...)
+}
+
+// matchRound solves one optimal assignment of rides to their nearest available
+// drivers and sends the offers. It returns the rides still without an offer whose
+// driver may yet be found this tick; rides whose claim failed otherwise go back to
+// the queue.
+func (e *Engine) matchRound(ctx context.Context, rides []Ride, now time.Time) (left []Ride, offered int, err error) {
 	var (
 		edges   []Edge
 		drivers []Candidate
 		index   = make(map[string]int)
 		buf     []Candidate
+		first   = make([]int, len(rides)+1) // edges of ride i are edges[first[i]:first[i+1]]
 	)
 	for i := range rides {
 		r := &rides[i]
+		first[i] = len(edges)
 		var skip func(string) bool
 		if len(r.Declined) > 0 {
 			skip = r.hasDeclined
@@ -126,30 +161,33 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 			edges = append(edges, Edge{Ride: i, Driver: j, Cost: c.DistanceM})
 		}
 	}
-	assignment := Assign(len(rides), len(drivers), edges)
-	cost := make(map[[2]int]float64, len(edges))
-	for _, ed := range edges {
-		cost[[2]int{ed.Ride, ed.Driver}] = ed.Cost
-	}
-	offered := 0
+	first[len(rides)] = len(edges)
 	var errs []error
-	for i, j := range assignment {
+	for i, j := range Assign(len(rides), len(drivers), edges) {
 		r := rides[i]
 		if j < 0 {
-			e.requeue(r.ID)
+			left = append(left, r)
 			continue
 		}
-		if err := e.offer(ctx, r, drivers[j].DriverID, cost[[2]int{i, j}], now); err != nil {
+		var pickupM float64
+		for _, ed := range edges[first[i]:first[i+1]] {
+			if ed.Driver == j {
+				pickupM = ed.Cost
+			}
+		}
+		switch err := e.offer(ctx, r, drivers[j].DriverID, pickupM, now); {
+		case err == nil:
+			offered++
+		case errors.Is(err, ErrDriverBusy):
+			left = append(left, r) // the index was stale; try the next driver
+		default:
 			if ErrorCode(err) == ECodeInternal {
 				errs = append(errs, err)
 			}
-			e.requeue(r.ID)
-			continue
+			e.requeue(r.ID) // e.g. cancelled meanwhile: the next tick rereads it
 		}
-		offered++
 	}
-	e.Metrics.BatchSolved(len(rides), offered, time.Since(start))
-	return errors.Join(errs...)
+	return left, offered, errors.Join(errs...)
 }
 
 // offer claims driverID for ride r in one commit and sends the offer.

@@ -1,0 +1,108 @@
+// Package redistest gives tests a real Redis: REDIS_URL when set, otherwise a
+// redis-server it starts on a free port in a temporary directory and stops at cleanup.
+// With neither it fails the test with what to install; it never skips.
+package redistest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// URL returns the URL of a Redis the test may use, with an empty database.
+func URL(tb testing.TB) string {
+	tb.Helper()
+	if u := os.Getenv("REDIS_URL"); u != "" {
+		flush(tb, u)
+		return u
+	}
+	return Start(tb)
+}
+
+// Start runs a private redis-server for tb and returns its URL.
+func Start(tb testing.TB) string {
+	tb.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		tb.Fatalf("redis-server not found: install it (Debian: apt-get install redis-server; `make test` does) or set REDIS_URL")
+	}
+	for attempt := 0; attempt < 5; attempt++ {
+		port := freePort(tb)
+		dir := tb.TempDir()
+		var out bytes.Buffer
+		cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--appendonly", "no", "--protected-mode", "yes")
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			tb.Fatalf("start redis-server: %v", err)
+		}
+		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		if waitReady(url, exited) {
+			tb.Cleanup(func() {
+				_ = cmd.Process.Kill()
+				<-exited
+			})
+			return url
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+		tb.Logf("redis-server on port %d did not start (retrying): %s", port, out.String())
+	}
+	tb.Fatal("redis-server did not start after 5 attempts")
+	return ""
+}
+
+func waitReady(url string, exited <-chan struct{}) bool {
+	opts, _ := redis.ParseURL(url)
+	c := redis.NewClient(opts)
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return false
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond) // polling a starting server, bounded by the deadline
+	}
+	return false
+}
+
+func flush(tb testing.TB, url string) {
+	tb.Helper()
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		tb.Fatalf("REDIS_URL: %v", err)
+	}
+	c := redis.NewClient(opts)
+	defer c.Close()
+	if err := c.FlushDB(context.Background()).Err(); err != nil {
+		tb.Fatalf("REDIS_URL %s: %v", url, err)
+	}
+}
+
+func freePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
