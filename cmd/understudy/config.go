@@ -16,25 +16,27 @@ import (
 // Config is everything `understudy serve` needs. It is built from defaults, then the
 // --config file, then UNDERSTUDY_* environment variables, then flags, then validated.
 type Config struct {
-	Addr            string        `json:"addr"`     // HTTP listen address
-	DataDir         string        `json:"data_dir"` // where the embedded parts keep their files
-	RedisURL        string        `json:"redis"`    // hot state in Redis instead of memory
-	NATSURL         string        `json:"nats"`     // external NATS instead of the embedded server
-	ShutdownTimeout time.Duration `json:"-"`        // how long shutdown may drain
-	LogLevel        string        `json:"log_level"`
+	Region          string        // this region's name; prefixes its Redis keys
+	Addr            string        // HTTP listen address
+	DataDir         string        // where the embedded parts keep their files
+	RedisURL        string        // hot state in Redis instead of memory
+	NATSURL         string        // external NATS instead of the embedded server
+	ShutdownTimeout time.Duration // how long shutdown may drain
+	LogLevel        string
 	// Secret is the HMAC secret for development tokens (UNDERSTUDY_SECRET only, never a
 	// flag or file); empty means the one generated and kept in DataDir.
-	Secret string `json:"-"`
+	Secret string
 	// PublicKeys is a PEM file of Ed25519/RSA public keys for production tokens.
-	PublicKeys string `json:"jwt_public_keys"`
+	PublicKeys string
 	// AllowedOrigins lists the Origins a browser may open the driver socket from;
 	// empty allows same-host origins and non-browser clients only.
-	AllowedOrigins []string        `json:"allowed_origins"`
-	Dispatch       dispatch.Config `json:"-"`
+	AllowedOrigins []string
+	Dispatch       dispatch.Config
 }
 
 func defaultConfig() Config {
 	return Config{
+		Region:          "local",
 		Addr:            "127.0.0.1:8080",
 		DataDir:         "understudy-data",
 		ShutdownTimeout: 10 * time.Second,
@@ -46,6 +48,7 @@ func defaultConfig() Config {
 // fileConfig is the --config file's shape: JSON, durations as Go duration strings
 // ("15s"). Absent fields keep their earlier value.
 type fileConfig struct {
+	Region          *string  `json:"region"`
 	Addr            *string  `json:"addr"`
 	DataDir         *string  `json:"data_dir"`
 	Redis           *string  `json:"redis"`
@@ -82,6 +85,7 @@ func (c *Config) applyFile(path string) error {
 	if err := dec.Decode(&f); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
+	set(&c.Region, f.Region)
 	set(&c.Addr, f.Addr)
 	set(&c.DataDir, f.DataDir)
 	set(&c.RedisURL, f.Redis)
@@ -137,6 +141,7 @@ func set[T any](dst *T, src *T) {
 // bind declares c's flags on fs; parsing them overwrites what defaults, file and
 // environment set.
 func (c *Config) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.Region, "region", c.Region, "this region's `name`")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen `address`")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for the embedded parts' files")
 	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis `URL` for hot state (default: in memory)")
@@ -185,8 +190,8 @@ func (c Config) Validate() error {
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)
 	}
-	if c.RedisURL != "" {
-		errs = append(errs, errors.New("--redis: the Redis store is not built yet; run without it for in-memory hot state"))
+	if c.Region == "" || strings.ContainsAny(c.Region, " :{}*") {
+		errs = append(errs, fmt.Errorf("region %q: want a name without spaces, colons, braces or stars", c.Region))
 	}
 	if c.NATSURL != "" {
 		errs = append(errs, errors.New("--nats: the durable log is not built yet; run without it"))

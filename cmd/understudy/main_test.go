@@ -114,7 +114,8 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--offer-timeout", "0s"}, "offer_timeout"},
 		{[]string{"--h3-res", "20"}, "h3_resolution"},
 		{[]string{"--log-level", "loud"}, "log-level"},
-		{[]string{"--redis", "redis://127.0.0.1:6379"}, "not built yet"},
+		{[]string{"--nats", "nats://127.0.0.1:4222"}, "not built yet"},
+		{[]string{"--region", "seoul:1"}, "region"},
 		{[]string{"--config", bad}, "unknown field"},
 		{[]string{"--config", badDur}, "offer_timeout"},
 		{[]string{"--config", filepath.Join(dir, "missing.json")}, "read config"},
@@ -134,5 +135,21 @@ func TestVersionAndUnknownCommand(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"fly"}, io.Discard, io.Discard); err == nil {
 		t.Fatal("unknown command accepted")
+	}
+}
+
+// waitFor polls check until it reports true, failing the test after 10 s.
+func waitFor[T any](tb testing.TB, what string, check func() (T, bool)) T {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		v, ok := check()
+		if ok {
+			return v
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("no %s within 10 s", what)
+		}
+		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/prommetrics"
+	"github.com/understudy/understudy/dispatch/redisstore"
 )
 
 // server is one running region: the engine, its store, the gateways and the HTTP
@@ -56,7 +57,11 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (*server, err
 	if err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, log: log, store: memstore.New(), keys: keys, registry: prometheus.NewRegistry()}
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &server{cfg: cfg, log: log, store: store, keys: keys, registry: prometheus.NewRegistry()}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.engine = &dispatch.Engine{Store: s.store, Config: cfg.Dispatch, Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
@@ -120,6 +125,26 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "ready\n")
 }
 
+// openStore returns the hot-state Store: Redis with --redis, else in memory.
+func openStore(ctx context.Context, cfg Config) (dispatch.Store, error) {
+	if cfg.RedisURL == "" {
+		return memstore.New(), nil
+	}
+	st, err := redisstore.Open(ctx, cfg.RedisURL, "understudy:"+cfg.Region+":")
+	if err != nil {
+		return nil, fmt.Errorf("open redis store: %w", err)
+	}
+	return st, nil
+}
+
+// storeName says which Store runs, for the start-up log.
+func (s *server) storeName() string {
+	if s.cfg.RedisURL != "" {
+		return "redis"
+	}
+	return "memory"
+}
+
 // Addr is the address the server listens on (useful with port 0).
 func (s *server) Addr() string { return s.listener.Addr().String() }
 
@@ -175,7 +200,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return err
 	}
 	log.Info("understudy serving", slog.String("addr", s.Addr()), slog.String("version", version),
-		slog.String("data_dir", cfg.DataDir), slog.String("store", "memory"))
+		slog.String("data_dir", cfg.DataDir), slog.String("store", s.storeName()), slog.String("region", cfg.Region))
 	fmt.Fprintf(stdout, "understudy listening on http://%s\n", s.Addr())
 	if ready != nil {
 		ready(s)
