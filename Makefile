@@ -1,14 +1,17 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test vet bench fuzz
+.PHONY: run test deps vet bench fuzz
+
+# Root installs directly; anyone else through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 ## run: Understudy on the embedded default at http://127.0.0.1:8080
 run:
 	$(GO) run ./cmd/understudy
 
 ## test: vet, the whole suite under the race detector, and one pass of every benchmark
-test: vet
+test: deps vet
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
@@ -29,3 +32,9 @@ fuzz:
 	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+## deps: what the tests start for real (a redis-server per test run); installed from Debian if missing
+deps:
+	@command -v redis-server >/dev/null || { \
+	  echo "redis-server not found: installing it from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }

@@ -26,7 +26,12 @@ type Engine struct {
 	Notifier Notifier     // receives committed changes; nil drops them
 	Metrics  Metrics      // nil records nothing
 	Logger   *slog.Logger // nil logs nothing
-	Config   Config
+	// Ledger records completed trips for driver pay; nil records none (tests only:
+	// serve always sets one).
+	Ledger Ledger
+	// Region names this region in ledger entries.
+	Region string
+	Config Config
 	// Epoch is this writer's fencing epoch; every commit carries it. A lone region
 	// uses 1; regional takeover sets it from the lease revision.
 	Epoch uint64

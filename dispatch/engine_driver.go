@@ -218,7 +218,14 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			return Ride{}, nil, wrapf(ErrRideNotFound, "ride %s is not assigned to driver %s", rideID, driverID)
 		}
 		if r.Status == to {
-			return r, nil, nil // a retried frame
+			// A retried frame. For complete, the first try may have failed to reach
+			// the ledger: record again (the ledger keeps one entry per trip).
+			if to == RideCompleted {
+				if err := e.recordTrip(ctx, r); err != nil {
+					return Ride{}, nil, err
+				}
+			}
+			return r, nil, nil
 		}
 		d, err := e.Store.Driver(ctx, driverID)
 		if err != nil {
@@ -241,14 +248,32 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			return Ride{}, nil, err
 		}
 		r.Version++
-		return r, func() {
+		after := func() {
 			if driverTo == DriverAvailable {
 				e.makeAvailable(d)
 				e.Metrics.RideEnded(to)
 			}
 			e.publish(r, now)
-		}, nil
+		}
+		if to == RideCompleted {
+			// The driver hears "complete" acknowledged only once the pay is durable.
+			if err := e.recordTrip(ctx, r); err != nil {
+				return Ride{}, after, err
+			}
+		}
+		return r, after, nil
 	})
+}
+
+// recordTrip writes completed ride r to the pay ledger.
+func (e *Engine) recordTrip(ctx context.Context, r Ride) error {
+	if e.Ledger == nil {
+		return nil
+	}
+	if _, err := e.Ledger.Record(ctx, ledgerEntry(r, e.Region, e.Now())); err != nil {
+		return fmt.Errorf("record trip %s in the ledger: %w", r.ID, err)
+	}
+	return nil
 }
 
 // loadOffer returns driverID and the ride of its current offer offerID.

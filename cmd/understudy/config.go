@@ -193,9 +193,6 @@ func (c Config) Validate() error {
 	if c.Region == "" || strings.ContainsAny(c.Region, " :{}*") {
 		errs = append(errs, fmt.Errorf("region %q: want a name without spaces, colons, braces or stars", c.Region))
 	}
-	if c.NATSURL != "" {
-		errs = append(errs, errors.New("--nats: the durable log is not built yet; run without it"))
-	}
 	if err := c.Dispatch.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -114,7 +114,6 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--offer-timeout", "0s"}, "offer_timeout"},
 		{[]string{"--h3-res", "20"}, "h3_resolution"},
 		{[]string{"--log-level", "loud"}, "log-level"},
-		{[]string{"--nats", "nats://127.0.0.1:4222"}, "not built yet"},
 		{[]string{"--region", "seoul:1"}, "region"},
 		{[]string{"--config", bad}, "unknown field"},
 		{[]string{"--config", badDur}, "offer_timeout"},

@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -19,6 +21,7 @@ import (
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/prommetrics"
 	"github.com/understudy/understudy/dispatch/redisstore"
 )
@@ -33,6 +36,9 @@ type server struct {
 	keys       *jwtauth.Keys
 	registry   *prometheus.Registry
 	components []component
+	ledger     *natslog.Ledger
+	nats       *nats.Conn
+	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
 	http       *http.Server
 }
@@ -48,27 +54,34 @@ type component struct {
 }
 
 // openServer wires a region by hand from cfg and binds its listener, so a bad address
-// fails here rather than after start-up.
-func openServer(ctx context.Context, cfg Config, log *slog.Logger) (*server, error) {
+// fails here rather than after start-up. On error it releases what it opened.
+func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, err error) {
+	s := &server{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := loadKeys(cfg)
-	if err != nil {
+	if s.keys, err = loadKeys(cfg); err != nil {
 		return nil, err
 	}
-	store, err := openStore(ctx, cfg)
-	if err != nil {
+	if s.store, err = openStore(ctx, cfg); err != nil {
 		return nil, err
 	}
-	s := &server{cfg: cfg, log: log, store: store, keys: keys, registry: prometheus.NewRegistry()}
+	s.closers = append(s.closers, s.store.Close)
+	if err := s.openLog(ctx); err != nil {
+		return nil, err
+	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.engine = &dispatch.Engine{Store: s.store, Config: cfg.Dispatch, Logger: log.With(slog.String("component", "dispatch"))}
+	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Region: cfg.Region, Config: cfg.Dispatch,
+		Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
 	for _, open := range []func() (component, error){s.openDriverGateway, s.openRiderAPI} {
 		c, err := open()
 		if err != nil {
-			_ = s.store.Close()
 			return nil, err
 		}
 		s.components = append(s.components, c)
@@ -79,12 +92,10 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (*server, err
 	}
 	s.engine.Notifier = notifiers
 	if err := s.engine.Open(ctx); err != nil {
-		_ = s.store.Close()
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
-		_ = s.store.Close()
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	s.listener = ln
@@ -94,6 +105,54 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (*server, err
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	return s, nil
+}
+
+// openLog connects the durable log: the deployment's NATS with --nats, else a NATS
+// server embedded in this process with JetStream in the data directory, whose URL
+// is written to the data directory for `understudy ledger export`.
+func (s *server) openLog(ctx context.Context) error {
+	var (
+		nc  *nats.Conn
+		err error
+	)
+	if s.cfg.NATSURL != "" {
+		if nc, err = natslog.Connect(s.cfg.NATSURL); err != nil {
+			return err
+		}
+	} else {
+		emb, err := natslog.StartEmbedded(filepath.Join(s.cfg.DataDir, "nats"), "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		s.closers = append(s.closers, func() error { emb.Close(); return nil })
+		if err := os.WriteFile(filepath.Join(s.cfg.DataDir, natsURLFile), []byte(emb.URL()+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write nats url: %w", err)
+		}
+		if nc, err = emb.Connect(); err != nil {
+			return fmt.Errorf("connect to embedded nats: %w", err)
+		}
+	}
+	s.nats = nc
+	s.closers = append(s.closers, func() error { nc.Close(); return nil })
+	if s.ledger, err = natslog.OpenLedger(ctx, nc, 1); err != nil {
+		return err
+	}
+	return nil
+}
+
+// natsURLFile, in the data directory, holds the embedded NATS server's URL while it runs.
+const natsURLFile = "nats.url"
+
+// close releases what openServer opened, last first.
+func (s *server) close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.closers = nil
+	return errors.Join(errs...)
 }
 
 func (s *server) routes() http.Handler {
@@ -112,7 +171,8 @@ func (s *server) routes() http.Handler {
 	return mux
 }
 
-// ready answers 200 while the region can serve: its store answers.
+// ready answers 200 while the region can serve: its store answers and its log is
+// connected.
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -120,6 +180,11 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.store.Fence(ctx, 0); err != nil {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = fmt.Fprintf(w, "store: %v\n", err)
+		return
+	}
+	if st := s.nats.Status(); st != nats.CONNECTED {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = fmt.Fprintf(w, "nats: %s\n", st)
 		return
 	}
 	_, _ = io.WriteString(w, "ready\n")
@@ -180,7 +245,7 @@ func (s *server) run(ctx context.Context) error {
 		return errors.Join(append(errs, s.http.Shutdown(sctx))...)
 	})
 	err := g.Wait()
-	if cerr := s.store.Close(); err == nil {
+	if cerr := s.close(); err == nil {
 		err = cerr
 	}
 	return err

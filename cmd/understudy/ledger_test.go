@@ -1,0 +1,56 @@
+package main
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+// A completed trip is in the ledger exactly once, however often complete is retried,
+// and the ledger outlives the process.
+func TestCompletedTripReachesTheLedgerOnce(t *testing.T) {
+	ctx := context.Background()
+	dataDir := t.TempDir()
+	s := mustServe(t, "--data-dir", dataDir, "--match-interval", "0")
+	e := s.engine
+	p := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
+	if _, err := e.Connect(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.UpdateLocation(ctx, "d-1", p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SetAvailable(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	ride, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := waitFor(t, "an offer", func() (dispatch.Ride, bool) {
+		r, err := e.Ride(ctx, ride.ID)
+		return r, err == nil && r.Offer != nil
+	})
+	if _, err := e.Accept(ctx, "d-1", offered.Offer.ID); err != nil {
+		t.Fatal(err)
+	}
+	// complete three times: the app retries when it misses the acknowledgement.
+	for _, step := range []func(context.Context, string, string) (dispatch.Ride, error){e.Arrived, e.Start, e.Complete, e.Complete, e.Complete} {
+		if _, err := step(ctx, "d-1", ride.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []dispatch.LedgerEntry
+	if err := s.ledger.Entries(ctx, time.Time{}, "d-1", func(le dispatch.LedgerEntry) error {
+		got = append(got, le)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].RideID != ride.ID || got[0].Fare != ride.Fare || got[0].Region != "local" ||
+		got[0].CompletedAt.IsZero() || got[0].StartedAt.IsZero() {
+		t.Fatalf("ledger = %+v", got)
+	}
+}

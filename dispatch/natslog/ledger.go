@@ -1,0 +1,177 @@
+package natslog
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+var _ dispatch.Ledger = (*Ledger)(nil)
+
+// LedgerStream is the JetStream stream that holds the ledger; one subject per trip,
+// understudy.ledger.<driver>.<ride>.
+const LedgerStream = "UNDERSTUDY_LEDGER"
+
+const ledgerPrefix = "understudy.ledger."
+
+// Ledger is the driver pay ledger on JetStream. A trip's entry is published with the
+// expectation that its subject holds no message yet, so however often a completion is
+// retried, from however many replicas, the stream keeps exactly one entry per trip.
+type Ledger struct {
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	// FetchWait bounds how long Entries waits for the next batch of a read it knows
+	// is not finished.
+	FetchWait time.Duration
+}
+
+// OpenLedger creates or updates the ledger stream (file storage, with replicas copies
+// in a cluster) and returns the ledger.
+func OpenLedger(ctx context.Context, nc *nats.Conn, replicas int) (*Ledger, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        LedgerStream,
+		Description: "Completed trips, one entry each, for paying drivers after the outage.",
+		Subjects:    []string{ledgerPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(1, replicas),
+		Retention:   jetstream.LimitsPolicy, // kept until settled and purged by an operator
+		Duplicates:  time.Hour,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %s: %w", LedgerStream, err)
+	}
+	return &Ledger{js: js, stream: stream, FetchWait: 5 * time.Second}, nil
+}
+
+// subjectToken makes an id safe as one subject token: ids of letters, digits, - and _
+// stay as they are (the usual case), anything else is hex with a ~ in front.
+func subjectToken(id string) string {
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return "~" + hex.EncodeToString([]byte(id))
+		}
+	}
+	if id == "" {
+		return "~"
+	}
+	return id
+}
+
+func entrySubject(driverID, rideID string) string {
+	return ledgerPrefix + subjectToken(driverID) + "." + subjectToken(rideID)
+}
+
+// Record implements dispatch.Ledger.
+func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.LedgerEntry, error) {
+	if e.RideID == "" || e.DriverID == "" {
+		return dispatch.LedgerEntry{}, errors.New("ledger entry needs a ride and a driver")
+	}
+	e.Seq = 0
+	body, err := json.Marshal(e)
+	if err != nil {
+		return dispatch.LedgerEntry{}, fmt.Errorf("encode ledger entry: %w", err)
+	}
+	subj := entrySubject(e.DriverID, e.RideID)
+	ack, err := l.js.Publish(ctx, subj, body,
+		jetstream.WithExpectLastSequencePerSubject(0), // only if the trip has no entry yet
+		jetstream.WithMsgID("trip-"+e.RideID))
+	switch {
+	case err == nil && !ack.Duplicate:
+		e.Seq = ack.Sequence
+		return e, nil
+	case err == nil, errors.Is(err, jetstream.ErrKeyExists), isWrongLastSequence(err):
+		// Recorded before: answer with what is stored.
+		return l.stored(ctx, subj)
+	}
+	return dispatch.LedgerEntry{}, fmt.Errorf("publish ledger entry for %s: %w", e.RideID, err)
+}
+
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+func (l *Ledger) stored(ctx context.Context, subj string) (dispatch.LedgerEntry, error) {
+	msg, err := l.stream.GetLastMsgForSubject(ctx, subj)
+	if err != nil {
+		return dispatch.LedgerEntry{}, fmt.Errorf("read ledger entry %s: %w", subj, err)
+	}
+	var e dispatch.LedgerEntry
+	if err := json.Unmarshal(msg.Data, &e); err != nil {
+		return dispatch.LedgerEntry{}, fmt.Errorf("decode ledger entry %s: %w", subj, err)
+	}
+	e.Seq = msg.Sequence
+	return e, nil
+}
+
+// Entries implements dispatch.Ledger. It reads from the first entry published at or
+// after since (an entry is published after its trip completes, so none is missed) and
+// keeps those completed at or after since.
+func (l *Ledger) Entries(ctx context.Context, since time.Time, driverID string, fn func(dispatch.LedgerEntry) error) error {
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
+	if !since.IsZero() {
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		start := since
+		cfg.OptStartTime = &start
+	}
+	if driverID != "" {
+		cfg.FilterSubjects = []string{ledgerPrefix + subjectToken(driverID) + ".*"}
+	}
+	cons, err := l.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("read ledger: %w", err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("read ledger: %w", err)
+	}
+	pending := info.NumPending
+	for pending > 0 {
+		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(l.FetchWait))
+		if err != nil {
+			return fmt.Errorf("read ledger: %w", err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return fmt.Errorf("read ledger: %w", err)
+			}
+			pending = meta.NumPending
+			var e dispatch.LedgerEntry
+			if err := json.Unmarshal(msg.Data(), &e); err != nil {
+				return fmt.Errorf("decode ledger entry %d: %w", meta.Sequence.Stream, err)
+			}
+			e.Seq = meta.Sequence.Stream
+			if !e.CompletedAt.Before(since) {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("read ledger: %w", err)
+		}
+		if got == 0 {
+			return fmt.Errorf("read ledger: %d entries announced but none arrived within %s", pending, l.FetchWait)
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
