@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,5 +56,31 @@ func TestCompletedTripReachesTheLedgerOnce(t *testing.T) {
 	if len(got) != 1 || got[0].RideID != ride.ID || got[0].Fare != ride.Fare || got[0].Region != "local" ||
 		got[0].CompletedAt.IsZero() || got[0].StartedAt.IsZero() {
 		t.Fatalf("ledger = %+v", got)
+	}
+
+	// `understudy ledger export` reads it from the running region...
+	export := func() []dispatch.LedgerEntry {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(ctx, []string{"ledger", "export", "--data-dir", dataDir, "--since", ride.CreatedAt.Format(time.RFC3339)}, &out, io.Discard); err != nil {
+			t.Fatalf("ledger export: %v", err)
+		}
+		var entries []dispatch.LedgerEntry
+		for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var le dispatch.LedgerEntry
+			if err := json.Unmarshal([]byte(line), &le); err != nil {
+				t.Fatalf("export line %q: %v", line, err)
+			}
+			entries = append(entries, le)
+		}
+		return entries
+	}
+	if got := export(); len(got) != 1 || got[0].RideID != ride.ID || got[0].Seq == 0 {
+		t.Fatalf("export while running = %+v", got)
+	}
+	// ...and from its data directory once the region has stopped.
+	stopServer(t, s)
+	if got := export(); len(got) != 1 || got[0].RideID != ride.ID {
+		t.Fatalf("export after stop = %+v", got)
 	}
 }

@@ -2,6 +2,7 @@
 //
 //	understudy [serve] [flags]   run the region (the default)
 //	understudy token --role R --sub ID [--ttl 1h]   mint a development token
+//	understudy ledger export [--since T]          completed trips as NDJSON
 //	understudy version           print the version
 package main
 
@@ -36,6 +37,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, stdout, stderr, nil)
+	case "ledger":
+		return ledgerCmd(ctx, args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
 	case "version":
@@ -53,6 +56,7 @@ const usage = `usage: understudy <command> [flags]
 commands:
   serve     run one region (the default when no command is given)
   token     print a development token: token --role driver --sub d-42 --ttl 1h
+  ledger    ledger export [--since RFC3339]: completed trips as NDJSON, for settlement
   version   print the version
 Run 'understudy serve -h' for serve's flags.
 `

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,12 +27,17 @@ func mustServe(tb testing.TB, args ...string) *server {
 	go func() { done <- serve(ctx, args, io.Discard, io.Discard, func(s *server) { got <- s }) }()
 	select {
 	case s := <-got:
-		tb.Cleanup(func() {
-			cancel()
-			if err := <-done; err != nil {
-				tb.Errorf("serve returned %v", err)
-			}
-		})
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				if err := <-done; err != nil {
+					tb.Errorf("serve returned %v", err)
+				}
+			})
+		}
+		stops.Store(s, stop)
+		tb.Cleanup(stop)
 		return s
 	case err := <-done:
 		cancel()
@@ -41,6 +47,19 @@ func mustServe(tb testing.TB, args ...string) *server {
 		tb.Fatal("serve did not start within 10 s")
 	}
 	return nil
+}
+
+// stops holds each test server's stop function.
+var stops sync.Map // *server → func()
+
+// stopServer stops a server from mustServe before the test ends and waits for it.
+func stopServer(tb testing.TB, s *server) {
+	tb.Helper()
+	stop, ok := stops.Load(s)
+	if !ok {
+		tb.Fatal("stopServer: not a server from mustServe")
+	}
+	stop.(func())()
 }
 
 func get(tb testing.TB, url string) (int, string) {
