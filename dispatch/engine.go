@@ -29,6 +29,9 @@ type Engine struct {
 	// Ledger records completed trips for driver pay; nil records none (tests only:
 	// serve always sets one).
 	Ledger Ledger
+	// Log durably records every ride change except offers before anyone hears of it,
+	// and restores active rides into an empty Store; nil keeps no log (tests only).
+	Log RideLog
 	// Region names this region in ledger entries.
 	Region string
 	Config Config
@@ -81,6 +84,9 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.firstOff = make(map[string]time.Time)
 	if _, err := e.Store.Fence(ctx, e.Epoch); err != nil {
 		return fmt.Errorf("fence store at epoch %d: %w", e.Epoch, err)
+	}
+	if err := e.restore(ctx); err != nil {
+		return err
 	}
 	return e.rebuild(ctx)
 }
@@ -193,7 +199,29 @@ func (e *Engine) retry(ctx context.Context, op func(now time.Time) (Ride, func()
 	}
 }
 
+// commit writes tx to the Store and then appends its rides to the durable log, so
+// nobody is told of a ride change the log does not hold.
 func (e *Engine) commit(ctx context.Context, tx Tx) error {
+	if err := e.claim(ctx, tx); err != nil {
+		return err
+	}
+	if e.Log == nil || len(tx.Rides) == 0 {
+		return nil
+	}
+	rides := make([]Ride, len(tx.Rides))
+	for i, r := range tx.Rides {
+		r.Version++ // as stored
+		rides[i] = r
+	}
+	if err := e.Log.Append(ctx, rides); err != nil {
+		return fmt.Errorf("append to the ride log: %w", err)
+	}
+	return nil
+}
+
+// claim writes tx to the Store only. Offers use it: an offer is transient (its outcome
+// is what the log records), so the matching loop does not wait on the log.
+func (e *Engine) claim(ctx context.Context, tx Tx) error {
 	tx.Epoch = e.Epoch
 	return e.Store.Commit(ctx, tx)
 }

@@ -211,7 +211,7 @@ func (e *Engine) offer(ctx context.Context, r Ride, driverID string, pickupM flo
 	d.OfferID, d.RideID = o.ID, r.ID
 	r.Offer = &o
 	r.UpdatedAt = now
-	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+	if err := e.claim(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
 		return fmt.Errorf("claim driver %s for ride %s: %w", driverID, r.ID, err)
 	}
 	r.Version++

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
 )
@@ -54,5 +56,73 @@ func TestServeWithRedisKeepsStateAcrossRestart(t *testing.T) {
 	}
 	if _, err := second.engine.Arrived(ctx, got.DriverID, ride.ID); err != nil {
 		t.Fatalf("the trip does not carry on after restart: %v", err)
+	}
+}
+
+// If Redis itself is lost, the ride log puts the rides in flight back.
+func TestRestartAfterRedisLossRestoresRidesFromTheLog(t *testing.T) {
+	ctx := context.Background()
+	url := redistest.URL(t)
+	dataDir := t.TempDir()
+	args := []string{"--redis", url, "--region", "busan", "--data-dir", dataDir, "--match-interval", "0"}
+	first := mustServe(t, args...)
+	e := first.engine
+	p := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
+	if _, err := e.Connect(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.UpdateLocation(ctx, "d-1", p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SetAvailable(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	matched, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offered := waitFor(t, "an offer", func() (dispatch.Ride, bool) {
+		r, err := e.Ride(ctx, matched.ID)
+		return r, err == nil && r.Offer != nil
+	})
+	if _, err := e.Accept(ctx, "d-1", offered.Offer.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Arrived(ctx, "d-1", matched.ID); err != nil {
+		t.Fatal(err)
+	}
+	searching, err := e.RequestRide(ctx, "u-2", dispatch.Point{Lat: 35.10, Lng: 129.03}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopServer(t, first)
+
+	opts, _ := redis.ParseURL(url)
+	rc := redis.NewClient(opts)
+	defer rc.Close()
+	if err := rc.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	second := mustServe(t, args...)
+	got, err := second.engine.Ride(ctx, matched.ID)
+	if err != nil || got.Status != dispatch.RideArrived || got.DriverID != "d-1" {
+		t.Fatalf("matched ride after Redis loss = %+v, %v", got, err)
+	}
+	if d, err := second.engine.Driver(ctx, "d-1"); err != nil || d.State != dispatch.DriverEnRoute || d.RideID != matched.ID {
+		t.Fatalf("its driver after Redis loss = %+v, %v", d, err)
+	}
+	if got, err := second.engine.Ride(ctx, searching.ID); err != nil || got.Status != dispatch.RideSearching {
+		t.Fatalf("searching ride after Redis loss = %+v, %v", got, err)
+	}
+	if second.engine.Pending() != 1 {
+		t.Fatalf("pending = %d, want the searching ride queued again", second.engine.Pending())
+	}
+	// The trip carries on to the ledger.
+	if _, err := second.engine.Start(ctx, "d-1", matched.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := second.engine.Complete(ctx, "d-1", matched.ID); err != nil {
+		t.Fatal(err)
 	}
 }

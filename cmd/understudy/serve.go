@@ -37,6 +37,7 @@ type server struct {
 	registry   *prometheus.Registry
 	components []component
 	ledger     *natslog.Ledger
+	rideLog    *natslog.RideLog
 	nats       *nats.Conn
 	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
@@ -76,7 +77,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 		return nil, err
 	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Region: cfg.Region, Config: cfg.Dispatch,
+	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Log: s.rideLog, Region: cfg.Region, Config: cfg.Dispatch,
 		Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
 	for _, open := range []func() (component, error){s.openDriverGateway, s.openRiderAPI} {
@@ -135,6 +136,9 @@ func (s *server) openLog(ctx context.Context) error {
 	s.nats = nc
 	s.closers = append(s.closers, func() error { nc.Close(); return nil })
 	if s.ledger, err = natslog.OpenLedger(ctx, nc, 1); err != nil {
+		return err
+	}
+	if s.rideLog, err = natslog.OpenRideLog(ctx, nc, 1); err != nil {
 		return err
 	}
 	return nil

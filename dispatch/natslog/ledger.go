@@ -130,48 +130,19 @@ func (l *Ledger) Entries(ctx context.Context, since time.Time, driverID string, 
 	if driverID != "" {
 		cfg.FilterSubjects = []string{ledgerPrefix + subjectToken(driverID) + ".*"}
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, cfg)
+	err := readAll(ctx, l.stream, cfg, l.FetchWait, func(data []byte, seq uint64) error {
+		var e dispatch.LedgerEntry
+		if err := json.Unmarshal(data, &e); err != nil {
+			return fmt.Errorf("decode entry %d: %w", seq, err)
+		}
+		e.Seq = seq
+		if e.CompletedAt.Before(since) {
+			return nil
+		}
+		return fn(e)
+	})
 	if err != nil {
 		return fmt.Errorf("read ledger: %w", err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("read ledger: %w", err)
-	}
-	pending := info.NumPending
-	for pending > 0 {
-		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(l.FetchWait))
-		if err != nil {
-			return fmt.Errorf("read ledger: %w", err)
-		}
-		got := 0
-		for msg := range batch.Messages() {
-			got++
-			meta, err := msg.Metadata()
-			if err != nil {
-				return fmt.Errorf("read ledger: %w", err)
-			}
-			pending = meta.NumPending
-			var e dispatch.LedgerEntry
-			if err := json.Unmarshal(msg.Data(), &e); err != nil {
-				return fmt.Errorf("decode ledger entry %d: %w", meta.Sequence.Stream, err)
-			}
-			e.Seq = meta.Sequence.Stream
-			if !e.CompletedAt.Before(since) {
-				if err := fn(e); err != nil {
-					return err
-				}
-			}
-		}
-		if err := batch.Error(); err != nil {
-			return fmt.Errorf("read ledger: %w", err)
-		}
-		if got == 0 {
-			return fmt.Errorf("read ledger: %d entries announced but none arrived within %s", pending, l.FetchWait)
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
 	}
 	return nil
 }

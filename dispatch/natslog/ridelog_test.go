@@ -1,0 +1,60 @@
+package natslog_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/natslog"
+)
+
+func TestRideLogLatestPerRide(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() (*natslog.RideLog, func()) {
+		srv, err := natslog.StartEmbedded(dir, "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := natslog.OpenRideLog(ctx, nc, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l, func() { nc.Close(); srv.Close() }
+	}
+	l, stop := open()
+	statuses := []dispatch.RideStatus{dispatch.RideSearching, dispatch.RideMatched, dispatch.RideArrived}
+	for i := range 5 {
+		for v, st := range statuses[:1+i%3] {
+			r := dispatch.Ride{ID: fmt.Sprintf("r_%d", i), Status: st, DriverID: "d-1", Version: uint64(v + 1)}
+			if err := l.Append(ctx, []dispatch.Ride{r}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Appending the same version twice (a retry) does not add a newer state.
+	if err := l.Append(ctx, []dispatch.Ride{{ID: "r_0", Status: dispatch.RideSearching, Version: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	l, stop = open() // durable across a restart
+	defer stop()
+	got := map[string]dispatch.Ride{}
+	if err := l.Latest(ctx, func(r dispatch.Ride) error { got[r.ID] = r; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 5 {
+		t.Fatalf("%d rides, want 5: %+v", len(got), got)
+	}
+	for i := range 5 {
+		r := got[fmt.Sprintf("r_%d", i)]
+		if want := statuses[i%3]; r.Status != want || r.Version != uint64(i%3+1) {
+			t.Errorf("ride %d: %s v%d, want %s v%d", i, r.Status, r.Version, want, i%3+1)
+		}
+	}
+}
