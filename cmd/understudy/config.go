@@ -31,7 +31,9 @@ type Config struct {
 	// AllowedOrigins lists the Origins a browser may open the driver socket from;
 	// empty allows same-host origins and non-browser clients only.
 	AllowedOrigins []string
-	Dispatch       dispatch.Config
+	// DriverGrace is how long a dropped driver keeps its session before going offline.
+	DriverGrace time.Duration
+	Dispatch    dispatch.Config
 }
 
 func defaultConfig() Config {
@@ -40,6 +42,7 @@ func defaultConfig() Config {
 		Addr:            "127.0.0.1:8080",
 		DataDir:         "understudy-data",
 		ShutdownTimeout: 10 * time.Second,
+		DriverGrace:     60 * time.Second,
 		LogLevel:        "info",
 		Dispatch:        dispatch.DefaultConfig(),
 	}
@@ -57,6 +60,7 @@ type fileConfig struct {
 	PublicKeys      *string  `json:"jwt_public_keys"`
 	AllowedOrigins  []string `json:"allowed_origins"`
 	ShutdownTimeout *string  `json:"shutdown_timeout"`
+	DriverGrace     *string  `json:"driver_grace"`
 	H3Resolution    *int     `json:"h3_resolution"`
 	MatchInterval   *string  `json:"match_interval"`
 	OfferTimeout    *string  `json:"offer_timeout"`
@@ -105,6 +109,7 @@ func (c *Config) applyFile(path string) error {
 		key string
 	}{
 		{&c.ShutdownTimeout, f.ShutdownTimeout, "shutdown_timeout"},
+		{&c.DriverGrace, f.DriverGrace, "driver_grace"},
 		{&c.Dispatch.MatchInterval, f.MatchInterval, "match_interval"},
 		{&c.Dispatch.OfferTimeout, f.OfferTimeout, "offer_timeout"},
 		{&c.Dispatch.MaxSearch, f.MaxSearch, "max_search"},
@@ -153,6 +158,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 		return nil
 	})
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
+	fs.DurationVar(&c.DriverGrace, "driver-grace", c.DriverGrace, "how long a dropped driver keeps its session before going offline")
 	fs.IntVar(&c.Dispatch.H3Resolution, "h3-res", c.Dispatch.H3Resolution, "H3 `resolution` of the supply index")
 	fs.DurationVar(&c.Dispatch.MatchInterval, "match-interval", c.Dispatch.MatchInterval, "batching window; 0 matches each request at once")
 	fs.DurationVar(&c.Dispatch.OfferTimeout, "offer-timeout", c.Dispatch.OfferTimeout, "how long a driver has to answer an offer")
@@ -186,6 +192,9 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown-timeout %s: want > 0", c.ShutdownTimeout))
+	}
+	if c.DriverGrace <= 0 {
+		errs = append(errs, fmt.Errorf("driver-grace %s: want > 0", c.DriverGrace))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -1,0 +1,253 @@
+package client_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/driver/client"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const wait = 5 * time.Second
+
+// gateway serves a driver gateway; gate, if set, may answer a handshake itself.
+type gateway struct {
+	keys *jwtauth.Keys
+	gw   *driver.Gateway
+	srv  *httptest.Server
+	gate atomic.Pointer[func(http.ResponseWriter) bool]
+}
+
+func mustOpenGateway(tb testing.TB) *gateway {
+	tb.Helper()
+	g := &gateway{keys: &jwtauth.Keys{Secret: []byte("client-test-secret-0123")}}
+	engine := &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig()}
+	g.gw = &driver.Gateway{Engine: engine, Verifier: g.keys}
+	if err := g.gw.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	engine.Notifier = g.gw
+	if err := engine.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if f := g.gate.Load(); f != nil && (*f)(w) {
+			return
+		}
+		g.gw.ServeHTTP(w, r)
+	}))
+	tb.Cleanup(func() {
+		_ = g.gw.Close()
+		g.srv.Close()
+	})
+	return g
+}
+
+func (g *gateway) url() string { return "ws" + strings.TrimPrefix(g.srv.URL, "http") + driver.Path }
+
+func (g *gateway) token(tb testing.TB, sub string) string {
+	tb.Helper()
+	tok, err := g.keys.Sign(dispatch.Identity{Subject: sub, Role: dispatch.RoleDriver}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+// refuse makes the next n handshakes fail with status.
+func (g *gateway) refuse(n int32, status int) *atomic.Int32 {
+	var seen atomic.Int32
+	f := func(w http.ResponseWriter) bool {
+		if seen.Add(1) > n {
+			return false
+		}
+		http.Error(w, "not now", status)
+		return true
+	}
+	g.gate.Store(&f)
+	return &seen
+}
+
+func next(tb testing.TB, c *client.Client, typ string) driver.Message {
+	tb.Helper()
+	select {
+	case m, ok := <-c.Frames():
+		if !ok {
+			tb.Fatalf("waiting for %s: client stopped: %v", typ, c.Err())
+		}
+		if m.Type != typ {
+			tb.Fatalf("got %s, want %s", m.Raw, typ)
+		}
+		return m
+	case <-time.After(wait):
+		tb.Fatalf("no %s within %s", typ, wait)
+	}
+	return driver.Message{}
+}
+
+// stopped waits for c's Frames to close and returns Err.
+func stopped(tb testing.TB, c *client.Client) error {
+	tb.Helper()
+	deadline := time.After(wait)
+	for {
+		select {
+		case _, ok := <-c.Frames():
+			if !ok {
+				return c.Err()
+			}
+		case <-deadline:
+			tb.Fatalf("client still running after %s", wait)
+		}
+	}
+}
+
+func TestBackoffIsFullJitter(t *testing.T) {
+	d := client.Dialer{MinBackoff: 100 * time.Millisecond, MaxBackoff: 3 * time.Second}
+	ceiling := d.MinBackoff
+	for n := 0; n < 70; n, ceiling = n+1, min(d.MaxBackoff, 2*ceiling) {
+		var lo, hi time.Duration = ceiling, 0
+		for range 2000 {
+			b := d.Backoff(n)
+			if b < 0 || b > ceiling {
+				t.Fatalf("attempt %d: backoff %s outside [0, %s]", n, b, ceiling)
+			}
+			lo, hi = min(lo, b), max(hi, b)
+		}
+		// Full jitter spreads over the whole range, not just its upper half.
+		if lo > ceiling/10 || hi < ceiling*9/10 {
+			t.Fatalf("attempt %d: backoffs in [%s, %s], want spread over [0, %s]", n, lo, hi, ceiling)
+		}
+	}
+}
+
+// TestReconnectResumes: after a drop the client redials by itself, through a server
+// that refuses for a while, and the new connection starts with a resumed welcome.
+func TestReconnectResumes(t *testing.T) {
+	g := mustOpenGateway(t)
+	var drops atomic.Int32
+	d := client.Dialer{Reconnect: true, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		OnDisconnect: func(error) { drops.Add(1) }}
+	c, err := d.Dial(context.Background(), g.url(), g.token(t, "d-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if w := next(t, c, driver.TypeWelcome); w.DriverID != "d-1" || w.Resumed {
+		t.Fatalf("first welcome = %s", w.Raw)
+	}
+	attempts := g.refuse(3, http.StatusServiceUnavailable)
+	c.Drop()
+	if err := c.Location(context.Background(), dispatch.Point{Lat: 1, Lng: 1}); err == nil {
+		// The drop may not have been noticed yet; either way the next frame is the welcome.
+		t.Log("sent before the drop was noticed")
+	}
+	w := next(t, c, driver.TypeWelcome)
+	if !w.Resumed || w.DriverID != "d-1" {
+		t.Fatalf("welcome after the drop = %s, want resumed", w.Raw)
+	}
+	if got := attempts.Load(); got < 4 {
+		t.Fatalf("%d handshakes, want 3 refused then 1 accepted", got)
+	}
+	if drops.Load() != 1 {
+		t.Fatalf("OnDisconnect called %d times, want 1", drops.Load())
+	}
+	if err := c.Available(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if e := next(t, c, driver.TypeError); e.Code != dispatch.ECodeConflict {
+		t.Fatalf("available without a location: %s, want conflict", e.Raw)
+	}
+}
+
+// TestReconnectGivesUp: a refused token or being replaced ends the client instead of
+// redialing forever.
+func TestReconnectGivesUp(t *testing.T) {
+	g := mustOpenGateway(t)
+	d := client.Dialer{Reconnect: true, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
+
+	c, err := d.Dial(context.Background(), g.url(), g.token(t, "d-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	next(t, c, driver.TypeWelcome)
+	g.refuse(1000, http.StatusUnauthorized)
+	c.Drop()
+	var he *client.HandshakeError
+	if err := stopped(t, c); !errors.As(err, &he) || he.Status != http.StatusUnauthorized {
+		t.Fatalf("client stopped with %v, want the 401", err)
+	}
+	g.gate.Store(nil)
+
+	first, err := d.Dial(context.Background(), g.url(), g.token(t, "d-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	next(t, first, driver.TypeWelcome)
+	second, err := d.Dial(context.Background(), g.url(), g.token(t, "d-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	next(t, second, driver.TypeWelcome)
+	if err := stopped(t, first); !websocket.IsCloseError(err, driver.CloseReplaced) {
+		t.Fatalf("replaced client stopped with %v, want close %d", err, driver.CloseReplaced)
+	}
+	if err := second.Offline(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	next(t, second, driver.TypeAck)
+}
+
+func TestCloseStopsClient(t *testing.T) {
+	g := mustOpenGateway(t)
+	c, err := client.Dialer{Reconnect: true}.Dial(context.Background(), g.url(), g.token(t, "d-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil { // with the welcome still unread
+		t.Fatal(err)
+	}
+	if err := stopped(t, c); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("Err = %v, want ErrClosed", err)
+	}
+	if err := c.Available(context.Background()); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("send after Close = %v, want ErrClosed", err)
+	}
+	eventually(t, func() bool { return g.gw.Connected() == 0 })
+}
+
+func TestDialRefused(t *testing.T) {
+	g := mustOpenGateway(t)
+	_, err := client.Dial(context.Background(), g.url(), "not-a-token")
+	var he *client.HandshakeError
+	if !errors.As(err, &he) || he.Status != 401 || he.Code != dispatch.ECodeUnauthorized || he.Detail == "" {
+		t.Fatalf("dial with a bad token: %v, want 401 unauthorized with a detail", err)
+	}
+}
+
+func eventually(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatal("condition not met in time")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

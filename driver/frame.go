@@ -1,0 +1,313 @@
+package driver
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+// Frame types sent by the driver app.
+const (
+	TypeLocation  = "location"
+	TypeAvailable = "available"
+	TypeOffline   = "offline"
+	TypeAccept    = "accept"
+	TypeDecline   = "decline"
+	TypeArrived   = "arrived"
+	TypeStart     = "start"
+	TypeComplete  = "complete"
+)
+
+// Frame types sent by the server. TypeAck and TypeRide extend the contract (see
+// docs/driver-protocol.md).
+const (
+	TypeWelcome       = "welcome"
+	TypeOffer         = "offer"
+	TypeAssigned      = "assigned"
+	TypeOfferRevoked  = "offer_revoked"
+	TypeRideCancelled = "ride_cancelled"
+	TypeError         = "error"
+	TypeAck           = "ack"
+	TypeRide          = "ride"
+)
+
+// Limits on the fields of a driver frame.
+const (
+	maxIDLen  = 128 // offer_id, ride_id
+	maxRefLen = 128
+	maxSpeed  = 150 // m/s, about 540 km/h
+)
+
+// Frame is one driver-to-server frame. Which fields are set depends on Type; DecodeFrame
+// returns only frames that passed Validate.
+type Frame struct {
+	Type string `json:"type"`
+	// Ref is an optional client token echoed in the ack, ride or error frame that
+	// answers this frame.
+	Ref string `json:"ref,omitempty"`
+
+	// location
+	Lat     *float64   `json:"lat,omitempty"`
+	Lng     *float64   `json:"lng,omitempty"`
+	Heading *float64   `json:"heading,omitempty"` // degrees clockwise from north, [0, 360]
+	Speed   *float64   `json:"speed,omitempty"`   // metres per second, [0, 150]
+	TS      *time.Time `json:"ts,omitempty"`      // when the position was taken (RFC 3339)
+
+	// accept, decline
+	OfferID string `json:"offer_id,omitempty"`
+	// arrived, start, complete
+	RideID string `json:"ride_id,omitempty"`
+}
+
+// DecodeFrame parses and validates one text frame from a driver. Every error is a
+// *dispatch.Error with code invalid and a message fit for the driver app.
+func DecodeFrame(data []byte) (Frame, error) {
+	var f Frame
+	if err := json.Unmarshal(data, &f); err != nil {
+		return Frame{}, jsonError(err)
+	}
+	if err := f.Validate(); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// Validate reports whether f is a known frame type with every field it needs, in range.
+func (f Frame) Validate() error {
+	if len(f.Ref) > maxRefLen || !utf8.ValidString(f.Ref) {
+		return invalid("ref: at most %d characters of UTF-8", maxRefLen)
+	}
+	switch f.Type {
+	case "":
+		return invalid("type is required")
+	case TypeLocation:
+		if f.Lat == nil || f.Lng == nil {
+			return invalid("location needs lat and lng")
+		}
+		if err := f.Point().Validate(); err != nil {
+			return err
+		}
+		if h := f.Heading; h != nil && !(*h >= 0 && *h <= 360) {
+			return invalid("heading %v is out of range [0, 360]", *h)
+		}
+		if s := f.Speed; s != nil && !(*s >= 0 && *s <= maxSpeed) {
+			return invalid("speed %v is out of range [0, %d] m/s", *s, maxSpeed)
+		}
+	case TypeAvailable, TypeOffline:
+	case TypeAccept, TypeDecline:
+		if err := checkID("offer_id", f.OfferID, f.Type); err != nil {
+			return err
+		}
+	case TypeArrived, TypeStart, TypeComplete:
+		if err := checkID("ride_id", f.RideID, f.Type); err != nil {
+			return err
+		}
+	default:
+		return invalid("unknown frame type %q", clip(f.Type))
+	}
+	return nil
+}
+
+// Point is the position of a location frame.
+func (f Frame) Point() dispatch.Point {
+	var p dispatch.Point
+	if f.Lat != nil {
+		p.Lat = *f.Lat
+	}
+	if f.Lng != nil {
+		p.Lng = *f.Lng
+	}
+	return p
+}
+
+// RefOr returns the ref that answers f: the client's ref, else the frame type.
+func (f Frame) RefOr() string {
+	if f.Ref != "" {
+		return clip(f.Ref)
+	}
+	return clip(f.Type)
+}
+
+func checkID(field, v, typ string) error {
+	switch {
+	case v == "":
+		return invalid("%s needs %s", typ, field)
+	case len(v) > maxIDLen || !utf8.ValidString(v):
+		return invalid("%s: at most %d characters of UTF-8", field, maxIDLen)
+	}
+	return nil
+}
+
+// jsonError turns a decoding error into a client-safe message without Go type names.
+func jsonError(err error) error {
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+		tim *time.ParseError
+	)
+	switch {
+	case errors.As(err, &syn):
+		return invalid("malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ) && typ.Field == "":
+		return invalid("a frame is a JSON object, not %s", typ.Value)
+	case errors.As(err, &typ) && strings.HasPrefix(typ.Value, "number") && jsonKind(typ.Type.String()) == "a number":
+		return invalid("field %s: number out of range", clip(typ.Field))
+	case errors.As(err, &typ):
+		return invalid("field %s: want %s, got %s", clip(typ.Field), jsonKind(typ.Type.String()), typ.Value)
+	case errors.As(err, &tim):
+		return invalid("ts: want an RFC 3339 time")
+	}
+	return invalid("malformed JSON")
+}
+
+func jsonKind(goType string) string {
+	switch goType {
+	case "string":
+		return "a string"
+	case "float64", "*float64":
+		return "a number"
+	case "time.Time", "*time.Time":
+		return "an RFC 3339 time"
+	}
+	return "another type"
+}
+
+func invalid(format string, args ...any) error {
+	return dispatch.Errorf(dispatch.ECodeInvalid, format, args...)
+}
+
+// clip shortens a client-supplied string before it is echoed back.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max && utf8.ValidString(s) {
+		return s
+	}
+	b := []byte(s)
+	if len(b) > max {
+		b = b[:max]
+	}
+	return string([]rune(string(b))) // replaces invalid UTF-8
+}
+
+// Outbound frames. Each has the exact shape the contract gives its type.
+
+// Welcome is the first frame of every connection: where the driver stands.
+type Welcome struct {
+	Type     string               `json:"type"`
+	DriverID string               `json:"driver_id"`
+	State    dispatch.DriverState `json:"state"`
+	Ride     *Ride                `json:"ride"`    // the assigned ride (en_route, on_trip), else null
+	Resumed  bool                 `json:"resumed"` // this connection took over a session kept through a drop
+}
+
+// Offer is a ride offered to the driver until ExpiresAt.
+type Offer struct {
+	Type      string         `json:"type"`
+	OfferID   string         `json:"offer_id"`
+	RideID    string         `json:"ride_id"`
+	Pickup    dispatch.Point `json:"pickup"`
+	Dropoff   dispatch.Point `json:"dropoff"`
+	Fare      dispatch.Money `json:"fare"`
+	ExpiresAt time.Time      `json:"expires_at"`
+	// PickupDistanceM is the straight-line distance to the pickup when offered.
+	PickupDistanceM float64 `json:"pickup_distance_m"`
+}
+
+// NewOffer is the offer frame of o.
+func NewOffer(o dispatch.Offer) Offer {
+	return Offer{
+		Type: TypeOffer, OfferID: o.ID, RideID: o.RideID, Pickup: o.Pickup, Dropoff: o.Dropoff,
+		Fare: o.Fare, ExpiresAt: o.ExpiresAt.UTC(), PickupDistanceM: o.PickupM,
+	}
+}
+
+// Assigned tells the driver its accept won: the ride is theirs.
+type Assigned struct {
+	Type string `json:"type"`
+	Ride Ride   `json:"ride"`
+}
+
+// OfferRevoked withdraws an offer: reason is expired, taken or cancelled.
+type OfferRevoked struct {
+	Type    string `json:"type"`
+	OfferID string `json:"offer_id"`
+	Reason  string `json:"reason"`
+}
+
+// RideCancelled tells the driver the rider cancelled its assigned ride.
+type RideCancelled struct {
+	Type   string `json:"type"`
+	RideID string `json:"ride_id"`
+	Ride   Ride   `json:"ride"` // extension: the cancelled ride
+}
+
+// Error refuses a frame. The socket stays open unless a close frame follows.
+type Error struct {
+	Type    string         `json:"type"`
+	Code    dispatch.ECode `json:"code"`
+	Message string         `json:"message"`
+	Ref     string         `json:"ref,omitempty"`
+}
+
+// NewError is the error frame answering ref with err.
+func NewError(err error, ref string) Error {
+	return Error{Type: TypeError, Code: dispatch.ErrorCode(err), Message: dispatch.ErrorMessage(err), Ref: ref}
+}
+
+// Ack confirms that available, offline, decline (or a location carrying a ref) took
+// effect. Extension.
+type Ack struct {
+	Type string `json:"type"`
+	Ref  string `json:"ref"`
+}
+
+// RideUpdate answers arrived, start and complete with the ride as it is now. Extension.
+type RideUpdate struct {
+	Type string `json:"type"`
+	Ride Ride   `json:"ride"`
+	Ref  string `json:"ref"`
+}
+
+// Message is any server-to-driver frame, decoded; Type says which fields are set. Raw
+// holds the frame as received.
+type Message struct {
+	Type string `json:"type"`
+
+	DriverID string               `json:"driver_id,omitempty"` // welcome
+	State    dispatch.DriverState `json:"state,omitempty"`     // welcome
+	Resumed  bool                 `json:"resumed,omitempty"`   // welcome
+	Ride     *Ride                `json:"ride,omitempty"`      // welcome, assigned, ride_cancelled, ride
+
+	OfferID         string          `json:"offer_id,omitempty"` // offer, offer_revoked
+	RideID          string          `json:"ride_id,omitempty"`  // offer, ride_cancelled
+	Pickup          *dispatch.Point `json:"pickup,omitempty"`
+	Dropoff         *dispatch.Point `json:"dropoff,omitempty"`
+	Fare            *dispatch.Money `json:"fare,omitempty"`
+	ExpiresAt       time.Time       `json:"expires_at,omitzero"`
+	PickupDistanceM float64         `json:"pickup_distance_m,omitempty"`
+	Reason          string          `json:"reason,omitempty"` // offer_revoked
+
+	Code    dispatch.ECode `json:"code,omitempty"` // error
+	Message string         `json:"message,omitempty"`
+	Ref     string         `json:"ref,omitempty"` // error, ack, ride
+
+	Raw json.RawMessage `json:"-"`
+}
+
+// DecodeMessage parses one server-to-driver frame.
+func DecodeMessage(data []byte) (Message, error) {
+	var m Message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Message{}, fmt.Errorf("decode server frame: %w", err)
+	}
+	if m.Type == "" {
+		return Message{}, errors.New("decode server frame: no type")
+	}
+	m.Raw = append(json.RawMessage(nil), data...)
+	return m, nil
+}

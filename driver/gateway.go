@@ -1,0 +1,356 @@
+// Package driver is the driver app's gateway: the websocket at GET /v1/driver/ws of
+// the client contract. It checks the driver's token before the upgrade, turns frames
+// into dispatch.Engine calls, delivers the engine's offers and assignments, and keeps a
+// dropped driver's session through a grace period so the app resumes where it was.
+//
+// Package driver/client is the Go side of the same protocol.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/problem"
+)
+
+// Path is where the gateway is mounted.
+const Path = "/v1/driver/ws"
+
+// Close codes the gateway ends a socket with, beyond those of the dispatch error table
+// (1008 too many frames, 1009 frame too large, 1011 internal, 1012 service restart).
+const (
+	// CloseReplaced: a newer connection for the same driver took over. Do not redial.
+	CloseReplaced = 4000
+	// CloseTooSlow: the app did not read fast enough and its send queue overflowed.
+	// Redial: the welcome frame tells where the driver stands.
+	CloseTooSlow = 4001
+)
+
+// Engine is what the gateway needs from dispatch; *dispatch.Engine implements it.
+type Engine interface {
+	Connect(ctx context.Context, driverID string) (dispatch.Driver, error)
+	UpdateLocation(ctx context.Context, driverID string, p dispatch.Point) error
+	SetAvailable(ctx context.Context, driverID string) (dispatch.Driver, error)
+	SetOffline(ctx context.Context, driverID string) (dispatch.Driver, error)
+	Accept(ctx context.Context, driverID, offerID string) (dispatch.Ride, error)
+	Decline(ctx context.Context, driverID, offerID string) error
+	Arrived(ctx context.Context, driverID, rideID string) (dispatch.Ride, error)
+	Start(ctx context.Context, driverID, rideID string) (dispatch.Ride, error)
+	Complete(ctx context.Context, driverID, rideID string) (dispatch.Ride, error)
+	Ride(ctx context.Context, id string) (dispatch.Ride, error)
+}
+
+var (
+	_ Engine            = (*dispatch.Engine)(nil)
+	_ dispatch.Notifier = (*Gateway)(nil)
+	_ http.Handler      = (*Gateway)(nil)
+)
+
+// Gateway serves driver sockets. Set the exported fields, call Open, mount it with
+// Routes, pass it to the engine as a Notifier, and Drain it at shutdown.
+type Gateway struct {
+	Engine   Engine
+	Verifier dispatch.Verifier
+	// AllowedOrigins lists the Origins a browser may connect from ("*" for any).
+	// Requests without an Origin (native apps) and same-host Origins are always allowed.
+	AllowedOrigins []string
+	Logger         *slog.Logger // nil logs nothing
+	Metrics        *Metrics     // nil counts nothing
+
+	// Grace is how long a dropped driver keeps its session (state, offer, ride) before
+	// the gateway takes it offline. Default 60 s.
+	Grace time.Duration
+	// PingInterval is how often the server pings; ReadTimeout is how long a socket may
+	// stay silent (no frame, no pong) before it is dropped. Defaults 25 s and 60 s.
+	PingInterval time.Duration
+	ReadTimeout  time.Duration
+	// WriteTimeout bounds each write; CloseTimeout is how long the gateway waits for the
+	// app to answer its close frame. Defaults 10 s and 2 s.
+	WriteTimeout time.Duration
+	CloseTimeout time.Duration
+	// OpTimeout bounds each engine call a frame makes. Default 5 s.
+	OpTimeout time.Duration
+	// MaxFrameBytes is the largest frame accepted; larger ones close the socket with
+	// 1009. Default 4096.
+	MaxFrameBytes int
+	// FrameRate and FrameBurst limit frames per socket; a flood closes it with 1008.
+	// Defaults 10 per second, burst 40.
+	FrameRate  rate.Limit
+	FrameBurst int
+	// SendQueue is how many frames may wait for a slow socket before it is closed with
+	// CloseTooSlow. Default 64.
+	SendQueue int
+	// ReadBufferSize and WriteBufferSize size the socket buffers (the write buffer is
+	// pooled, held only while writing). Defaults 512 and 1024 bytes.
+	ReadBufferSize  int
+	WriteBufferSize int
+
+	// Now is the clock for offer expiry on resume; nil means time.Now.
+	Now func() time.Time
+	// AfterFunc runs f after d and returns a func that cancels it (reporting whether it
+	// stopped f from running); nil means time.AfterFunc. Tests inject a fake.
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
+
+	upgrader websocket.Upgrader
+	bufs     sync.Pool // *[]byte of MaxFrameBytes+1, for reading frames
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // one per attached conn and per running grace expiry
+
+	// mu guards the fields below. Lock order: Gateway.mu, then conn.mu. It is never
+	// held across network or engine I/O.
+	mu       sync.Mutex
+	sessions map[string]*session
+	conns    map[*conn]struct{}
+	draining bool
+	graceSeq uint64
+}
+
+// Open checks the dependencies and applies defaults.
+func (g *Gateway) Open() error {
+	if g.Engine == nil || g.Verifier == nil {
+		return errors.New("driver gateway needs an Engine and a Verifier")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&g.Grace, 60*time.Second)
+	def(&g.PingInterval, 25*time.Second)
+	def(&g.ReadTimeout, 60*time.Second)
+	def(&g.WriteTimeout, 10*time.Second)
+	def(&g.CloseTimeout, 2*time.Second)
+	def(&g.OpTimeout, 5*time.Second)
+	if g.ReadTimeout <= g.PingInterval {
+		return fmt.Errorf("driver gateway: read timeout %s must exceed ping interval %s", g.ReadTimeout, g.PingInterval)
+	}
+	if g.MaxFrameBytes <= 0 {
+		g.MaxFrameBytes = 4096
+	}
+	if g.FrameRate <= 0 {
+		g.FrameRate = 10
+	}
+	if g.FrameBurst <= 0 {
+		g.FrameBurst = 40
+	}
+	if g.SendQueue <= 0 {
+		g.SendQueue = 64
+	}
+	if g.ReadBufferSize <= 0 {
+		g.ReadBufferSize = 512
+	}
+	if g.WriteBufferSize <= 0 {
+		g.WriteBufferSize = 1024
+	}
+	if g.Logger == nil {
+		g.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if g.Now == nil {
+		g.Now = time.Now
+	}
+	if g.AfterFunc == nil {
+		g.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
+	size := g.MaxFrameBytes + 1
+	g.bufs.New = func() any { b := make([]byte, size); return &b }
+	g.upgrader = websocket.Upgrader{
+		HandshakeTimeout: g.WriteTimeout,
+		ReadBufferSize:   g.ReadBufferSize,
+		WriteBufferSize:  g.WriteBufferSize,
+		WriteBufferPool:  &sync.Pool{},
+		CheckOrigin:      func(*http.Request) bool { return true }, // admit checked it
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			code := dispatch.ECodeInvalid
+			if status >= 500 {
+				code = dispatch.ECodeInternal
+			}
+			g.refuse(w, r, dispatch.Errorf(code, "websocket handshake: %v", reason))
+		},
+	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	g.sessions = make(map[string]*session)
+	g.conns = make(map[*conn]struct{})
+	return nil
+}
+
+// Routes mounts the gateway on mux.
+func (g *Gateway) Routes(mux *http.ServeMux) { mux.Handle("GET "+Path, g) }
+
+// ServeHTTP admits a driver (origin, token, role) and upgrades to the socket.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id, proto, err := g.admit(r)
+	if err != nil {
+		g.refuse(w, r, err)
+		return
+	}
+	var hdr http.Header
+	if proto != "" {
+		hdr = http.Header{"Sec-Websocket-Protocol": {proto}}
+	}
+	ws, err := g.upgrader.Upgrade(w, r, hdr)
+	if err != nil {
+		return // the upgrader answered
+	}
+	g.serve(newConn(g, ws, id.Subject))
+}
+
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	code := dispatch.ErrorCode(err)
+	g.Metrics.refuse(string(code))
+	g.Logger.Debug("driver handshake refused", slog.String("code", string(code)), slog.String("reason", err.Error()),
+		slog.String("remote", r.RemoteAddr))
+	problem.Write(w, r, err)
+}
+
+// Connected is the number of open driver sockets.
+func (g *Gateway) Connected() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.conns)
+}
+
+// Notify delivers a driver event to its driver's socket. It never blocks: the frame
+// joins the socket's bounded queue, and a socket whose queue is full is closed (its
+// driver resumes from the welcome frame).
+func (g *Gateway) Notify(ev dispatch.Event) {
+	switch ev.Type {
+	case dispatch.EventOffer, dispatch.EventOfferRevoked, dispatch.EventAssigned, dispatch.EventRideCancelled:
+	default:
+		return
+	}
+	if ev.DriverID == "" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := g.sessions[ev.DriverID]
+	if s == nil {
+		return // not connected here: the welcome of its next connection carries its state
+	}
+	var f outFrame
+	switch ev.Type {
+	case dispatch.EventOffer:
+		if ev.Offer == nil {
+			return
+		}
+		s.offer, s.revoked = ev.Offer, ""
+		s.gen++
+		f = outFrame{TypeOffer, NewOffer(*ev.Offer)}
+	case dispatch.EventOfferRevoked:
+		if ev.Offer == nil {
+			return
+		}
+		if s.offer != nil && s.offer.ID == ev.Offer.ID {
+			if s.conn == nil {
+				s.revoked = ev.Reason // told on resume
+			} else {
+				s.offer = nil
+			}
+		}
+		s.gen++
+		f = outFrame{TypeOfferRevoked, OfferRevoked{Type: TypeOfferRevoked, OfferID: ev.Offer.ID, Reason: ev.Reason}}
+	case dispatch.EventAssigned:
+		s.offer, s.revoked = nil, ""
+		s.gen++
+		f = outFrame{TypeAssigned, Assigned{Type: TypeAssigned, Ride: NewRide(ev.Ride, s.loc)}}
+	case dispatch.EventRideCancelled:
+		f = outFrame{TypeRideCancelled, RideCancelled{Type: TypeRideCancelled, RideID: ev.Ride.ID, Ride: NewRide(ev.Ride, s.loc)}}
+	}
+	if s.conn != nil {
+		s.conn.send(f)
+	}
+}
+
+// Drain tells every connected driver to reconnect (close 1012, "service restart") and
+// waits for the sockets to close. When ctx ends first it drops the rest and returns
+// ctx's error. Sessions are not taken offline: the drivers resume elsewhere. New
+// handshakes are refused with 503 from the moment Drain starts. Drain may be called
+// more than once.
+func (g *Gateway) Drain(ctx context.Context) error {
+	g.mu.Lock()
+	g.draining = true
+	for _, s := range g.sessions {
+		s.stopGrace()
+	}
+	conns := make([]*conn, 0, len(g.conns))
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	restart := dispatch.ECodeUnavailable.Info().WSClose
+	for _, c := range conns {
+		c.closeWith(restart, "service restart: reconnect")
+	}
+	done := make(chan struct{})
+	go func() {
+		g.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		g.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	g.cancel() // ends engine calls in flight
+	g.mu.Lock()
+	conns = conns[:0]
+	for c := range g.conns {
+		conns = append(conns, c)
+	}
+	g.mu.Unlock()
+	for _, c := range conns {
+		c.abort()
+	}
+	<-done
+	return fmt.Errorf("drain driver sockets: %d still open at the deadline: %w", len(conns), ctx.Err())
+}
+
+// Close drops every socket at once; prefer Drain.
+func (g *Gateway) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = g.Drain(ctx)
+	return nil
+}
+
+// serve runs one admitted socket: attach it to its driver's session, start its writer,
+// send the welcome, then read until it ends.
+func (g *Gateway) serve(c *conn) {
+	prev, snap, ok := g.attach(c)
+	if !ok {
+		c.rejectDraining()
+		return
+	}
+	if prev != nil {
+		prev.closeWith(CloseReplaced, "replaced by a newer connection")
+	}
+	g.Metrics.connect(1)
+	go c.writeLoop()
+	g.welcome(c, snap)
+	go c.readLoop()
+}
+
+func (g *Gateway) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(g.ctx, g.OpTimeout)
+}
+
+// logErr logs an engine error: internal ones as errors, refusals at debug level.
+func (g *Gateway) logErr(msg, driverID string, err error) {
+	level := slog.LevelDebug
+	if dispatch.ErrorCode(err) == dispatch.ECodeInternal {
+		level = slog.LevelError
+	}
+	g.Logger.Log(context.Background(), level, msg, slog.String("driver_id", driverID), slog.Any("err", err))
+}

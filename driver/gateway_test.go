@@ -1,0 +1,403 @@
+package driver_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/driver/client"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	pickup  = dispatch.Point{Lat: 37.5665, Lng: 126.9780}
+	dropoff = dispatch.Point{Lat: 37.5512, Lng: 126.9882}
+	near    = dispatch.Point{Lat: 37.5668, Lng: 126.9783}
+	farther = dispatch.Point{Lat: 37.5700, Lng: 126.9820}
+)
+
+const wait = 5 * time.Second
+
+// fakeTimers replaces time.AfterFunc: tests fire the timers they choose.
+type fakeTimers struct {
+	mu     sync.Mutex
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	d       time.Duration
+	f       func()
+	stopped atomic.Bool
+}
+
+func (ft *fakeTimers) AfterFunc(d time.Duration, f func()) func() bool {
+	t := &fakeTimer{d: d, f: f}
+	ft.mu.Lock()
+	ft.timers = append(ft.timers, t)
+	ft.mu.Unlock()
+	return func() bool { return !t.stopped.Swap(true) }
+}
+
+func (ft *fakeTimers) count() int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return len(ft.timers)
+}
+
+// last returns the newest timer, waiting for one to be started.
+func (ft *fakeTimers) last(tb testing.TB, n int) *fakeTimer {
+	tb.Helper()
+	var t *fakeTimer
+	eventually(tb, "grace timer started", func() bool {
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		if len(ft.timers) < n {
+			return false
+		}
+		t = ft.timers[n-1]
+		return true
+	})
+	return t
+}
+
+// region is a gateway on a real engine and store, served on 127.0.0.1.
+type region struct {
+	gw     *driver.Gateway
+	engine *dispatch.Engine
+	keys   *jwtauth.Keys
+	srv    *httptest.Server
+	timers *fakeTimers
+}
+
+// mustOpenRegion starts an engine (matching at once) and a gateway; opt adjusts the
+// gateway before Open.
+func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
+	tb.Helper()
+	cfg := dispatch.DefaultConfig()
+	cfg.MatchInterval = 0
+	r := &region{keys: &jwtauth.Keys{Secret: []byte("test-secret-0123456789")}, timers: &fakeTimers{}}
+	r.engine = &dispatch.Engine{Store: memstore.New(), Config: cfg}
+	r.gw = &driver.Gateway{Engine: r.engine, Verifier: r.keys, AfterFunc: r.timers.AfterFunc}
+	if opt != nil {
+		opt(r.gw)
+	}
+	if err := r.gw.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	r.engine.Notifier = r.gw
+	if err := r.engine.Open(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.engine.Run(ctx) }()
+	mux := http.NewServeMux()
+	r.gw.Routes(mux)
+	r.srv = httptest.NewServer(mux)
+	tb.Cleanup(func() {
+		_ = r.gw.Close()
+		r.srv.Close()
+		cancel()
+		<-done
+	})
+	return r
+}
+
+func (r *region) url() string { return "ws" + strings.TrimPrefix(r.srv.URL, "http") + driver.Path }
+
+func (r *region) token(tb testing.TB, sub string) string {
+	tb.Helper()
+	tok, err := r.keys.Sign(dispatch.Identity{Subject: sub, Role: dispatch.RoleDriver}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
+}
+
+func (r *region) dial(tb testing.TB, sub string, d client.Dialer) (*client.Client, driver.Message) {
+	tb.Helper()
+	c, err := d.Dial(context.Background(), r.url(), r.token(tb, sub))
+	if err != nil {
+		tb.Fatalf("dial %s: %v", sub, err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c, next(tb, c, driver.TypeWelcome)
+}
+
+// online connects sub at p, available.
+func (r *region) online(tb testing.TB, sub string, p dispatch.Point) *client.Client {
+	tb.Helper()
+	c, _ := r.dial(tb, sub, client.Dialer{})
+	must(tb, c.Location(context.Background(), p))
+	must(tb, c.Available(context.Background()))
+	next(tb, c, driver.TypeAck)
+	return c
+}
+
+func (r *region) driverState(tb testing.TB, id string) dispatch.DriverState {
+	tb.Helper()
+	d, err := r.engine.Driver(context.Background(), id)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d.State
+}
+
+func must(tb testing.TB, err error) {
+	tb.Helper()
+	if err != nil {
+		tb.Fatal(err)
+	}
+}
+
+func next(tb testing.TB, c *client.Client, typ string) driver.Message {
+	tb.Helper()
+	select {
+	case m, ok := <-c.Frames():
+		if !ok {
+			tb.Fatalf("waiting for %s: connection ended: %v", typ, c.Err())
+		}
+		if m.Type != typ {
+			tb.Fatalf("got frame %s, want %s", m.Raw, typ)
+		}
+		return m
+	case <-time.After(wait):
+		tb.Fatalf("no %s frame within %s", typ, wait)
+	}
+	return driver.Message{}
+}
+
+func closeCode(tb testing.TB, c *client.Client) int {
+	tb.Helper()
+	deadline := time.After(wait)
+	for {
+		select {
+		case _, ok := <-c.Frames():
+			if ok {
+				continue
+			}
+			var ce *websocket.CloseError
+			if !errors.As(c.Err(), &ce) {
+				tb.Fatalf("ended with %v, want a close frame", c.Err())
+			}
+			return ce.Code
+		case <-deadline:
+			tb.Fatalf("still open after %s", wait)
+		}
+	}
+}
+
+func eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s: not within %s", what, wait)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// TestGraceExpiryTakesDriverOffline: a driver that does not come back within the grace
+// period goes offline, and an offer it held cascades to the next driver.
+func TestGraceExpiryTakesDriverOffline(t *testing.T) {
+	r := mustOpenRegion(t, func(g *driver.Gateway) { g.Grace = 42 * time.Second })
+	c := r.online(t, "d-1", near)
+	other := r.online(t, "d-2", farther)
+	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	must(t, err)
+	next(t, c, driver.TypeOffer)
+	must(t, c.Close())
+
+	timer := r.timers.last(t, 1)
+	if timer.d != 42*time.Second {
+		t.Fatalf("grace timer of %s, want the configured 42s", timer.d)
+	}
+	if got := r.driverState(t, "d-1"); got != dispatch.DriverOffered {
+		t.Fatalf("within the grace period d-1 is %s, want offered still", got)
+	}
+	timer.f()
+	if got := r.driverState(t, "d-1"); got != dispatch.DriverOffline {
+		t.Fatalf("after the grace period d-1 is %s, want offline", got)
+	}
+	if o := next(t, other, driver.TypeOffer); o.RideID != ride.ID {
+		t.Fatalf("d-2 got %s, want the cascaded ride %s", o.Raw, ride.ID)
+	}
+	// A later connection starts a new session.
+	_, w := r.dial(t, "d-1", client.Dialer{})
+	if w.State != dispatch.DriverOffline || w.Resumed {
+		t.Fatalf("welcome = %s, want offline, not resumed", w.Raw)
+	}
+}
+
+// TestResumeStopsGrace: a driver back within the grace period keeps its state, and a
+// grace timer that fires late changes nothing.
+func TestResumeStopsGrace(t *testing.T) {
+	r := mustOpenRegion(t, nil)
+	c := r.online(t, "d-1", near)
+	c.Drop()
+	timer := r.timers.last(t, 1)
+	_, w := r.dial(t, "d-1", client.Dialer{})
+	if w.State != dispatch.DriverAvailable || !w.Resumed {
+		t.Fatalf("welcome = %s, want available, resumed", w.Raw)
+	}
+	if !timer.stopped.Load() {
+		t.Fatal("resume did not stop the grace timer")
+	}
+	timer.f() // as if it had fired just before the stop
+	if got := r.driverState(t, "d-1"); got != dispatch.DriverAvailable {
+		t.Fatalf("late grace timer made d-1 %s", got)
+	}
+}
+
+// TestGraceExpiryMidTripKeepsRide: the engine does not take a driver offline mid-trip,
+// so its ride survives the grace period and the welcome carries it.
+func TestGraceExpiryMidTripKeepsRide(t *testing.T) {
+	r := mustOpenRegion(t, nil)
+	c := r.online(t, "d-1", near)
+	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	must(t, err)
+	o := next(t, c, driver.TypeOffer)
+	must(t, c.Accept(context.Background(), o.OfferID))
+	next(t, c, driver.TypeAssigned)
+	c.Drop()
+	r.timers.last(t, 1).f()
+	_, w := r.dial(t, "d-1", client.Dialer{})
+	if w.State != dispatch.DriverEnRoute || w.Ride == nil || w.Ride.ID != ride.ID || w.Ride.Status != dispatch.RideMatched {
+		t.Fatalf("welcome = %s, want en_route with ride %s", w.Raw, ride.ID)
+	}
+}
+
+// TestSlowDriverIsDisconnected: Notify never blocks on a socket that is not read; the
+// socket's queue overflows and it is closed with CloseTooSlow.
+func TestSlowDriverIsDisconnected(t *testing.T) {
+	r := mustOpenRegion(t, func(g *driver.Gateway) { g.SendQueue = 8 })
+	h := http.Header{"Authorization": {"Bearer " + r.token(t, "d-1")}}
+	ws, _, err := websocket.DefaultDialer.Dial(r.url(), h)
+	must(t, err)
+	defer ws.Close()
+	eventually(t, "connected", func() bool { return r.gw.Connected() == 1 })
+
+	offer := &dispatch.Offer{ID: "o_1", RideID: "r_1", Pickup: pickup, Dropoff: dropoff, Fare: dispatch.Money{Amount: 4800, Currency: "KRW"},
+		ExpiresAt: time.Now().Add(time.Minute), PickupM: 120}
+	began := time.Now()
+	const n = 50000 // about 15 MB of frames: more than the socket buffers hold
+	for i := 0; i < n; i++ {
+		r.gw.Notify(dispatch.Event{Type: dispatch.EventOffer, DriverID: "d-1", Offer: offer})
+	}
+	if d := time.Since(began); d > 2*time.Second {
+		t.Fatalf("%d Notify calls took %s: Notify blocks", n, d)
+	}
+	var ce *websocket.CloseError
+	frames := 0
+	_ = ws.SetReadDeadline(time.Now().Add(wait))
+	for {
+		_, _, err := ws.ReadMessage()
+		if err != nil {
+			if !errors.As(err, &ce) {
+				t.Fatalf("after %d frames: %v, want a close frame", frames, err)
+			}
+			break
+		}
+		frames++
+	}
+	if ce.Code != driver.CloseTooSlow || frames >= n {
+		t.Fatalf("closed with %d after %d of %d frames, want %d before the end", ce.Code, frames, n, driver.CloseTooSlow)
+	}
+}
+
+// TestDrain: drivers are told to reconnect (1012), new handshakes are refused with 503,
+// and a socket that never answers the close is cut at ctx's deadline.
+func TestDrain(t *testing.T) {
+	r := mustOpenRegion(t, func(g *driver.Gateway) { g.CloseTimeout = time.Minute })
+	polite, _ := r.dial(t, "d-1", client.Dialer{})
+	// A socket that never reads, so it never answers the close frame.
+	h := http.Header{"Authorization": {"Bearer " + r.token(t, "d-2")}}
+	mute, _, err := websocket.DefaultDialer.Dial(r.url(), h)
+	must(t, err)
+	defer mute.Close()
+	eventually(t, "both connected", func() bool { return r.gw.Connected() == 2 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	err = r.gw.Drain(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain = %v, want the deadline error for the mute socket", err)
+	}
+	if d := time.Since(began); d > time.Second {
+		t.Fatalf("Drain took %s with a 300ms deadline", d)
+	}
+	if code := closeCode(t, polite); code != websocket.CloseServiceRestart {
+		t.Fatalf("polite socket closed with %d, want 1012", code)
+	}
+	if r.gw.Connected() != 0 {
+		t.Fatalf("%d sockets left after Drain", r.gw.Connected())
+	}
+	_, err = client.Dial(context.Background(), r.url(), r.token(t, "d-3"))
+	var he *client.HandshakeError
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable {
+		t.Fatalf("dial while draining: %v, want 503", err)
+	}
+	must(t, r.gw.Drain(context.Background())) // again: nothing left to drain
+	if got := r.driverState(t, "d-1"); got != dispatch.DriverOffline {
+		t.Fatalf("d-1 is %s", got)
+	}
+	if r.timers.count() != 0 {
+		t.Fatalf("drain started %d grace timers; drivers resume elsewhere", r.timers.count())
+	}
+}
+
+// TestPingKeepsSocketAlive: the server pings; a client that answers stays connected
+// past several read timeouts, one that never reads is dropped.
+func TestPingKeepsSocketAlive(t *testing.T) {
+	r := mustOpenRegion(t, func(g *driver.Gateway) {
+		g.PingInterval = 40 * time.Millisecond
+		g.ReadTimeout = 300 * time.Millisecond
+	})
+	h := http.Header{"Authorization": {"Bearer " + r.token(t, "d-1")}}
+	alive, _, err := websocket.DefaultDialer.Dial(r.url(), h)
+	must(t, err)
+	defer alive.Close()
+	var pings atomic.Int32
+	alive.SetPingHandler(func(data string) error {
+		pings.Add(1)
+		return alive.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	})
+	readErr := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := alive.ReadMessage(); err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	eventually(t, "25 pings (over 3 read timeouts)", func() bool { return pings.Load() >= 25 })
+	if r.gw.Connected() != 1 {
+		t.Fatal("the answering socket was dropped")
+	}
+
+	mute, _, err := websocket.DefaultDialer.Dial(r.url(), http.Header{"Authorization": {"Bearer " + r.token(t, "d-2")}})
+	must(t, err)
+	defer mute.Close()
+	eventually(t, "mute socket dropped", func() bool {
+		return r.gw.Connected() == 1 && r.timers.count() == 1 // d-2's grace began
+	})
+	_ = alive.Close()
+	<-readErr
+}
