@@ -14,15 +14,17 @@ type Edge struct {
 }
 
 // MaxOptimalBatch is the batch size (number of rides) above which Assign falls back to
-// AssignGreedy, so one matching tick stays within a few milliseconds whatever the load.
+// AssignGreedy, so that one matching tick stays within a few milliseconds.
 //
-// With about ten candidates per ride the optimal solver takes, on one core of a 2.6 GHz
-// AMD EPYC (docs/perf-assign.md): about 0.2 ms for 200 rides against 100,000 drivers
-// spread over Seoul, about 2 ms for 2,000 rides, and about 1.5 ms for 200 rides fighting
-// over 300 drivers in one square kilometre. Its cost grows faster than linearly where
-// many rides contend for the same drivers (each ride that ends up unserved searches its
-// whole contended neighbourhood), so at 2,000 rides a city-wide surge is still a few
-// milliseconds while larger batches are better served by the O(E log E) greedy pass.
+// Measured with 10 candidates per ride on one core of a 2.6 GHz AMD EPYC
+// (docs/perf-assign.md), AssignOptimal takes about 0.2 ms for 200 rides, 2.3 ms for
+// 2,000 rides spread over Seoul and about 5 ms for 2,000 rides bunched around four hubs
+// with 2,000 drivers in all, where most rides compete for the same drivers; 4,000 such
+// rides take 8-11 ms. Its cost grows faster than the number of edges where rides
+// contend (each ride that ends up unserved searches its whole contended
+// neighbourhood), whereas AssignGreedy stays O(E log E), about 2.3 ms for 20,000 edges.
+// The bound assumes short candidate lists: 40 candidates per ride already cost 35-50 ms
+// at 1,800 contended rides.
 const MaxOptimalBatch = 2000
 
 // maxAssignCost bounds usable edge costs (1e9 m, 25 times round the earth) so the
@@ -66,28 +68,44 @@ func AssignOptimal(nRides, nDrivers int, edges []Edge) []int {
 
 // AssignGreedy takes edges cheapest first, skipping a ride or driver already taken: a
 // bounded O(E log E) fallback for batches too large for AssignOptimal. Ties are broken by
-// ride, then driver index, so the result is deterministic.
+// ride, then driver index, so the result does not depend on the order of edges.
 func AssignGreedy(nRides, nDrivers int, edges []Edge) []int {
 	out := assignNone(nRides)
-	g := newAssignGraph(nRides, nDrivers, edges)
-	slices.SortFunc(g.edges, func(a, b assignEdge) int {
-		if c := cmp.Compare(a.cost, b.cost); c != 0 {
-			return c
+	valid := make([]Edge, 0, len(edges))
+	for _, e := range edges {
+		if assignUsable(e, nRides, nDrivers) {
+			valid = append(valid, e)
 		}
-		if c := cmp.Compare(a.row, b.row); c != 0 {
-			return c
+	}
+	slices.SortFunc(valid, func(a, b Edge) int {
+		switch {
+		case a.Cost < b.Cost:
+			return -1
+		case a.Cost > b.Cost:
+			return 1
+		case a.Ride != b.Ride:
+			return a.Ride - b.Ride // both in [0, nRides): no overflow
+		default:
+			return cmp.Compare(a.Driver, b.Driver)
 		}
-		return cmp.Compare(a.col, b.col)
 	})
-	used := make([]bool, len(g.drivers))
-	for _, e := range g.edges {
-		ride := g.rides[e.row]
-		if out[ride] < 0 && !used[e.col] {
-			out[ride] = g.drivers[e.col]
-			used[e.col] = true
+	taken := make(map[int]struct{}, min(nRides, nDrivers, len(valid)))
+	for _, e := range valid {
+		if out[e.Ride] >= 0 {
+			continue
+		}
+		if _, ok := taken[e.Driver]; !ok {
+			out[e.Ride] = e.Driver
+			taken[e.Driver] = struct{}{}
 		}
 	}
 	return out
+}
+
+// assignUsable reports whether e can be used: indices in range and a sane cost.
+func assignUsable(e Edge, nRides, nDrivers int) bool {
+	return e.Ride >= 0 && e.Ride < nRides && e.Driver >= 0 && e.Driver < nDrivers &&
+		e.Cost >= 0 && e.Cost <= maxAssignCost // false for NaN
 }
 
 // assignNone returns a result with every ride unassigned.
@@ -106,8 +124,8 @@ type assignEdge struct {
 }
 
 // assignGraph is the input cleaned for the solvers: usable edges only, one per (ride,
-// driver) pair, rides and drivers renumbered densely (rows and columns) in index order
-// so memory and time depend on the edges, not on nRides*nDrivers.
+// driver) pair, rides and drivers renumbered densely (rows and columns, both in index
+// order) so the solver's memory and time depend on the edges, not on nRides*nDrivers.
 type assignGraph struct {
 	edges   []assignEdge // sorted by row, then column
 	rows    []int32      // row r's edges are edges[rows[r]:rows[r+1]]
@@ -116,77 +134,160 @@ type assignGraph struct {
 }
 
 func newAssignGraph(nRides, nDrivers int, edges []Edge) assignGraph {
-	valid := make([]Edge, 0, len(edges))
+	// Bucket the usable edges by ride (a counting sort, O(E + nRides)).
+	end := make([]int32, max(nRides, 0)+1)
+	n, nRows := 0, 0
 	for _, e := range edges {
-		if e.Ride < 0 || e.Ride >= nRides || e.Driver < 0 || e.Driver >= nDrivers ||
-			!(e.Cost >= 0 && e.Cost <= maxAssignCost) { // also rejects NaN
+		if assignUsable(e, nRides, nDrivers) {
+			if end[e.Ride+1] == 0 {
+				nRows++
+			}
+			end[e.Ride+1]++
+			n++
+		}
+	}
+	for r := 1; r < len(end); r++ {
+		end[r] += end[r-1]
+	}
+	byRide := make([]assignHalfEdge, n)
+	for _, e := range edges {
+		if assignUsable(e, nRides, nDrivers) {
+			byRide[end[e.Ride]] = assignHalfEdge{e.Driver, e.Cost}
+			end[e.Ride]++
+		}
+	}
+	// end[r] is now where ride r's edges end, and end[r-1] where they start.
+
+	g := assignGraph{
+		edges: make([]assignEdge, 0, n),
+		rows:  make([]int32, 0, nRows+1),
+		rides: make([]int, 0, nRows),
+	}
+	drivers := make([]int, 0, n) // driver of each edge in g.edges
+	from := int32(0)
+	for ride := range max(nRides, 0) {
+		to := end[ride]
+		if from == to {
 			continue
 		}
-		valid = append(valid, e)
-	}
-	slices.SortFunc(valid, func(a, b Edge) int {
-		if c := cmp.Compare(a.Ride, b.Ride); c != 0 {
-			return c
+		seg := byRide[from:to]
+		from = to
+		// Order by driver, cheapest first among duplicates, and keep the first of each.
+		if len(seg) <= 16 {
+			for i := 1; i < len(seg); i++ {
+				for j := i; j > 0 && seg[j].less(seg[j-1]); j-- {
+					seg[j], seg[j-1] = seg[j-1], seg[j]
+				}
+			}
+		} else {
+			slices.SortFunc(seg, assignHalfEdge.compare)
 		}
-		if c := cmp.Compare(a.Driver, b.Driver); c != 0 {
-			return c
+		row := int32(len(g.rides))
+		g.rides = append(g.rides, ride)
+		g.rows = append(g.rows, int32(len(g.edges)))
+		for i, e := range seg {
+			if i == 0 || e.driver != seg[i-1].driver {
+				g.edges = append(g.edges, assignEdge{row: row, col: -1, cost: e.cost})
+				drivers = append(drivers, e.driver)
+			}
 		}
-		return cmp.Compare(a.Cost, b.Cost)
-	})
-	// The cheapest of duplicates sorts first; keep it.
-	valid = slices.CompactFunc(valid, func(a, b Edge) bool {
-		return a.Ride == b.Ride && a.Driver == b.Driver
-	})
-
-	g := assignGraph{edges: make([]assignEdge, len(valid))}
-	g.drivers = make([]int, len(valid))
-	for i, e := range valid {
-		g.drivers[i] = e.Driver
 	}
-	slices.Sort(g.drivers)
-	g.drivers = slices.Compact(g.drivers)
-	for i, e := range valid {
-		if len(g.rides) == 0 || g.rides[len(g.rides)-1] != e.Ride {
-			g.rides = append(g.rides, e.Ride)
-			g.rows = append(g.rows, int32(i))
-		}
-		col, _ := slices.BinarySearch(g.drivers, e.Driver)
-		g.edges[i] = assignEdge{row: int32(len(g.rides) - 1), col: int32(col), cost: e.Cost}
-	}
-	g.rows = append(g.rows, int32(len(valid)))
+	g.rows = append(g.rows, int32(len(g.edges)))
+	g.drivers = assignColumns(g.edges, drivers, nDrivers)
 	return g
+}
+
+// assignColumns numbers the drivers of edges densely in increasing driver order, sets
+// each edge's column and returns the column -> driver table. drivers[i] is the driver
+// of edges[i].
+func assignColumns(edges []assignEdge, drivers []int, nDrivers int) []int {
+	cols := make([]int, 0, len(edges))
+	next := func(d int) int32 {
+		if len(cols) == 0 || cols[len(cols)-1] != d {
+			cols = append(cols, d)
+		}
+		return int32(len(cols) - 1)
+	}
+	if uint64(nDrivers) <= 1<<32 {
+		// Fast path: sort (driver, edge) packed into one machine word.
+		keys := make([]uint64, len(edges))
+		for i, d := range drivers {
+			keys[i] = uint64(d)<<32 | uint64(i)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			edges[uint32(k)].col = next(int(k >> 32))
+		}
+		return cols
+	}
+	idx := make([]int32, len(edges))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		if c := cmp.Compare(drivers[a], drivers[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	for _, i := range idx {
+		edges[i].col = next(drivers[i])
+	}
+	return cols
+}
+
+// assignHalfEdge is an edge whose ride is known from context.
+type assignHalfEdge struct {
+	driver int
+	cost   float64
+}
+
+func (a assignHalfEdge) less(b assignHalfEdge) bool {
+	return a.driver < b.driver || (a.driver == b.driver && a.cost < b.cost)
+}
+
+func (a assignHalfEdge) compare(b assignHalfEdge) int {
+	if c := cmp.Compare(a.driver, b.driver); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.cost, b.cost)
 }
 
 // assignSolver holds the state of one AssignOptimal run. Columns 0..nReal-1 are
 // drivers; column nReal+r is row r's private "unassigned" option.
 //
-// Invariants between searches: for every edge, cost - u[row] - v[col] >= 0, with
-// equality on matched edges; v[col] == 0 for every free column.
+// Invariants between searches: for every arc, cost - u[row] - v[col] >= 0, with
+// equality on matched arcs; v == 0 for every free column.
 type assignSolver struct {
-	g      assignGraph
-	nReal  int32
-	cols   []int32   // adjacency per row, real edges then the dummy: cols[adj[r]:adj[r+1]]
-	costs  []float64 // cost per entry of cols
+	arcs   []assignArc // row r's arcs are arcs[adj[r]:adj[r+1]]: its edges, then its dummy
 	adj    []int32
-	u, v   []float64 // row and column potentials
+	u      []float64 // row potentials
 	rowCol []int32   // row -> matched column, or -1
-	colRow []int32   // column -> matched row, or -1
-
-	// Dijkstra scratch, valid where seen/done equal the current epoch.
-	dist   []float64
-	pred   []int32 // row from which a column was reached
-	seen   []int32
-	done   []int32
-	epoch  int32
+	cols   []assignColumn
+	epoch  int32 // number of the current search
 	popped []int32
 	heap   assignHeap
+}
+
+// assignArc is an edge seen from its row.
+type assignArc struct {
+	col  int32
+	cost float64
+}
+
+// assignColumn is a column's state, kept together for locality in the inner loop.
+type assignColumn struct {
+	v    float64 // potential
+	dist float64 // tentative distance in the current search, if seen == epoch
+	seen int32   // last search that reached the column
+	done int32   // last search that settled the column
+	pred int32   // row from which the current search reached it
+	row  int32   // matched row, or -1
 }
 
 func newAssignSolver(g assignGraph) *assignSolver {
 	nRows := len(g.rides)
 	nReal := len(g.drivers)
-	nCols := nReal + nRows
-	nEntries := len(g.edges) + nRows
 
 	// The unassigned option costs more than every real edge together, so one more real
 	// assignment always beats any saving in distance.
@@ -196,37 +297,24 @@ func newAssignSolver(g assignGraph) *assignSolver {
 	}
 	big := 2*total + 1
 
-	s := &assignSolver{g: g, nReal: int32(nReal)}
-	ints := make([]int32, nEntries+(nRows+1)+nRows+4*nCols)
-	s.cols, ints = ints[:nEntries], ints[nEntries:]
-	s.adj, ints = ints[:nRows+1], ints[nRows+1:]
-	s.rowCol, ints = ints[:nRows], ints[nRows:]
-	s.colRow, ints = ints[:nCols], ints[nCols:]
-	s.pred, ints = ints[:nCols], ints[nCols:]
-	s.seen, ints = ints[:nCols], ints[nCols:]
-	s.done = ints[:nCols]
-	floats := make([]float64, nEntries+nRows+2*nCols)
-	s.costs, floats = floats[:nEntries], floats[nEntries:]
-	s.u, floats = floats[:nRows], floats[nRows:]
-	s.v, floats = floats[:nCols], floats[nCols:]
-	s.dist = floats[:nCols]
-
-	k := 0
+	s := &assignSolver{
+		arcs:   make([]assignArc, 0, len(g.edges)+nRows),
+		adj:    make([]int32, nRows+1),
+		u:      make([]float64, nRows),
+		rowCol: make([]int32, nRows),
+		cols:   make([]assignColumn, nReal+nRows),
+	}
 	for r := range nRows {
-		s.adj[r] = int32(k)
+		s.adj[r] = int32(len(s.arcs))
 		for _, e := range g.edges[g.rows[r]:g.rows[r+1]] {
-			s.cols[k], s.costs[k] = e.col, e.cost
-			k++
+			s.arcs = append(s.arcs, assignArc{e.col, e.cost})
 		}
-		s.cols[k], s.costs[k] = int32(nReal+r), big
-		k++
+		s.arcs = append(s.arcs, assignArc{int32(nReal + r), big})
+		s.rowCol[r] = -1
 	}
-	s.adj[nRows] = int32(k)
-	for i := range s.rowCol {
-		s.rowCol[i] = -1
-	}
-	for i := range s.colRow {
-		s.colRow[i] = -1
+	s.adj[nRows] = int32(len(s.arcs))
+	for c := range s.cols {
+		s.cols[c].row = -1
 	}
 	return s
 }
@@ -236,15 +324,16 @@ func (s *assignSolver) solve() {
 	// Warm start: u[r] = the row's cheapest cost keeps every reduced cost >= 0 (v is
 	// zero); where that cheapest driver is still free, take it at once.
 	for r := range s.rowCol {
-		best := s.adj[r]
-		for k := s.adj[r] + 1; k < s.adj[r+1]; k++ {
-			if s.costs[k] < s.costs[best] {
-				best = k
+		arcs := s.arcs[s.adj[r]:s.adj[r+1]]
+		best := arcs[0]
+		for _, a := range arcs[1:] {
+			if a.cost < best.cost {
+				best = a
 			}
 		}
-		s.u[r] = s.costs[best]
-		if c := s.cols[best]; s.colRow[c] < 0 {
-			s.rowCol[r], s.colRow[c] = c, int32(r)
+		s.u[r] = best.cost
+		if c := &s.cols[best.col]; c.row < 0 {
+			s.rowCol[r], c.row = best.col, int32(r)
 		}
 	}
 	for r := range s.rowCol {
@@ -259,7 +348,6 @@ func (s *assignSolver) solve() {
 // unassigned option is free.
 func (s *assignSolver) augment(src int32) {
 	s.epoch++
-	ep := s.epoch
 	s.heap = s.heap[:0]
 	s.popped = s.popped[:0]
 	s.relax(src, 0)
@@ -267,33 +355,35 @@ func (s *assignSolver) augment(src int32) {
 	end, d := int32(-1), 0.0
 	for len(s.heap) > 0 {
 		it := s.heap.pop()
-		if s.done[it.col] == ep {
+		c := &s.cols[it.col]
+		if c.done == s.epoch {
 			continue
 		}
-		s.done[it.col] = ep
+		c.done = s.epoch
 		s.popped = append(s.popped, it.col)
-		if s.colRow[it.col] < 0 {
+		if c.row < 0 {
 			end, d = it.col, it.d
 			break
 		}
-		s.relax(s.colRow[it.col], it.d)
+		s.relax(c.row, it.d)
 	}
 
 	// Potentials: every column settled before the end moves by its slack to d, and so
 	// does the row matched to it; this keeps all reduced costs >= 0 and makes the path tight.
 	s.u[src] += d
-	for _, c := range s.popped {
-		delta := d - s.dist[c]
-		s.v[c] -= delta
-		if r := s.colRow[c]; r >= 0 {
-			s.u[r] += delta
+	for _, i := range s.popped {
+		c := &s.cols[i]
+		delta := d - c.dist
+		c.v -= delta
+		if c.row >= 0 {
+			s.u[c.row] += delta
 		}
 	}
 
 	for c := end; ; {
-		r := s.pred[c]
+		r := s.cols[c].pred
 		prev := s.rowCol[r]
-		s.rowCol[r], s.colRow[c] = c, r
+		s.rowCol[r], s.cols[c].row = c, r
 		if r == src {
 			break
 		}
@@ -301,22 +391,20 @@ func (s *assignSolver) augment(src int32) {
 	}
 }
 
-// relax offers the columns of row r's edges paths through r, which is at distance d.
+// relax offers the columns of row r's arcs paths through r, which is at distance d.
 func (s *assignSolver) relax(r int32, d float64) {
 	ep := s.epoch
 	ur := s.u[r]
-	for k := s.adj[r]; k < s.adj[r+1]; k++ {
-		c := s.cols[k]
-		if s.done[c] == ep {
+	for _, a := range s.arcs[s.adj[r]:s.adj[r+1]] {
+		c := &s.cols[a.col]
+		if c.done == ep {
 			continue
 		}
 		// Reduced costs are >= 0 in exact arithmetic; clamp rounding noise.
-		nd := d + max(s.costs[k]-ur-s.v[c], 0)
-		if s.seen[c] != ep || nd < s.dist[c] {
-			s.seen[c] = ep
-			s.dist[c] = nd
-			s.pred[c] = r
-			s.heap.push(assignItem{d: nd, col: c})
+		nd := d + max(a.cost-ur-c.v, 0)
+		if c.seen != ep || nd < c.dist {
+			c.seen, c.dist, c.pred = ep, nd, r
+			s.heap.push(assignItem{d: nd, col: a.col})
 		}
 	}
 }

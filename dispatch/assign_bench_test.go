@@ -29,12 +29,17 @@ func BenchmarkAssignBatch200(b *testing.B) {
 }
 
 // BenchmarkAssignBatch200Hotspot is the contended case: 200 requests and 300 drivers in
-// the same square kilometre, so candidate lists overlap heavily.
+// the same square kilometre, so candidate lists overlap heavily; with 120 drivers some
+// rides must go unserved, and the solver has to choose which.
 func BenchmarkAssignBatch200Hotspot(b *testing.B) {
-	rng := rand.New(rand.NewPCG(2, 2))
-	drivers := assignSquarePoints(rng, 300, assignGangnam, 1000)
-	rides := assignSquarePoints(rng, 200, assignGangnam, 1000)
-	benchmarkAssign(b, dispatch.Assign, rides, drivers)
+	for _, nDrivers := range []int{300, 120} {
+		b.Run(fmt.Sprintf("drivers=%d", nDrivers), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(2, 2))
+			drivers := assignSquarePoints(rng, nDrivers, assignGangnam, 1000)
+			rides := assignSquarePoints(rng, 200, assignGangnam, 1000)
+			benchmarkAssign(b, dispatch.Assign, rides, drivers)
+		})
+	}
 }
 
 // BenchmarkAssignScale times both solvers on growing batches, to choose
@@ -62,12 +67,36 @@ func BenchmarkAssignScale(b *testing.B) {
 	}
 }
 
+// BenchmarkAssignCandidates shows what the number of candidates per ride costs and
+// buys under heavy hub load (1,800 requests, 2,000 drivers, as in
+// TestMatchQualityReport): k nearest drivers within 3 km, k=all being every one.
+func BenchmarkAssignCandidates(b *testing.B) {
+	rng := rand.New(rand.NewPCG(0, 1800))
+	drivers := assignSeoulDrivers(rng, 2000)
+	rides := assignSeoulRequests(rng, 1800)
+	for _, k := range []int{10, 20, 40, len(drivers)} {
+		name := fmt.Sprintf("k=%d", k)
+		if k == len(drivers) {
+			name = "k=all"
+		}
+		b.Run(name, func(b *testing.B) {
+			benchmarkAssignK(b, dispatch.AssignOptimal, rides, drivers, k)
+		})
+	}
+}
+
 // benchmarkAssign times assign on the 10-nearest-within-3-km edges of rides to drivers
 // and reports how many rides it served and their mean pickup distance.
 func benchmarkAssign(b *testing.B, assign func(int, int, []dispatch.Edge) []int, rides, drivers []dispatch.Point) {
 	b.Helper()
+	benchmarkAssignK(b, assign, rides, drivers, 10)
+}
+
+// benchmarkAssignK is benchmarkAssign with k candidates per ride.
+func benchmarkAssignK(b *testing.B, assign func(int, int, []dispatch.Edge) []int, rides, drivers []dispatch.Point, k int) {
+	b.Helper()
 	grid := newAssignGrid(drivers)
-	edges := grid.edges(rides, 10, 3000)
+	edges := grid.edges(rides, k, 3000)
 	b.ReportAllocs()
 	var got []int
 	for b.Loop() {

@@ -88,6 +88,12 @@ func TestAssignKnownCases(t *testing.T) {
 			want:       []int{999_999, 123_456},
 			wantGreedy: []int{-1, 999_999},
 		},
+		{
+			name: "driver indices beyond 32 bits", nRides: 2, nDrivers: math.MaxInt,
+			edges:      []E{{0, math.MaxInt - 1, 3}, {1, math.MaxInt - 1, 1}, {1, 7, 2}, {0, math.MaxInt, 1}},
+			want:       []int{math.MaxInt - 1, 7},
+			wantGreedy: []int{-1, math.MaxInt - 1},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
