@@ -44,14 +44,14 @@ type Engine struct {
 	supply *SupplyIndex
 	wake   chan struct{}
 
-	// mu guards the pending queue and the timers. It is never held across a Store call
-	// or a notification, and it is taken after (never before) the supply index's lock
-	// is released.
+	// mu guards the pending queue, the timers and the away set. It is never held across
+	// a Store call or a notification, nor while the supply index's lock is held.
 	mu       sync.Mutex
 	pending  []string            // rides waiting for an offer, oldest first
 	queued   map[string]struct{} // the set of ids in pending
 	timers   timerHeap           // offer expiries and search deadlines
 	firstOff map[string]time.Time
+	away     map[string]struct{} // drivers whose app cannot hear offers now (Disconnect)
 	closed   bool
 }
 
@@ -82,6 +82,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.wake = make(chan struct{}, 1)
 	e.queued = make(map[string]struct{})
 	e.firstOff = make(map[string]time.Time)
+	e.away = make(map[string]struct{})
 	if _, err := e.Store.Fence(ctx, e.Epoch); err != nil {
 		return fmt.Errorf("fence store at epoch %d: %w", e.Epoch, err)
 	}
@@ -243,10 +244,17 @@ func (e *Engine) publish(r Ride, now time.Time, evs ...Event) {
 // makeAvailable puts a driver that just became available into the supply index and,
 // with MatchInterval zero, wakes the loop so pending rides can have it at once.
 func (e *Engine) makeAvailable(d Driver) {
-	if d.State == DriverAvailable && d.Location != nil {
+	if d.State == DriverAvailable && d.Location != nil && !e.isAway(d.ID) {
 		e.supply.Upsert(d.ID, *d.Location)
 		e.poke()
 	}
+}
+
+func (e *Engine) isAway(driverID string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	_, away := e.away[driverID]
+	return away
 }
 
 func (e *Engine) checkOpen() error {

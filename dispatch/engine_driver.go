@@ -8,12 +8,19 @@ import (
 )
 
 // Connect registers driverID (as offline, the first time) and returns where it stands,
-// for the gateway's welcome frame.
+// for the gateway's welcome frame. It undoes Disconnect: an available driver is back
+// in the supply index.
 func (e *Engine) Connect(ctx context.Context, driverID string) (Driver, error) {
 	if driverID == "" {
 		return Driver{}, Errorf(ECodeInvalid, "driver id is required")
 	}
+	e.mu.Lock()
+	delete(e.away, driverID)
+	e.mu.Unlock()
 	d, err := e.Store.Driver(ctx, driverID)
+	if err == nil {
+		e.makeAvailable(d)
+	}
 	if !errors.Is(err, ErrDriverNotFound) {
 		return d, err
 	}
@@ -29,6 +36,16 @@ func (e *Engine) Connect(ctx context.Context, driverID string) (Driver, error) {
 	return d, nil
 }
 
+// Disconnect says driverID's app cannot hear offers for now (its socket dropped): the
+// driver keeps its state, offer and ride, but is offered nothing until Connect. It
+// touches no Store, so a gateway may call it while holding its own lock.
+func (e *Engine) Disconnect(driverID string) {
+	e.mu.Lock()
+	e.away[driverID] = struct{}{}
+	e.mu.Unlock()
+	e.supply.Remove(driverID)
+}
+
 // UpdateLocation records driverID's position and moves it in the supply index. The
 // index entry follows the stored state, so a location update also heals an index that
 // a race between a claim and an answer left stale.
@@ -41,7 +58,7 @@ func (e *Engine) UpdateLocation(ctx context.Context, driverID string, p Point) e
 		return fmt.Errorf("set location of %s: %w", driverID, err)
 	}
 	if state == DriverAvailable {
-		if !e.supply.Move(driverID, p) {
+		if !e.supply.Move(driverID, p) && !e.isAway(driverID) {
 			e.supply.Upsert(driverID, p)
 			e.poke()
 		}

@@ -658,3 +658,28 @@ func TestContendedRidesRebatchWithinOneStep(t *testing.T) {
 		t.Fatalf("%d rides still pending", te.Pending())
 	}
 }
+
+// A driver whose app dropped is offered nothing until it connects again.
+func TestDisconnectedDriverIsOfferedNothing(t *testing.T) {
+	ctx := context.Background()
+	te := mustOpenEngine(t, nil)
+	te.online(t, "d-near", gangnam)
+	te.online(t, "d-far", near(gangnam, 2000, 0))
+	te.Disconnect("d-near")
+	// Neither a location update nor a freed offer puts it back in supply.
+	if err := te.UpdateLocation(ctx, "d-near", near(gangnam, 5, 0)); err != nil {
+		t.Fatal(err)
+	}
+	r := te.request(t, gangnam)
+	te.step(t)
+	if o := te.offerTo(t, "d-far"); o.RideID != r.ID {
+		t.Fatalf("offer = %+v", o)
+	}
+	te.driverState(t, "d-near", dispatch.DriverAvailable) // state kept through the drop
+	if _, err := te.Connect(ctx, "d-near"); err != nil {
+		t.Fatal(err)
+	}
+	te.request(t, gangnam)
+	te.step(t)
+	te.offerTo(t, "d-near")
+}

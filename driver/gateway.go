@@ -39,6 +39,7 @@ const (
 // Engine is what the gateway needs from dispatch; *dispatch.Engine implements it.
 type Engine interface {
 	Connect(ctx context.Context, driverID string) (dispatch.Driver, error)
+	Disconnect(driverID string)
 	UpdateLocation(ctx context.Context, driverID string, p dispatch.Point) error
 	SetAvailable(ctx context.Context, driverID string) (dispatch.Driver, error)
 	SetOffline(ctx context.Context, driverID string) (dispatch.Driver, error)

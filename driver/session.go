@@ -159,6 +159,10 @@ func (g *Gateway) detach(c *conn) {
 		return // replaced, or never attached
 	}
 	s.conn = nil
+	// Offer it nothing it cannot hear until it is back (welcome calls Connect). Done
+	// under g.mu, and only for the current socket, so it cannot undo a newer
+	// connection's resume.
+	g.Engine.Disconnect(c.driverID)
 	if g.draining {
 		return
 	}
