@@ -15,26 +15,23 @@ type RideLog interface {
 	Latest(ctx context.Context, fn func(Ride) error) error
 }
 
-// restore puts back into the Store every ride the log holds as active but the Store
-// has lost (its Redis was lost or flushed), with the drivers those rides bind. An
-// outstanding offer is not restored: the ride searches again. It changes nothing
-// for rides the Store still has.
+// restore refills an empty Store (its Redis was lost or flushed, or the in-memory
+// store of a crashed process) from the log: every ride as last logged, with the
+// drivers that active rides bind. An outstanding offer is not restored: the ride
+// searches again. A Store holding anything is left as it is.
 func (e *Engine) restore(ctx context.Context) error {
 	if e.Log == nil {
 		return nil
 	}
+	if empty, err := e.storeIsEmpty(ctx); err != nil || !empty {
+		return err
+	}
 	now := e.Now()
 	restored := 0
 	err := e.Log.Latest(ctx, func(r Ride) error {
-		if r.Status.Final() {
-			return nil
-		}
-		if _, err := e.Store.Ride(ctx, r.ID); !errors.Is(err, ErrRideNotFound) {
-			return err // present (nil) or a real failure
-		}
 		r.Version, r.Offer = 0, nil
 		tx := Tx{Rides: []Ride{r}}
-		if r.Status != RideSearching && r.DriverID != "" {
+		if !r.Status.Final() && r.Status != RideSearching && r.DriverID != "" {
 			state := DriverEnRoute
 			if r.Status == RideInProgress {
 				state = DriverOnTrip
@@ -63,4 +60,23 @@ func (e *Engine) restore(ctx context.Context) error {
 		e.Logger.Warn("restored rides from the log into an empty store", slog.Int("rides", restored))
 	}
 	return nil
+}
+
+// errStop ends a Store listing early.
+var errStop = errors.New("stop")
+
+// storeIsEmpty reports whether the Store holds no driver and no active ride.
+func (e *Engine) storeIsEmpty(ctx context.Context) (bool, error) {
+	seen := func(Driver) error { return errStop }
+	if err := e.Store.Drivers(ctx, seen); errors.Is(err, errStop) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("look at the store: %w", err)
+	}
+	if err := e.Store.ActiveRides(ctx, func(Ride) error { return errStop }); errors.Is(err, errStop) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("look at the store: %w", err)
+	}
+	return true, nil
 }

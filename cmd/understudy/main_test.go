@@ -15,7 +15,13 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(int) {
+		if binDir != "" {
+			_ = os.RemoveAll(binDir) // the binary the crash tests built
+		}
+	}))
+}
 
 // mustServe starts `understudy serve` in process on 127.0.0.1:0 and stops it at cleanup.
 func mustServe(tb testing.TB, args ...string) *server {

@@ -1,0 +1,352 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/redisstore/redistest"
+	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/driver/client"
+)
+
+// Crash tests run the real binary, kill it with SIGKILL and start it again.
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+// mustBuild compiles cmd/understudy once per test run.
+func mustBuild(tb testing.TB) string {
+	tb.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "understudy-bin-")
+		if buildErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "understudy")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// proc is one running `understudy serve` process.
+type proc struct {
+	cmd    *exec.Cmd
+	addr   string
+	exited chan struct{}
+	mu     sync.Mutex
+	log    bytes.Buffer
+}
+
+// startProc runs the binary with args and waits until it listens.
+func startProc(tb testing.TB, args ...string) *proc {
+	tb.Helper()
+	p := &proc{cmd: exec.Command(mustBuild(tb), append([]string{"serve"}, args...)...), exited: make(chan struct{})}
+	stdout, err := p.cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.cmd.Stderr = writerFunc(func(b []byte) (int, error) { p.mu.Lock(); defer p.mu.Unlock(); return p.log.Write(b) })
+	if err := p.cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	listening := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if addr, ok := strings.CutPrefix(sc.Text(), "understudy listening on http://"); ok {
+				listening <- addr
+			}
+		}
+	}()
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	tb.Cleanup(p.kill)
+	select {
+	case p.addr = <-listening:
+		return p
+	case <-p.exited:
+		tb.Fatalf("understudy exited at start: %s", p.stderr())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("understudy did not listen within 30 s: %s", p.stderr())
+	}
+	return nil
+}
+
+func (p *proc) stderr() string { p.mu.Lock(); defer p.mu.Unlock(); return p.log.String() }
+
+// kill ends the process with SIGKILL, as a crash would, and waits for it.
+func (p *proc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+func freeAddr(tb testing.TB) string {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// crashWorld is a region under test: its data dir, tokens and clients.
+type crashWorld struct {
+	tb      testing.TB
+	args    []string
+	dataDir string
+	proc    *proc
+	drivers map[string]*client.Client
+}
+
+func (w *crashWorld) token(id string, role dispatch.Role) string {
+	w.tb.Helper()
+	keys, err := loadKeys(Config{DataDir: w.dataDir})
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	tok, err := keys.Sign(dispatch.Identity{Subject: id, Role: role}, time.Hour)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	return tok
+}
+
+// api calls the rider HTTP API as rider u-1 and decodes the answer into a ride.
+func (w *crashWorld) api(method, path string, body any, wantStatus int) map[string]any {
+	w.tb.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, "http://"+w.proc.addr+path, rd)
+	req.Header.Set("Authorization", "Bearer "+w.token("u-1", dispatch.RoleRider))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		w.tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantStatus {
+		w.tb.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, b, wantStatus)
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		w.tb.Fatalf("%s %s: %v in %s", method, path, err, b)
+	}
+	return out
+}
+
+func (w *crashWorld) request(pickup dispatch.Point) string {
+	w.tb.Helper()
+	r := w.api("POST", "/v1/rides", map[string]any{"pickup": pickup, "dropoff": seoulStation}, 201)
+	return r["id"].(string)
+}
+
+func (w *crashWorld) status(rideID string) string {
+	w.tb.Helper()
+	return w.api("GET", "/v1/rides/"+rideID, nil, 200)["status"].(string)
+}
+
+// online connects driver id at p over the websocket and makes it available.
+func (w *crashWorld) online(id string, p dispatch.Point) {
+	w.tb.Helper()
+	ctx := context.Background()
+	d := client.Dialer{Reconnect: true, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+	c, err := d.Dial(ctx, "ws://"+w.proc.addr+driver.Path, w.token(id, dispatch.RoleDriver))
+	if err != nil {
+		w.tb.Fatalf("dial %s: %v", id, err)
+	}
+	w.tb.Cleanup(func() { _ = c.Close() })
+	w.drivers[id] = c
+	w.next(id, driver.TypeWelcome)
+	if err := c.Location(ctx, p); err != nil {
+		w.tb.Fatal(err)
+	}
+	if err := c.Available(ctx); err != nil {
+		w.tb.Fatal(err)
+	}
+	w.next(id, driver.TypeAck)
+}
+
+// next returns driver id's next frame of type typ, skipping other frames.
+func (w *crashWorld) next(id, typ string) driver.Message {
+	w.tb.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case m, ok := <-w.drivers[id].Frames():
+			if !ok {
+				w.tb.Fatalf("driver %s: connection ended waiting for %s: %v", id, typ, w.drivers[id].Err())
+			}
+			if m.Type == typ {
+				return m
+			}
+			if m.Type == driver.TypeError {
+				w.tb.Fatalf("driver %s: error frame %s %s waiting for %s", id, m.Code, m.Message, typ)
+			}
+		case <-deadline:
+			w.tb.Fatalf("driver %s: no %s frame within 15 s", id, typ)
+		}
+	}
+}
+
+// trip takes driver id's next offer through the given steps (accept, arrived, start, complete).
+func (w *crashWorld) trip(id, rideID string, steps ...string) {
+	w.tb.Helper()
+	ctx := context.Background()
+	c := w.drivers[id]
+	o := w.next(id, driver.TypeOffer)
+	if o.RideID != rideID {
+		w.tb.Fatalf("driver %s offered %s, want %s", id, o.RideID, rideID)
+	}
+	for _, s := range steps {
+		var err error
+		switch s {
+		case "accept":
+			err = c.Accept(ctx, o.OfferID)
+			w.next(id, driver.TypeAssigned)
+			continue
+		case "arrived":
+			err = c.Arrived(ctx, rideID)
+		case "start":
+			err = c.Start(ctx, rideID)
+		case "complete":
+			err = c.Complete(ctx, rideID)
+		}
+		if err != nil {
+			w.tb.Fatal(err)
+		}
+		w.next(id, driver.TypeRide)
+	}
+}
+
+var seoulStation = dispatch.Point{Lat: 37.5547, Lng: 126.9707}
+
+// TestCrashAndRestart builds rides in every state on a real process, kills it with
+// SIGKILL, starts it again on the same data (and Redis), and checks that each ride and
+// each driver is where it was and the ledger has each completed trip exactly once.
+func TestCrashAndRestart(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		redis bool
+	}{{"redis and embedded nats", true}, {"embedded default", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			w := &crashWorld{tb: t, dataDir: t.TempDir(), drivers: map[string]*client.Client{}}
+			w.args = []string{"--addr", freeAddr(t), "--data-dir", w.dataDir, "--match-interval", "0",
+				"--offer-timeout", "1m", "--max-search", "1h"}
+			if c.redis {
+				w.args = append(w.args, "--redis", redistest.URL(t), "--region", "crash")
+			}
+			w.proc = startProc(t, w.args...)
+
+			gangnam := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
+			for i, id := range []string{"d-1", "d-2", "d-3", "d-4", "d-5"} {
+				w.online(id, north(gangnam, float64(100*(i+1))))
+			}
+			rides := map[string]string{}
+			rides["completed"] = w.request(gangnam)
+			w.trip("d-1", rides["completed"], "accept", "arrived", "start", "complete")
+			rides["in_progress"] = w.request(gangnam)
+			w.trip("d-1", rides["in_progress"], "accept", "arrived", "start")
+			rides["arrived"] = w.request(gangnam)
+			w.trip("d-2", rides["arrived"], "accept", "arrived")
+			rides["matched"] = w.request(gangnam)
+			w.trip("d-3", rides["matched"], "accept")
+			rides["offered"] = w.request(gangnam)
+			w.next("d-4", driver.TypeOffer) // d-4 stays silent
+			rides["cancelled"] = w.request(gangnam)
+			w.next("d-5", driver.TypeOffer)
+			w.api("POST", "/v1/rides/"+rides["cancelled"]+"/cancel", nil, 200)
+			w.next("d-5", driver.TypeOfferRevoked)
+			rides["far"] = w.request(dispatch.Point{Lat: 35.1796, Lng: 129.0756}) // Busan: nobody near
+
+			w.proc.kill()
+			w.proc = startProc(t, w.args...)
+
+			want := map[string]string{
+				"completed": "completed", "in_progress": "in_progress", "arrived": "arrived",
+				"matched": "matched", "offered": "searching", "cancelled": "cancelled", "far": "searching",
+			}
+			for k, id := range rides {
+				if got := w.status(id); got != want[k] {
+					t.Errorf("ride %s (%s) is %s after the crash", id, k, got)
+				}
+			}
+			// The drivers' clients reconnect by themselves; welcome says where each stands.
+			wantDriver := map[string]dispatch.DriverState{"d-1": "on_trip", "d-2": "en_route", "d-3": "en_route"}
+			if c.redis { // hot state survived: presence and the outstanding offer too
+				wantDriver["d-4"], wantDriver["d-5"] = "offered", "available"
+			} else { // in-memory presence is gone; those apps go available again
+				wantDriver["d-4"], wantDriver["d-5"] = "offline", "offline"
+			}
+			for id, state := range wantDriver {
+				wm := w.next(id, driver.TypeWelcome)
+				if wm.State != state {
+					t.Errorf("driver %s welcomed as %s after the crash, want %s", id, wm.State, state)
+				}
+			}
+			if t.Failed() {
+				t.FailNow()
+			}
+			// Trips carry on, and complete retried after the restart pays once.
+			ctx := context.Background()
+			for range 2 {
+				if err := w.drivers["d-1"].Complete(ctx, rides["in_progress"]); err != nil {
+					t.Fatal(err)
+				}
+				w.next("d-1", driver.TypeRide)
+			}
+			var out bytes.Buffer
+			if err := run(ctx, []string{"ledger", "export", "--data-dir", w.dataDir}, &out, io.Discard); err != nil {
+				t.Fatal(err)
+			}
+			count := map[string]int{}
+			for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+				var e dispatch.LedgerEntry
+				if err := json.Unmarshal([]byte(line), &e); err != nil {
+					t.Fatalf("ledger line %q: %v", line, err)
+				}
+				count[e.RideID]++
+			}
+			if len(count) != 2 || count[rides["completed"]] != 1 || count[rides["in_progress"]] != 1 {
+				t.Fatalf("ledger after the crash: %v, want each of %s and %s once", count, rides["completed"], rides["in_progress"])
+			}
+		})
+	}
+}
+
+// north returns p moved north by about m metres.
+func north(p dispatch.Point, m float64) dispatch.Point {
+	return dispatch.Point{Lat: p.Lat + m/111_000, Lng: p.Lng}
+}
