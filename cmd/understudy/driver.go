@@ -3,13 +3,14 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/understudy/understudy/driver"
 )
 
-// openDriverGateway mounts the driver websocket gateway (GET /v1/driver/ws): it
-// verifies driver tokens with the server's keys, drives the engine, receives the
-// engine's driver events, and at shutdown tells every driver to reconnect.
+// openDriverGateway mounts the driver websocket gateway (GET /v1/driver/ws) and the pay
+// routes: it verifies driver tokens with the server's keys, drives the engine, receives
+// the engine's driver events, and at shutdown tells every driver to reconnect.
 func (s *server) openDriverGateway() (component, error) {
 	gw := &driver.Gateway{
 		Engine:         s.engine,
@@ -22,5 +23,10 @@ func (s *server) openDriverGateway() (component, error) {
 	if err := gw.Open(); err != nil {
 		return component{}, fmt.Errorf("open driver gateway: %w", err)
 	}
-	return component{name: "driver", routes: gw.Routes, notify: gw, drain: gw.Drain}, nil
+	pay := &driver.Pay{Ledger: s.ledger, Verifier: s.keys}
+	routes := func(mux *http.ServeMux) {
+		gw.Routes(mux)
+		pay.Routes(mux)
+	}
+	return component{name: "driver", routes: routes, notify: gw, drain: gw.Drain}, nil
 }

@@ -1,0 +1,164 @@
+package driver
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/problem"
+)
+
+// Pay serves the contract's pay routes from the ledger, so drivers see what they are
+// owed and the primary platform can settle after the outage:
+//
+//	GET /v1/driver/trips?since=RFC3339     a driver's completed trips
+//	GET /v1/driver/earnings?since=RFC3339  their totals for the period
+//	GET /v1/admin/ledger?since=RFC3339     every entry as NDJSON, in order (admin)
+type Pay struct {
+	Ledger   dispatch.Ledger
+	Verifier dispatch.Verifier
+}
+
+// Routes mounts the pay routes on mux.
+func (p *Pay) Routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/driver/trips", p.trips)
+	mux.HandleFunc("GET /v1/driver/earnings", p.earnings)
+	mux.HandleFunc("GET /v1/admin/ledger", p.ledger)
+}
+
+// Trip is one completed trip as its driver sees it.
+type Trip struct {
+	RideID      string         `json:"ride_id"`
+	RequestedAt time.Time      `json:"requested_at"`
+	StartedAt   time.Time      `json:"started_at"`
+	CompletedAt time.Time      `json:"completed_at"`
+	DistanceM   float64        `json:"distance_m"`
+	Fare        dispatch.Money `json:"fare"`
+}
+
+// Trips is the answer of GET /v1/driver/trips.
+type Trips struct {
+	DriverID string `json:"driver_id"`
+	Since    string `json:"since"`
+	Trips    []Trip `json:"trips"`
+}
+
+// caller verifies r's bearer token and checks its role.
+func (p *Pay) caller(r *http.Request, role dispatch.Role) (dispatch.Identity, error) {
+	token, _, err := bearer(r)
+	if err != nil {
+		return dispatch.Identity{}, err
+	}
+	id, err := p.Verifier.Verify(token)
+	if err != nil {
+		return dispatch.Identity{}, err
+	}
+	if id.Role != role {
+		return dispatch.Identity{}, dispatch.Errorf(dispatch.ECodeForbidden, "%s needs a %s token, not %s", r.URL.Path, role, id.Role)
+	}
+	return id, nil
+}
+
+// since reads the since query parameter; absent means from the beginning.
+func since(r *http.Request) (time.Time, error) {
+	s := r.URL.Query().Get("since")
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, dispatch.Errorf(dispatch.ECodeInvalid, "since %q is not an RFC 3339 time", clip(s))
+	}
+	return t, nil
+}
+
+func (p *Pay) trips(w http.ResponseWriter, r *http.Request) {
+	id, from, ok := p.driverQuery(w, r)
+	if !ok {
+		return
+	}
+	out := Trips{DriverID: id.Subject, Since: formatSince(from), Trips: []Trip{}}
+	err := p.Ledger.Entries(r.Context(), from, id.Subject, func(e dispatch.LedgerEntry) error {
+		out.Trips = append(out.Trips, Trip{RideID: e.RideID, RequestedAt: e.RequestedAt, StartedAt: e.StartedAt,
+			CompletedAt: e.CompletedAt, DistanceM: e.DistanceM, Fare: e.Fare})
+		return nil
+	})
+	if err != nil {
+		problem.Write(w, r, err)
+		return
+	}
+	writeJSON(w, out)
+}
+
+func (p *Pay) earnings(w http.ResponseWriter, r *http.Request) {
+	id, from, ok := p.driverQuery(w, r)
+	if !ok {
+		return
+	}
+	out := dispatch.Earnings{DriverID: id.Subject, Since: formatSince(from), Fares: []dispatch.Money{}}
+	err := p.Ledger.Entries(r.Context(), from, id.Subject, func(e dispatch.LedgerEntry) error {
+		out.Add(e)
+		return nil
+	})
+	if err != nil {
+		problem.Write(w, r, err)
+		return
+	}
+	writeJSON(w, out)
+}
+
+// driverQuery checks a driver's request for its own pay and reads since.
+func (p *Pay) driverQuery(w http.ResponseWriter, r *http.Request) (dispatch.Identity, time.Time, bool) {
+	id, err := p.caller(r, dispatch.RoleDriver)
+	if err == nil {
+		var from time.Time
+		if from, err = since(r); err == nil {
+			return id, from, true
+		}
+	}
+	problem.Write(w, r, err)
+	return dispatch.Identity{}, time.Time{}, false
+}
+
+func (p *Pay) ledger(w http.ResponseWriter, r *http.Request) {
+	if _, err := p.caller(r, dispatch.RoleAdmin); err != nil {
+		problem.Write(w, r, err)
+		return
+	}
+	from, err := since(r)
+	if err != nil {
+		problem.Write(w, r, err)
+		return
+	}
+	// Entries stream as they are read. An error before the first line is a problem
+	// answer; after it, it can only cut the stream short.
+	enc := json.NewEncoder(w)
+	wrote := false
+	err = p.Ledger.Entries(r.Context(), from, "", func(e dispatch.LedgerEntry) error {
+		if !wrote {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			wrote = true
+		}
+		return enc.Encode(e)
+	})
+	switch {
+	case err != nil && !wrote:
+		problem.Write(w, r, err)
+	case !wrote:
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func formatSince(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
