@@ -3,6 +3,7 @@
 //	understudy [serve] [flags]   run the region (the default)
 //	understudy token --role R --sub ID [--ttl 1h]   mint a development token
 //	understudy ledger export [--since T]          completed trips as NDJSON
+//	understudy drive --sub ID --lat LAT --lng LNG [--auto]  a demo driver
 //	understudy version           print the version
 package main
 
@@ -37,6 +38,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "serve":
 		return serve(ctx, args, stdout, stderr, nil)
+	case "drive":
+		return drive(ctx, args, stdout, stderr)
 	case "ledger":
 		return ledgerCmd(ctx, args, stdout, stderr)
 	case "token":
@@ -57,6 +60,7 @@ commands:
   serve     run one region (the default when no command is given)
   token     print a development token: token --role driver --sub d-42 --ttl 1h
   ledger    ledger export [--since RFC3339]: completed trips as NDJSON, for settlement
+  drive     a demo driver: drive --sub d-42 --lat 37.5668 --lng 126.9783 --auto
   version   print the version
 Run 'understudy serve -h' for serve's flags.
 `

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// `understudy drive --auto` takes a ride from offer to completion.
+func TestDriveAutoCompletesATrip(t *testing.T) {
+	dataDir := t.TempDir()
+	s := mustServe(t, "--data-dir", dataDir, "--match-interval", "0")
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"drive", "--addr", s.Addr(), "--data-dir", dataDir, "--sub", "d-demo",
+			"--lat", "37.5668", "--lng", "126.9783", "--auto", "--step", "10ms"}, &out, &out)
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("drive: %v", err)
+		}
+	}()
+	waitFor(t, "the demo driver to be available", func() (int, bool) { return 0, s.engine.Available() == 1 })
+	ride, err := s.engine.RequestRide(context.Background(), "u-1", dispatch.Point{Lat: 37.5665, Lng: 126.978}, dispatch.Point{Lat: 37.5512, Lng: 126.9882})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the trip to complete", func() (dispatch.Ride, bool) {
+		r, err := s.engine.Ride(context.Background(), ride.ID)
+		return r, err == nil && r.Status == dispatch.RideCompleted
+	})
+	waitFor(t, "the frames to be printed", func() (int, bool) {
+		o := out.String()
+		return 0, strings.Contains(o, `"type":"welcome"`) && strings.Contains(o, `"type":"offer"`) && strings.Contains(o, `"status":"completed"`)
+	})
+}
