@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -66,7 +67,7 @@ func drive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				}
 				return nil
 			}
-			fmt.Fprintf(stdout, "%s\n", m.Raw)
+			fmt.Fprintf(stdout, "%s\n", bytes.TrimSpace(m.Raw))
 			if *auto && m.Type == driver.TypeOffer {
 				go autoTrip(ctx, c, m, *step, stderr)
 			}
