@@ -20,23 +20,12 @@ func TestCompletedTripReachesTheLedgerOnce(t *testing.T) {
 	s := mustServe(t, "--data-dir", dataDir, "--match-interval", "0")
 	e := s.engine
 	p := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
-	if _, err := e.Connect(ctx, "d-1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.UpdateLocation(ctx, "d-1", p); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.SetAvailable(ctx, "d-1"); err != nil {
-		t.Fatal(err)
-	}
+	engineOnline(t, e, "d-1", p)
 	ride, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 	if err != nil {
 		t.Fatal(err)
 	}
-	offered := waitFor(t, "an offer", func() (dispatch.Ride, bool) {
-		r, err := e.Ride(ctx, ride.ID)
-		return r, err == nil && r.Offer != nil
-	})
+	offered := waitOffered(t, e, ride.ID)
 	if _, err := e.Accept(ctx, "d-1", offered.Offer.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/understudy/understudy/dispatch"
 )
 
 func TestMain(m *testing.M) {
@@ -176,4 +178,28 @@ func waitFor[T any](tb testing.TB, what string, check func() (T, bool)) T {
 		}
 		time.Sleep(5 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// engineOnline registers driver id at p through the engine and makes it available.
+func engineOnline(tb testing.TB, e *dispatch.Engine, id string, p dispatch.Point) {
+	tb.Helper()
+	ctx := context.Background()
+	if _, err := e.Connect(ctx, id); err != nil {
+		tb.Fatal(err)
+	}
+	if err := e.UpdateLocation(ctx, id, p); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := e.SetAvailable(ctx, id); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// waitOffered waits until ride id has an outstanding offer and returns the ride.
+func waitOffered(tb testing.TB, e *dispatch.Engine, id string) dispatch.Ride {
+	tb.Helper()
+	return waitFor(tb, "an offer", func() (dispatch.Ride, bool) {
+		r, err := e.Ride(context.Background(), id)
+		return r, err == nil && r.Offer != nil
+	})
 }

@@ -24,24 +24,13 @@ func TestServeWithRedisKeepsStateAcrossRestart(t *testing.T) {
 	e := first.engine
 	p := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
 	for _, id := range []string{"d-1", "d-2"} {
-		if _, err := e.Connect(ctx, id); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.UpdateLocation(ctx, id, p); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.SetAvailable(ctx, id); err != nil {
-			t.Fatal(err)
-		}
+		engineOnline(t, e, id, p)
 	}
 	ride, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 	if err != nil {
 		t.Fatal(err)
 	}
-	offered := waitFor(t, "an offer", func() (dispatch.Ride, bool) {
-		r, err := e.Ride(ctx, ride.ID)
-		return r, err == nil && r.Offer != nil
-	})
+	offered := waitOffered(t, e, ride.ID)
 	if _, err := e.Accept(ctx, offered.Offer.DriverID, offered.Offer.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -68,23 +57,12 @@ func TestRestartAfterRedisLossRestoresRidesFromTheLog(t *testing.T) {
 	first := mustServe(t, args...)
 	e := first.engine
 	p := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
-	if _, err := e.Connect(ctx, "d-1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.UpdateLocation(ctx, "d-1", p); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.SetAvailable(ctx, "d-1"); err != nil {
-		t.Fatal(err)
-	}
+	engineOnline(t, e, "d-1", p)
 	matched, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
 	if err != nil {
 		t.Fatal(err)
 	}
-	offered := waitFor(t, "an offer", func() (dispatch.Ride, bool) {
-		r, err := e.Ride(ctx, matched.ID)
-		return r, err == nil && r.Offer != nil
-	})
+	offered := waitOffered(t, e, matched.ID)
 	if _, err := e.Accept(ctx, "d-1", offered.Offer.ID); err != nil {
 		t.Fatal(err)
 	}
