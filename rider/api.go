@@ -1,0 +1,234 @@
+// Package rider is the rider HTTP API of the client contract: ride requests with
+// idempotency keys, ride status, cancellation, fare estimates and a live
+// text/event-stream of each ride's changes. It depends on dispatch only; its Go client
+// is rider/client.
+package rider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+// Engine is what the API needs from the dispatcher; *dispatch.Engine implements it.
+type Engine interface {
+	RequestRide(ctx context.Context, riderID string, pickup, dropoff dispatch.Point) (dispatch.Ride, error)
+	Ride(ctx context.Context, id string) (dispatch.Ride, error)
+	CancelRide(ctx context.Context, id string) (dispatch.Ride, error)
+	Estimate(pickup, dropoff dispatch.Point) (dispatch.Estimate, error)
+	Driver(ctx context.Context, id string) (dispatch.Driver, error)
+}
+
+var (
+	_ Engine            = (*dispatch.Engine)(nil)
+	_ dispatch.Notifier = (*API)(nil)
+)
+
+// Config tunes the API. Start from DefaultConfig.
+type Config struct {
+	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
+	MaxBodyBytes int64
+	// IdempotencyTTL is how long an Idempotency-Key is remembered after its ride was
+	// created.
+	IdempotencyTTL time.Duration
+	// PendingTTL is how long a key stays reserved by a request that is still creating
+	// its ride (bounds the damage of a process dying mid-request).
+	PendingTTL time.Duration
+	// InFlightWait is how long a duplicate request waits for the first request with
+	// the same key to finish before it answers 409.
+	InFlightWait time.Duration
+	// Heartbeat is the interval of comment lines on idle event streams.
+	Heartbeat time.Duration
+	// SubscriberBuffer is how many undelivered ride changes an event stream holds;
+	// past that the oldest are dropped (the newest state always gets through).
+	SubscriberBuffer int
+	// MaxStreamsPerRider caps a rider's concurrent event streams.
+	MaxStreamsPerRider int
+	// Rate is each rider's sustained request rate per second, Burst its bucket size.
+	Rate  float64
+	Burst int
+	// SweepInterval is how often Run frees expired rate limiters and idempotency keys.
+	SweepInterval time.Duration
+}
+
+// DefaultConfig returns the defaults docs/rider-api.md describes.
+func DefaultConfig() Config {
+	return Config{
+		MaxBodyBytes:       16 << 10,
+		IdempotencyTTL:     24 * time.Hour,
+		PendingTTL:         time.Minute,
+		InFlightWait:       5 * time.Second,
+		Heartbeat:          15 * time.Second,
+		SubscriberBuffer:   16,
+		MaxStreamsPerRider: 8,
+		Rate:               10,
+		Burst:              30,
+		SweepInterval:      time.Minute,
+	}
+}
+
+// Validate reports every setting out of range.
+func (c Config) Validate() error {
+	var errs []error
+	positive := func(name string, d time.Duration) {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("rider %s %s: want > 0", name, d))
+		}
+	}
+	if c.MaxBodyBytes < 256 {
+		errs = append(errs, fmt.Errorf("rider max body %d bytes: want >= 256", c.MaxBodyBytes))
+	}
+	positive("idempotency TTL", c.IdempotencyTTL)
+	positive("pending TTL", c.PendingTTL)
+	positive("heartbeat", c.Heartbeat)
+	positive("sweep interval", c.SweepInterval)
+	if c.InFlightWait < 0 {
+		errs = append(errs, fmt.Errorf("rider in-flight wait %s: want >= 0", c.InFlightWait))
+	}
+	if c.SubscriberBuffer < 1 {
+		errs = append(errs, fmt.Errorf("rider subscriber buffer %d: want >= 1", c.SubscriberBuffer))
+	}
+	if c.MaxStreamsPerRider < 1 {
+		errs = append(errs, fmt.Errorf("rider max streams %d: want >= 1", c.MaxStreamsPerRider))
+	}
+	if !(c.Rate > 0) || c.Burst < 1 {
+		errs = append(errs, fmt.Errorf("rider rate %v/s burst %d: want > 0 and >= 1", c.Rate, c.Burst))
+	}
+	return errors.Join(errs...)
+}
+
+// API serves the rider routes. Set the exported fields, call Open, mount it with
+// Register, feed it the engine's events (it is a dispatch.Notifier), run Run for
+// housekeeping, and Drain it at shutdown.
+type API struct {
+	Engine      Engine
+	Verifier    dispatch.Verifier
+	Idempotency dispatch.IdempotencyStore
+	Logger      *slog.Logger // nil logs nothing
+	Metrics     *Metrics     // nil records nothing
+	Config      Config
+	// Now is the clock of rate limits; nil means time.Now.
+	Now func() time.Time
+
+	hub     *hub
+	limiter *limiter
+}
+
+// Route is one method and path the API serves, as a net/http pattern.
+type Route struct {
+	Method, Path string
+}
+
+// Pattern is the ServeMux pattern of r.
+func (r Route) Pattern() string { return r.Method + " " + r.Path }
+
+// The API's routes.
+var (
+	RouteRequestRide = Route{http.MethodPost, "/v1/rides"}
+	RouteGetRide     = Route{http.MethodGet, "/v1/rides/{id}"}
+	RouteCancelRide  = Route{http.MethodPost, "/v1/rides/{id}/cancel"}
+	RouteRideEvents  = Route{http.MethodGet, "/v1/rides/{id}/events"}
+	RouteEstimate    = Route{http.MethodPost, "/v1/estimates"}
+)
+
+// Routes lists every route Register mounts (docs/openapi.yaml must describe each).
+func Routes() []Route {
+	return []Route{RouteRequestRide, RouteGetRide, RouteCancelRide, RouteRideEvents, RouteEstimate}
+}
+
+// Open checks the dependencies and configuration and prepares the API.
+func (a *API) Open() error {
+	var errs []error
+	if a.Engine == nil {
+		errs = append(errs, errors.New("rider: API needs an Engine"))
+	}
+	if a.Verifier == nil {
+		errs = append(errs, errors.New("rider: API needs a Verifier"))
+	}
+	if a.Idempotency == nil {
+		errs = append(errs, errors.New("rider: API needs an IdempotencyStore"))
+	}
+	if err := a.Config.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if a.Logger == nil {
+		a.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if a.Now == nil {
+		a.Now = time.Now
+	}
+	a.hub = newHub(a.Config.SubscriberBuffer, a.Config.MaxStreamsPerRider, a.Metrics)
+	a.limiter = newLimiter(a.Config.Rate, a.Config.Burst)
+	return nil
+}
+
+// Register mounts the API's routes on mux.
+func (a *API) Register(mux *http.ServeMux) {
+	for _, h := range []struct {
+		route Route
+		fn    func(http.ResponseWriter, *http.Request, dispatch.Identity) error
+	}{
+		{RouteRequestRide, a.requestRide},
+		{RouteGetRide, a.getRide},
+		{RouteCancelRide, a.cancelRide},
+		{RouteRideEvents, a.rideEvents},
+		{RouteEstimate, a.estimate},
+	} {
+		mux.Handle(h.route.Pattern(), a.wrap(h.route, h.fn))
+	}
+}
+
+// Handler is a mux with only the API's routes, for tests and embedding.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	a.Register(mux)
+	return mux
+}
+
+// Run frees idle rate limiters and expired idempotency keys every SweepInterval until
+// ctx ends.
+func (a *API) Run(ctx context.Context) error {
+	t := time.NewTicker(a.Config.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			a.sweep()
+		}
+	}
+}
+
+func (a *API) sweep() {
+	a.limiter.sweep(a.Now())
+	if s, ok := a.Idempotency.(interface{ Sweep() int }); ok {
+		if n := s.Sweep(); n > 0 {
+			a.Logger.Debug("expired idempotency keys", slog.Int("count", n))
+		}
+	}
+}
+
+// Drain ends every event stream (clients reconnect, elsewhere if this region is
+// going away) and refuses new ones; it returns when the streams have ended or ctx
+// ends.
+func (a *API) Drain(ctx context.Context) error {
+	return a.hub.close(ctx)
+}
+
+// Notify implements dispatch.Notifier: every event carrying a ride goes to that
+// ride's event streams. It never blocks.
+func (a *API) Notify(ev dispatch.Event) {
+	if ev.Ride.ID != "" {
+		a.hub.publish(ev.Ride)
+	}
+}

@@ -1,0 +1,115 @@
+package rider
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/problem"
+)
+
+// wrap turns fn into a route handler: metrics, panic recovery, bearer authentication
+// (role rider or admin), the caller's rate limit, and errors written as problems.
+func (a *API) wrap(route Route, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) http.Handler {
+	pattern := route.Pattern()
+	streaming := route == RouteRideEvents
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &recorder{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				a.Logger.Error("rider handler panicked", slog.String("route", pattern),
+					slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
+				if !rec.wrote {
+					problem.Write(rec, r, dispatch.Errorf(dispatch.ECodeInternal, "internal error"))
+				}
+			}
+			a.Metrics.observe(pattern, rec.status, time.Since(start), streaming)
+		}()
+		err := a.serve(rec, r, fn)
+		if err == nil {
+			return
+		}
+		if dispatch.ErrorCode(err) == dispatch.ECodeInternal {
+			a.Logger.Error("rider request failed", slog.String("route", pattern), slog.Any("err", err))
+		}
+		if rec.wrote { // a stream that already started: nothing more to tell the client
+			return
+		}
+		if dispatch.ErrorCode(err) == dispatch.ECodeUnauthorized {
+			rec.Header().Set("WWW-Authenticate", `Bearer realm="understudy"`)
+		}
+		problem.Write(rec, r, err)
+	})
+}
+
+func (a *API) serve(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) error {
+	id, err := a.Verifier.Verify(bearer(r))
+	if err != nil {
+		if dispatch.ErrorCode(err) != dispatch.ECodeUnauthorized {
+			// A Verifier must only say unauthorized; anything else is still a refusal.
+			err = &dispatch.Error{Code: dispatch.ECodeUnauthorized, Message: "invalid token", Err: err}
+		}
+		return err
+	}
+	if id.Role != dispatch.RoleRider && id.Role != dispatch.RoleAdmin {
+		return dispatch.Errorf(dispatch.ECodeForbidden, "role %s may not use the rider API", id.Role)
+	}
+	if wait, ok := a.limiter.allow(string(id.Role)+":"+id.Subject, a.Now()); !ok {
+		return rateLimited(wait)
+	}
+	return fn(w, r, id)
+}
+
+// rateLimited is the 429 error telling the client to come back after wait.
+func rateLimited(wait time.Duration) error {
+	s := int((wait + time.Second - 1) / time.Second)
+	return &dispatch.Error{Code: dispatch.ECodeRateLimited, Message: "too many requests; retry later", RetryAfterS: max(s, 1)}
+}
+
+// bearer returns the token of an "Authorization: Bearer <token>" header, or "".
+func bearer(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// recorder remembers the status a handler answered, for metrics and to know whether
+// an error can still be written. Unwrap lets http.ResponseController flush streams.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if !r.wrote && code >= 200 {
+		r.status, r.wrote = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if !r.wrote {
+		r.status, r.wrote = http.StatusOK, true
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// errBodyTooLarge reports whether err is http.MaxBytesReader's refusal.
+func errBodyTooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
+}
