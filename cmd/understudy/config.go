@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/rider"
 )
 
 // Config is everything `understudy serve` needs. It is built from defaults, then the
@@ -33,6 +34,7 @@ type Config struct {
 	AllowedOrigins []string
 	// DriverGrace is how long a dropped driver keeps its session before going offline.
 	DriverGrace time.Duration
+	Rider       rider.Config
 	Dispatch    dispatch.Config
 }
 
@@ -43,6 +45,7 @@ func defaultConfig() Config {
 		DataDir:         "understudy-data",
 		ShutdownTimeout: 10 * time.Second,
 		DriverGrace:     60 * time.Second,
+		Rider:           rider.DefaultConfig(),
 		LogLevel:        "info",
 		Dispatch:        dispatch.DefaultConfig(),
 	}
@@ -159,6 +162,10 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	})
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
 	fs.DurationVar(&c.DriverGrace, "driver-grace", c.DriverGrace, "how long a dropped driver keeps its session before going offline")
+	fs.Float64Var(&c.Rider.Rate, "rider-rate", c.Rider.Rate, "rider API requests per second per caller")
+	fs.IntVar(&c.Rider.Burst, "rider-burst", c.Rider.Burst, "rider API burst per caller")
+	fs.DurationVar(&c.Rider.IdempotencyTTL, "idempotency-ttl", c.Rider.IdempotencyTTL, "how long Idempotency-Keys are remembered")
+	fs.DurationVar(&c.Rider.Heartbeat, "sse-heartbeat", c.Rider.Heartbeat, "event stream heartbeat interval")
 	fs.IntVar(&c.Dispatch.H3Resolution, "h3-res", c.Dispatch.H3Resolution, "H3 `resolution` of the supply index")
 	fs.DurationVar(&c.Dispatch.MatchInterval, "match-interval", c.Dispatch.MatchInterval, "batching window; 0 matches each request at once")
 	fs.DurationVar(&c.Dispatch.OfferTimeout, "offer-timeout", c.Dispatch.OfferTimeout, "how long a driver has to answer an offer")
@@ -201,6 +208,9 @@ func (c Config) Validate() error {
 	}
 	if c.Region == "" || strings.ContainsAny(c.Region, " :{}*") {
 		errs = append(errs, fmt.Errorf("region %q: want a name without spaces, colons, braces or stars", c.Region))
+	}
+	if err := c.Rider.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Dispatch.Validate(); err != nil {
 		errs = append(errs, err)

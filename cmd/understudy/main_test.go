@@ -142,6 +142,8 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--h3-res", "20"}, "h3_resolution"},
 		{[]string{"--log-level", "loud"}, "log-level"},
 		{[]string{"--region", "seoul:1"}, "region"},
+		{[]string{"--sse-heartbeat", "0s"}, "heartbeat"},
+		{[]string{"--driver-grace", "0s"}, "driver-grace"},
 		{[]string{"--config", bad}, "unknown field"},
 		{[]string{"--config", badDur}, "offer_timeout"},
 		{[]string{"--config", filepath.Join(dir, "missing.json")}, "read config"},

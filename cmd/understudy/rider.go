@@ -16,7 +16,7 @@ func (s *server) openRiderAPI() (component, error) {
 		Idempotency: memstore.NewIdempotencyStore(),
 		Logger:      s.log.With(slog.String("component", "rider")),
 		Metrics:     rider.NewMetrics(s.registry),
-		Config:      rider.DefaultConfig(),
+		Config:      s.cfg.Rider,
 	}
 	if err := api.Open(); err != nil {
 		return component{}, err
