@@ -13,7 +13,8 @@ import (
 // the ride) and done (RideID set). Records expire after the TTL they were written with;
 // an expired record is treated as absent by every method.
 //
-// Implementations: memstore.IdempotencyStore (in process) and, later, Redis. Both must
+// Implementations: memstore.IdempotencyStore (in process) and redisstore.IdempotencyStore.
+// Both must
 // pass storetest.RunIdempotency.
 type IdempotencyStore interface {
 	// Reserve claims key in scope for a request with fingerprint, atomically: if no

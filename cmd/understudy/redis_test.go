@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -102,5 +106,38 @@ func TestRestartAfterRedisLossRestoresRidesFromTheLog(t *testing.T) {
 	}
 	if _, err := second.engine.Complete(ctx, "d-1", matched.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// With --redis, an Idempotency-Key used on one process is honoured by another on the
+// same Redis: a retry that lands on a restarted (or another) process replays the ride.
+func TestIdempotencyKeysLiveInRedis(t *testing.T) {
+	url := redistest.URL(t)
+	args := []string{"--redis", url, "--region", "jeju", "--data-dir", t.TempDir()}
+	first := mustServe(t, args...)
+	tok, err := first.keys.Sign(dispatch.Identity{Subject: "u-9", Role: dispatch.RoleRider}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(s *server) (int, string) {
+		body := `{"pickup":{"lat":33.4996,"lng":126.5312},"dropoff":{"lat":33.5104,"lng":126.4913}}`
+		req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/rides", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Idempotency-Key", "retry-me")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var r struct{ ID string }
+		_ = json.NewDecoder(resp.Body).Decode(&r)
+		return resp.StatusCode, r.ID
+	}
+	code, id := post(first)
+	stopServer(t, first)
+	second := mustServe(t, args...)
+	code2, id2 := post(second)
+	if code != 201 || code2 != 201 || id == "" || id2 != id {
+		t.Fatalf("first %d %s, retry on another process %d %s: want the same ride", code, id, code2, id2)
 	}
 }

@@ -3,17 +3,24 @@ package main
 import (
 	"log/slog"
 
+	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/dispatch/redisstore"
 	"github.com/understudy/understudy/rider"
 )
 
-// openRiderAPI builds the rider HTTP API on the region's engine and keys, with
-// in-memory idempotency keys (Redis-backed ones come with the Redis store).
+// openRiderAPI builds the rider HTTP API on the region's engine and keys. Idempotency
+// keys live beside the hot state: in Redis with --redis, so every replica sees them,
+// else in memory.
 func (s *server) openRiderAPI() (component, error) {
+	var idem dispatch.IdempotencyStore = memstore.NewIdempotencyStore()
+	if rs, ok := s.store.(*redisstore.Store); ok {
+		idem = rs.NewIdempotencyStore()
+	}
 	api := &rider.API{
 		Engine:      s.engine,
 		Verifier:    s.keys,
-		Idempotency: memstore.NewIdempotencyStore(),
+		Idempotency: idem,
 		Logger:      s.log.With(slog.String("component", "rider")),
 		Metrics:     rider.NewMetrics(s.registry),
 		Config:      s.cfg.Rider,

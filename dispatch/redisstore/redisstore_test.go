@@ -37,3 +37,16 @@ func TestOpenFailsClearly(t *testing.T) {
 		t.Fatal("Open of a non-redis URL succeeded")
 	}
 }
+
+func TestIdempotencyContract(t *testing.T) {
+	url := redistest.URL(t)
+	var n atomic.Int64
+	storetest.RunIdempotency(t, func(tb testing.TB) dispatch.IdempotencyStore {
+		s, err := redisstore.Open(context.Background(), url, fmt.Sprintf("idem%d:", n.Add(1)))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = s.Close() })
+		return s.NewIdempotencyStore()
+	})
+}
