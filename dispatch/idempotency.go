@@ -13,9 +13,8 @@ import (
 // the ride) and done (RideID set). Records expire after the TTL they were written with;
 // an expired record is treated as absent by every method.
 //
-// Implementations: memstore.IdempotencyStore (in process) and redisstore.IdempotencyStore.
-// Both must
-// pass storetest.RunIdempotency.
+// Implementations: memstore.IdempotencyStore (in process) and
+// redisstore.IdempotencyStore. Both must pass storetest.RunIdempotency.
 type IdempotencyStore interface {
 	// Reserve claims key in scope for a request with fingerprint, atomically: if no
 	// live record exists it writes a pending one that lives for ttl and returns it
