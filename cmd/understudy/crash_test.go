@@ -272,7 +272,7 @@ func TestCrashAndRestart(t *testing.T) {
 
 			gangnam := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
 			for i, id := range []string{"d-1", "d-2", "d-3", "d-4", "d-5"} {
-				w.online(id, north(gangnam, float64(100*(i+1))))
+				w.online(id, offset(gangnam, float64(100*(i+1)), 0))
 			}
 			rides := map[string]string{}
 			rides["completed"] = w.request(gangnam)
@@ -346,7 +346,7 @@ func TestCrashAndRestart(t *testing.T) {
 	}
 }
 
-// north returns p moved north by about m metres.
-func north(p dispatch.Point, m float64) dispatch.Point {
-	return dispatch.Point{Lat: p.Lat + m/111_000, Lng: p.Lng}
+// offset returns p moved north and east by about the given metres.
+func offset(p dispatch.Point, northM, eastM float64) dispatch.Point {
+	return dispatch.Point{Lat: p.Lat + northM/111_000, Lng: p.Lng + eastM/88_000}
 }
