@@ -24,6 +24,11 @@ type Config struct {
 	Candidates int `json:"candidates"`
 	// Fare prices rides and estimates pickup times.
 	Fare FareModel `json:"fare"`
+	// SweepInterval is how often the engine reads every active ride from the Store to
+	// take over what no replica of the region is handling: offers past their expiry,
+	// searches past their deadline, and searching rides in nobody's queue (their
+	// replica died). Zero disables it, which only a lone engine can afford.
+	SweepInterval time.Duration `json:"sweep_interval"`
 }
 
 // DefaultConfig returns the defaults the contract and the docs describe.
@@ -36,6 +41,7 @@ func DefaultConfig() Config {
 		MaxRadiusM:    3000,
 		Candidates:    8,
 		Fare:          DefaultFareModel(),
+		SweepInterval: 2 * time.Second,
 	}
 }
 
@@ -59,6 +65,9 @@ func (c Config) Validate() error {
 	}
 	if c.Candidates < 1 || c.Candidates > 100 {
 		errs = append(errs, fmt.Errorf("candidates %d: want 1 to 100", c.Candidates))
+	}
+	if c.SweepInterval < 0 {
+		errs = append(errs, fmt.Errorf("sweep_interval %s: want >= 0", c.SweepInterval))
 	}
 	if err := c.Fare.Validate(); err != nil {
 		errs = append(errs, err)

@@ -21,11 +21,19 @@ import (
 //
 // Set the exported fields, call Open, then Run the loop (or call Step from tests with
 // an injected clock).
+//
+// Several engines (replicas of one region) may share a Store: each sends its replica
+// events to Peers and takes in the others' with ApplyRemote, and its periodic sweep
+// takes over the rides of a replica that died (see docs/architecture.md, Replicas).
 type Engine struct {
 	Store    Store
 	Notifier Notifier     // receives committed changes; nil drops them
 	Metrics  Metrics      // nil records nothing
 	Logger   *slog.Logger // nil logs nothing
+	// Peers receives the replica events (EventSupply, EventDriverConnected,
+	// EventDriverAway, EventQueue) that the region's other replicas apply with
+	// ApplyRemote; nil sends none, for a lone engine. Notify must not block.
+	Peers Notifier
 	// Ledger records completed trips for driver pay; nil records none (tests only:
 	// serve always sets one).
 	Ledger Ledger
@@ -44,15 +52,20 @@ type Engine struct {
 	supply *SupplyIndex
 	wake   chan struct{}
 
-	// mu guards the pending queue, the timers and the away set. It is never held across
-	// a Store call or a notification, nor while the supply index's lock is held.
-	mu       sync.Mutex
-	pending  []string            // rides waiting for an offer, oldest first
-	queued   map[string]struct{} // the set of ids in pending
-	timers   timerHeap           // offer expiries and search deadlines
-	firstOff map[string]time.Time
-	away     map[string]struct{} // drivers whose app cannot hear offers now (Disconnect)
-	closed   bool
+	// mu guards the pending queue, the timers, the presence map and the sweep's state.
+	// It is never held across a Store call or a notification, nor while the supply
+	// index's lock is held.
+	mu        sync.Mutex
+	pending   []string            // rides waiting for an offer, oldest first
+	queued    map[string]struct{} // the set of ids in pending
+	timers    timerHeap           // offer expiries and search deadlines
+	watched   map[timerKey]struct{}
+	firstOff  map[string]time.Time
+	presence  map[string]presence  // where drivers' apps are, as far as this replica knows
+	held      map[string]time.Time // rides other replicas said they queue, when last said
+	recheck   map[string]struct{}  // drivers other replicas took out of supply
+	nextSweep time.Time
+	closed    bool
 }
 
 // Open validates the configuration and rebuilds the engine's indexes from the Store.
@@ -82,7 +95,11 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.wake = make(chan struct{}, 1)
 	e.queued = make(map[string]struct{})
 	e.firstOff = make(map[string]time.Time)
-	e.away = make(map[string]struct{})
+	e.watched = make(map[timerKey]struct{})
+	e.presence = make(map[string]presence)
+	e.held = make(map[string]time.Time)
+	e.recheck = make(map[string]struct{})
+	e.nextSweep = e.Now().Add(e.Config.SweepInterval)
 	if _, err := e.Store.Fence(ctx, e.Epoch); err != nil {
 		return fmt.Errorf("fence store at epoch %d: %w", e.Epoch, err)
 	}
@@ -109,9 +126,9 @@ func (e *Engine) rebuild(ctx context.Context) error {
 		}
 		e.mu.Lock()
 		defer e.mu.Unlock()
-		heap.Push(&e.timers, timer{at: r.SearchDeadline, rideID: r.ID})
+		e.watchLocked(timer{at: r.SearchDeadline, rideID: r.ID})
 		if r.Offer != nil {
-			heap.Push(&e.timers, timer{at: r.Offer.ExpiresAt, rideID: r.ID, offerID: r.Offer.ID})
+			e.watchLocked(timer{at: r.Offer.ExpiresAt, rideID: r.ID, offerID: r.Offer.ID})
 		} else {
 			e.enqueueLocked(r.ID)
 		}
@@ -158,12 +175,21 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 }
 
-// Step runs one round of the loop at the clock's current time: revoke expired offers
-// (cascading their rides), end searches past their deadline, and assign the pending
-// batch. Tests call it directly with a fake clock.
+// Step runs one round of the loop at the clock's current time: sweep the Store when
+// SweepInterval has passed, recheck drivers other replicas took out of supply, revoke
+// expired offers (cascading their rides), end searches past their deadline, and
+// assign the pending batch. Tests call it directly with a fake clock.
 func (e *Engine) Step(ctx context.Context) error {
 	now := e.Now()
 	var errs []error
+	if e.sweepDue(now) {
+		if err := e.sweep(ctx, now); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := e.recheckSupply(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	for _, t := range e.dueTimers(now) {
 		if err := e.fire(ctx, t, now); err != nil {
 			errs = append(errs, err)
@@ -245,16 +271,9 @@ func (e *Engine) publish(r Ride, now time.Time, evs ...Event) {
 // with MatchInterval zero, wakes the loop so pending rides can have it at once.
 func (e *Engine) makeAvailable(d Driver) {
 	if d.State == DriverAvailable && d.Location != nil && !e.isAway(d.ID) {
-		e.supply.Upsert(d.ID, *d.Location)
+		e.supplyIn(d.ID, *d.Location)
 		e.poke()
 	}
-}
-
-func (e *Engine) isAway(driverID string) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	_, away := e.away[driverID]
-	return away
 }
 
 func (e *Engine) checkOpen() error {
@@ -301,9 +320,23 @@ func (e *Engine) dueTimers(now time.Time) []timer {
 	defer e.mu.Unlock()
 	var due []timer
 	for len(e.timers) > 0 && !e.timers[0].at.After(now) {
-		due = append(due, heap.Pop(&e.timers).(timer))
+		t := heap.Pop(&e.timers).(timer)
+		delete(e.watched, t.key())
+		due = append(due, t)
 	}
 	return due
+}
+
+// watchLocked sets timer t unless one for the same offer (or search deadline) is set
+// already: the first one set wins, so the replica that made an offer fires its expiry
+// on time and the others, which watch it a grace period later, only when it did not.
+func (e *Engine) watchLocked(t timer) {
+	k := t.key()
+	if _, ok := e.watched[k]; ok {
+		return
+	}
+	e.watched[k] = struct{}{}
+	heap.Push(&e.timers, t)
 }
 
 // timer is an offer expiry (offerID set) or a search deadline.
@@ -312,6 +345,11 @@ type timer struct {
 	rideID  string
 	offerID string
 }
+
+// timerKey names what a timer is for: one ride's search deadline or one offer's expiry.
+type timerKey struct{ rideID, offerID string }
+
+func (t timer) key() timerKey { return timerKey{t.rideID, t.offerID} }
 
 type timerHeap []timer
 

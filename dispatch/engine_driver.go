@@ -15,8 +15,9 @@ func (e *Engine) Connect(ctx context.Context, driverID string) (Driver, error) {
 		return Driver{}, Errorf(ECodeInvalid, "driver id is required")
 	}
 	e.mu.Lock()
-	delete(e.away, driverID)
+	e.presence[driverID] = presenceHere
 	e.mu.Unlock()
+	e.peer(Event{Type: EventDriverConnected, DriverID: driverID})
 	d, err := e.Store.Driver(ctx, driverID)
 	if err == nil {
 		e.makeAvailable(d)
@@ -41,9 +42,10 @@ func (e *Engine) Connect(ctx context.Context, driverID string) (Driver, error) {
 // touches no Store, so a gateway may call it while holding its own lock.
 func (e *Engine) Disconnect(driverID string) {
 	e.mu.Lock()
-	e.away[driverID] = struct{}{}
+	e.presence[driverID] = presenceAway
 	e.mu.Unlock()
 	e.supply.Remove(driverID)
+	e.peer(Event{Type: EventDriverAway, DriverID: driverID}) // out of supply too
 }
 
 // UpdateLocation records driverID's position and moves it in the supply index. The
@@ -58,12 +60,18 @@ func (e *Engine) UpdateLocation(ctx context.Context, driverID string, p Point) e
 		return fmt.Errorf("set location of %s: %w", driverID, err)
 	}
 	if state == DriverAvailable {
-		if !e.supply.Move(driverID, p) && !e.isAway(driverID) {
-			e.supply.Upsert(driverID, p)
+		switch {
+		case e.supply.Move(driverID, p):
+			if e.Peers != nil {
+				loc := p // escapes: a lone engine (no Peers) does not pay for it
+				e.peer(Event{Type: EventSupply, DriverID: driverID, Location: &loc})
+			}
+		case !e.isAway(driverID):
+			e.supplyIn(driverID, p)
 			e.poke()
 		}
 	} else {
-		e.supply.Remove(driverID)
+		e.supplyOut(driverID, false)
 	}
 	return nil
 }
@@ -80,7 +88,7 @@ func (e *Engine) SetAvailable(ctx context.Context, driverID string) (Driver, err
 		if d.State != DriverOffline {
 			out = d
 			if d.State == DriverAvailable && d.Location != nil {
-				return Ride{}, func() { e.supply.Upsert(d.ID, *d.Location) }, nil
+				return Ride{}, func() { e.supplyIn(d.ID, *d.Location) }, nil
 			}
 			return Ride{}, nil, nil
 		}
@@ -102,7 +110,14 @@ func (e *Engine) SetAvailable(ctx context.Context, driverID string) (Driver, err
 
 // SetOffline stops offers to driverID; an outstanding offer counts as declined. A
 // driver with an assigned ride must finish (or the rider cancel) first.
+//
+// A replica that knows the driver's app is connected to another replica of the region
+// leaves it as it is: the call can only be its gateway ending the grace period of a
+// socket the driver has since replaced with one elsewhere.
 func (e *Engine) SetOffline(ctx context.Context, driverID string) (Driver, error) {
+	if e.presenceOf(driverID) == presenceElsewhere {
+		return e.Store.Driver(ctx, driverID)
+	}
 	var out Driver
 	_, err := e.retry(ctx, func(now time.Time) (Ride, func(), error) {
 		d, err := e.Store.Driver(ctx, driverID)
@@ -126,7 +141,7 @@ func (e *Engine) SetOffline(ctx context.Context, driverID string) (Driver, error
 		}
 		d.Version++
 		out = d
-		return Ride{}, func() { e.supply.Remove(d.ID) }, nil
+		return Ride{}, func() { e.supplyOut(d.ID, true) }, nil
 	})
 	return out, err
 }
@@ -200,7 +215,7 @@ func (e *Engine) answerDecline(ctx context.Context, d Driver, offerID string, no
 		if next == DriverAvailable {
 			e.makeAvailable(d)
 		} else {
-			e.supply.Remove(d.ID)
+			e.supplyOut(d.ID, true)
 		}
 		e.requeue(r.ID)
 	}, nil

@@ -1,7 +1,6 @@
 package dispatch
 
 import (
-	"container/heap"
 	"context"
 	"fmt"
 	"math"
@@ -35,7 +34,7 @@ func (e *Engine) RequestRide(ctx context.Context, riderID string, pickup, dropof
 	}
 	r.Version++
 	e.mu.Lock()
-	heap.Push(&e.timers, timer{at: r.SearchDeadline, rideID: r.ID})
+	e.watchLocked(timer{at: r.SearchDeadline, rideID: r.ID})
 	e.enqueueLocked(r.ID)
 	e.mu.Unlock()
 	e.poke()

@@ -15,6 +15,23 @@ const (
 	EventRideChanged   EventType = "ride_changed"   // Ride's status changed (riders follow these)
 )
 
+// Replica event types: what the other replicas of a region need to keep their own
+// indexes in step with this one. The engine sends them to Engine.Peers (never to
+// Notifier) and takes them in from the others with Engine.ApplyRemote.
+const (
+	// EventSupply: DriverID entered or moved in the supply index (Location set) or
+	// left it (Location nil).
+	EventSupply EventType = "supply"
+	// EventDriverConnected: DriverID's app connected to the sending replica.
+	EventDriverConnected EventType = "driver_connected"
+	// EventDriverAway: DriverID's app dropped from the sending replica: it is out of
+	// supply, and offered nothing until it connects again, wherever.
+	EventDriverAway EventType = "driver_away"
+	// EventQueue: Queue lists the rides the sending replica is finding drivers for, so
+	// that no other replica adopts them as orphans.
+	EventQueue EventType = "queue"
+)
+
 // Event is a change that clients must hear about: gateways deliver driver events over
 // the socket, the rider API streams ride changes.
 type Event struct {
@@ -24,6 +41,10 @@ type Event struct {
 	Offer    *Offer
 	Reason   string
 	At       time.Time
+	// Location is where an EventSupply's driver now is in supply; nil: out of it.
+	Location *Point
+	// Queue is an EventQueue's ride ids.
+	Queue []string
 }
 
 // Notifier receives events after they are committed. Notify must not block: an

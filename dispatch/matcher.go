@@ -1,7 +1,6 @@
 package dispatch
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -197,7 +196,7 @@ func (e *Engine) offer(ctx context.Context, r Ride, driverID string, pickupM flo
 		return fmt.Errorf("claim driver %s: %w", driverID, err)
 	}
 	if d.State != DriverAvailable {
-		e.supply.Remove(driverID) // the index was stale
+		e.supplyOut(driverID, true) // the index was stale, and so may the others' be
 		return wrapf(ErrDriverBusy, "claim driver %s", driverID)
 	}
 	o := Offer{
@@ -215,9 +214,9 @@ func (e *Engine) offer(ctx context.Context, r Ride, driverID string, pickupM flo
 		return fmt.Errorf("claim driver %s for ride %s: %w", driverID, r.ID, err)
 	}
 	r.Version++
-	e.supply.Remove(driverID)
+	e.supplyOut(driverID, true)
 	e.mu.Lock()
-	heap.Push(&e.timers, timer{at: o.ExpiresAt, rideID: r.ID, offerID: o.ID})
+	e.watchLocked(timer{at: o.ExpiresAt, rideID: r.ID, offerID: o.ID})
 	_, seen := e.firstOff[r.ID]
 	if !seen {
 		e.firstOff[r.ID] = now

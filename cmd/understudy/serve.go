@@ -21,6 +21,7 @@ import (
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/dispatch/natsbus"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/prommetrics"
 	"github.com/understudy/understudy/dispatch/redisstore"
@@ -39,6 +40,7 @@ type server struct {
 	ledger     *natslog.Ledger
 	rideLog    *natslog.RideLog
 	nats       *nats.Conn
+	bus        *natsbus.Bus   // the region's other replicas
 	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
 	http       *http.Server
@@ -87,14 +89,23 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 		}
 		s.components = append(s.components, c)
 	}
-	var notifiers dispatch.Notifiers
+	var local dispatch.Notifiers
 	for _, c := range s.components {
-		notifiers = append(notifiers, c.notify)
+		local = append(local, c.notify)
 	}
-	s.engine.Notifier = notifiers
+	// This replica's events go to its own clients directly and to the other replicas
+	// through the bus, which hands theirs to the engine and to the same clients.
+	s.bus = &natsbus.Bus{Conn: s.nats, Region: cfg.Region, Engine: s.engine, Local: local,
+		Logger: log.With(slog.String("component", "bus")), Metrics: natsbus.NewMetrics(s.registry)}
+	s.engine.Notifier = append(dispatch.Notifiers{s.bus}, local...)
+	s.engine.Peers = s.bus
 	if err := s.engine.Open(ctx); err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)
 	}
+	if err := s.bus.Open(); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, s.bus.Close)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -220,6 +231,11 @@ func (s *server) Addr() string { return s.listener.Addr().String() }
 // run serves until ctx ends, then shuts down within the configured deadline.
 func (s *server) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
+	// The bus outlives the rest, so what the drain changes still reaches the replicas
+	// that take over.
+	busCtx, stopBus := context.WithCancel(context.Background())
+	defer stopBus()
+	g.Go(func() error { return s.bus.Run(busCtx) })
 	g.Go(func() error { return s.engine.Run(gctx) })
 	for _, c := range s.components {
 		if c.run != nil {
@@ -238,6 +254,7 @@ func (s *server) run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		defer cancel()
 		_ = s.engine.Close()
+		defer stopBus()
 		var errs []error
 		for _, c := range s.components {
 			if c.drain != nil {

@@ -1,0 +1,384 @@
+// Package natsbus joins the replicas of one region: every engine event one replica
+// makes reaches the others over NATS, so a replica can deliver an offer to a driver
+// socket it holds whatever replica made the offer, stream a ride's changes to a rider
+// it serves, and keep its supply index and timers in step with the region's.
+//
+// It uses core NATS, not JetStream: an event is only worth something while it is
+// fresh, and the Store stays the truth. A lost event costs what the engine's sweep and
+// the drivers' next location updates repair.
+package natsbus
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/understudy/understudy/dispatch"
+)
+
+// Engine is what the bus feeds other replicas' events to; *dispatch.Engine implements it.
+type Engine interface {
+	ApplyRemote(ev dispatch.Event)
+}
+
+var (
+	_ dispatch.Notifier = (*Bus)(nil)
+	_ Engine            = (*dispatch.Engine)(nil)
+)
+
+// SubjectPrefix starts every subject of the bus: SubjectPrefix + "<region>.<replica>".
+const SubjectPrefix = "understudy.events."
+
+// Bus publishes one replica's engine events on its region's subject and hands the
+// other replicas' events to this replica. Set the exported fields, give it to the
+// engine as (part of) its Notifier and as its Peers, Open it once the engine is open
+// (it feeds the engine from then on), Run it, and Close it after Run returns.
+//
+// A replica's own events reach its clients directly (the engine's Notifier lists
+// them next to the bus) and come back from NATS only to be dropped by subject, so
+// local delivery never waits on NATS and keeps working when NATS does not.
+type Bus struct {
+	Conn   *nats.Conn
+	Region string
+	// Engine takes in the other replicas' events (ApplyRemote); nil takes in none.
+	Engine Engine
+	// Local receives the other replicas' client events (offers, assignments, ride
+	// changes) for this replica's driver gateway and rider API; nil delivers none.
+	Local   dispatch.Notifier
+	Logger  *slog.Logger // nil logs nothing
+	Metrics *Metrics     // nil counts nothing
+	// ID names this replica on the bus; default random.
+	ID string
+	// FlushInterval is how long supply and presence changes wait to be coalesced (the
+	// last per driver wins) before they are sent. Default 50 ms.
+	FlushInterval time.Duration
+	// MaxQueue bounds the events waiting to be sent; Notify drops (and counts) what
+	// does not fit rather than block the engine. Default 65,536.
+	MaxQueue int
+	// MaxMessageBytes bounds one NATS message; events are packed into as few as fit.
+	// Default 512 KiB, or the server's max payload if smaller.
+	MaxMessageBytes int
+
+	subject string
+	sub     *nats.Subscription
+	kick    chan struct{} // events queued
+	armed   chan struct{} // supply changes waiting for the flush
+
+	mu      sync.Mutex
+	queue   []dispatch.Event
+	drivers map[string]driverChange
+	closed  bool
+}
+
+// driverChange is one driver's coalesced replica events: the last presence change and
+// the last supply change, sent in that order (see dispatch.Engine.ApplyRemote).
+type driverChange struct {
+	presence dispatch.EventType // EventDriverConnected, EventDriverAway or ""
+	supply   bool               // a supply change is due: in at loc, or out
+	in       bool
+	loc      dispatch.Point
+}
+
+// Open checks the fields, applies defaults and subscribes to the region's subject.
+func (b *Bus) Open() error {
+	if b.Conn == nil || b.Region == "" {
+		return errors.New("natsbus: needs a Conn and a Region")
+	}
+	if b.ID == "" {
+		var r [8]byte
+		_, _ = rand.Read(r[:]) // crypto/rand.Read never fails
+		b.ID = strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(r[:]))
+	}
+	if b.FlushInterval <= 0 {
+		b.FlushInterval = 50 * time.Millisecond
+	}
+	if b.MaxQueue <= 0 {
+		b.MaxQueue = 1 << 16
+	}
+	if b.MaxMessageBytes <= 0 {
+		b.MaxMessageBytes = 512 << 10
+		if max := int(b.Conn.MaxPayload()); max > 0 && max < b.MaxMessageBytes {
+			b.MaxMessageBytes = max
+		}
+	}
+	if b.Logger == nil {
+		b.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	region := SubjectPrefix + token(b.Region)
+	b.subject = region + "." + token(b.ID)
+	b.kick = make(chan struct{}, 1)
+	b.armed = make(chan struct{}, 1)
+	sub, err := b.Conn.Subscribe(region+".*", b.receive)
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", region, err)
+	}
+	b.sub = sub
+	return nil
+}
+
+// Subject is the subject this replica publishes on.
+func (b *Bus) Subject() string { return b.subject }
+
+// Notify queues ev for the other replicas and returns at once: it never blocks on
+// NATS. Supply and presence changes are coalesced per driver for FlushInterval.
+func (b *Bus) Notify(ev dispatch.Event) {
+	switch ev.Type {
+	case dispatch.EventSupply, dispatch.EventDriverConnected, dispatch.EventDriverAway:
+		b.coalesce(ev)
+		return
+	}
+	b.mu.Lock()
+	if b.closed || len(b.queue) >= b.MaxQueue {
+		b.mu.Unlock()
+		b.Metrics.dropped(1)
+		return
+	}
+	b.queue = append(b.queue, ev)
+	first := len(b.queue) == 1
+	b.mu.Unlock()
+	if first {
+		signal(b.kick)
+	}
+}
+
+func (b *Bus) coalesce(ev dispatch.Event) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		b.Metrics.dropped(1)
+		return
+	}
+	if b.drivers == nil {
+		b.drivers = make(map[string]driverChange)
+	}
+	c := b.drivers[ev.DriverID]
+	switch ev.Type {
+	case dispatch.EventSupply:
+		c.supply, c.in = true, ev.Location != nil
+		if c.in {
+			c.loc = *ev.Location
+		}
+	case dispatch.EventDriverAway:
+		c.presence, c.supply = ev.Type, false // away means out of supply too
+	default:
+		c.presence = ev.Type
+	}
+	b.drivers[ev.DriverID] = c
+	first := len(b.drivers) == 1
+	b.mu.Unlock()
+	if first {
+		signal(b.armed)
+	}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends queued events as they come and coalesced changes every FlushInterval,
+// until ctx ends; then it sends what is left and returns.
+func (b *Bus) Run(ctx context.Context) error {
+	var (
+		flush *time.Timer
+		tick  <-chan time.Time
+	)
+	defer func() {
+		if flush != nil {
+			flush.Stop()
+		}
+	}()
+	// What was queued before Run (or before Open) signalled nobody.
+	signal(b.kick)
+	signal(b.armed)
+	for {
+		select {
+		case <-ctx.Done():
+			b.send(b.takeEvents())
+			b.send(b.takeDrivers())
+			return nil
+		case <-b.kick:
+			b.send(b.takeEvents())
+		case <-b.armed:
+			if tick == nil {
+				flush = time.NewTimer(b.FlushInterval)
+				tick = flush.C
+			}
+		case <-tick:
+			tick = nil
+			b.send(b.takeDrivers())
+		}
+	}
+}
+
+func (b *Bus) takeEvents() []dispatch.Event {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	evs := b.queue
+	b.queue = nil
+	return evs
+}
+
+func (b *Bus) takeDrivers() []dispatch.Event {
+	b.mu.Lock()
+	changes := b.drivers
+	b.drivers = nil
+	b.mu.Unlock()
+	evs := make([]dispatch.Event, 0, 2*len(changes))
+	for id, c := range changes {
+		if c.presence != "" {
+			evs = append(evs, dispatch.Event{Type: c.presence, DriverID: id})
+		}
+		if c.supply {
+			ev := dispatch.Event{Type: dispatch.EventSupply, DriverID: id}
+			if c.in {
+				ev.Location = &c.loc
+			}
+			evs = append(evs, ev)
+		}
+	}
+	return evs
+}
+
+// send publishes evs, in order, packed as JSON arrays into messages of at most
+// MaxMessageBytes (an event larger than that goes alone).
+func (b *Bus) send(evs []dispatch.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	msg := make([]byte, 0, 4096)
+	n := 0
+	publish := func() {
+		if n == 0 {
+			return
+		}
+		msg = append(msg, ']')
+		if err := b.Conn.Publish(b.subject, msg); err != nil {
+			b.Metrics.dropped(n)
+			b.Logger.Warn("publish events to the other replicas", slog.Int("events", n), slog.Any("err", err))
+		} else {
+			b.Metrics.sent(n)
+		}
+		msg, n = msg[:0], 0
+	}
+	for _, ev := range evs {
+		data, err := json.Marshal(toWire(ev))
+		if err != nil { // cannot happen: every field encodes
+			b.Metrics.dropped(1)
+			b.Logger.Error("encode event", slog.String("type", string(ev.Type)), slog.Any("err", err))
+			continue
+		}
+		if n > 0 && len(msg)+1+len(data)+1 > b.MaxMessageBytes {
+			publish()
+		}
+		if n == 0 {
+			msg = append(msg, '[')
+		} else {
+			msg = append(msg, ',')
+		}
+		msg = append(msg, data...)
+		n++
+	}
+	publish()
+}
+
+// receive takes in a message from the region's subject: another replica's events go
+// to the engine and, if they are for clients, to Local; this replica's own are dropped.
+func (b *Bus) receive(m *nats.Msg) {
+	if m.Subject == b.subject {
+		return
+	}
+	var wire []wireEvent
+	if err := json.Unmarshal(m.Data, &wire); err != nil {
+		b.Logger.Warn("undecodable events from another replica", slog.String("subject", m.Subject), slog.Any("err", err))
+		return
+	}
+	b.Metrics.received(len(wire))
+	for _, w := range wire {
+		ev := w.event()
+		if b.Engine != nil {
+			b.Engine.ApplyRemote(ev)
+		}
+		if b.Local != nil && forClients(ev.Type) {
+			b.Local.Notify(ev)
+		}
+	}
+}
+
+// forClients reports whether events of type t are for the driver gateway and the
+// rider API, rather than only for the engines.
+func forClients(t dispatch.EventType) bool {
+	switch t {
+	case dispatch.EventSupply, dispatch.EventDriverConnected, dispatch.EventDriverAway, dispatch.EventQueue:
+		return false
+	}
+	return true
+}
+
+// Close unsubscribes: other replicas' events are no longer taken in. Events queued
+// after Close are dropped. Call it after Run has returned.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	if b.sub == nil {
+		return nil
+	}
+	if err := b.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		return fmt.Errorf("unsubscribe from %s: %w", b.sub.Subject, err)
+	}
+	return nil
+}
+
+// token makes s safe as one subject token.
+func token(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return '_'
+		}
+		return r
+	}, s)
+}
+
+// wireEvent is a dispatch.Event on the bus.
+type wireEvent struct {
+	Type     dispatch.EventType `json:"type"`
+	DriverID string             `json:"driver_id,omitempty"`
+	Ride     *dispatch.Ride     `json:"ride,omitempty"`
+	Offer    *dispatch.Offer    `json:"offer,omitempty"`
+	Reason   string             `json:"reason,omitempty"`
+	At       time.Time          `json:"at,omitzero"`
+	Location *dispatch.Point    `json:"location,omitempty"`
+	Queue    []string           `json:"queue,omitempty"`
+}
+
+func toWire(ev dispatch.Event) wireEvent {
+	w := wireEvent{Type: ev.Type, DriverID: ev.DriverID, Offer: ev.Offer, Reason: ev.Reason, At: ev.At,
+		Location: ev.Location, Queue: ev.Queue}
+	if ev.Ride.ID != "" {
+		w.Ride = &ev.Ride
+	}
+	return w
+}
+
+func (w wireEvent) event() dispatch.Event {
+	ev := dispatch.Event{Type: w.Type, DriverID: w.DriverID, Offer: w.Offer, Reason: w.Reason, At: w.At,
+		Location: w.Location, Queue: w.Queue}
+	if w.Ride != nil {
+		ev.Ride = *w.Ride
+	}
+	return ev
+}

@@ -1,0 +1,355 @@
+package natsbus_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/goleak"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/dispatch/natsbus"
+	"github.com/understudy/understudy/dispatch/natslog"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// recorder keeps the events it is given; it serves as both an Engine and a Notifier.
+type recorder struct {
+	mu  sync.Mutex
+	evs []dispatch.Event
+}
+
+func (r *recorder) Notify(ev dispatch.Event)      { r.mu.Lock(); r.evs = append(r.evs, ev); r.mu.Unlock() }
+func (r *recorder) ApplyRemote(ev dispatch.Event) { r.Notify(ev) }
+
+func (r *recorder) events() []dispatch.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]dispatch.Event(nil), r.evs...)
+}
+
+// waitFor polls check until it holds, failing the test after 5 s.
+func waitFor(tb testing.TB, what string, check func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !check() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("no %s within 5 s", what)
+		}
+		time.Sleep(2 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// mustStartNATS starts an embedded NATS server for tb and returns its URL.
+func mustStartNATS(tb testing.TB) string {
+	tb.Helper()
+	emb, err := natslog.StartEmbedded(tb.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(emb.Close)
+	return emb.URL()
+}
+
+type testBus struct {
+	*natsbus.Bus
+	engine, local *recorder
+}
+
+// mustOpenBus connects a bus of region to url, runs it, and stops it at cleanup.
+func mustOpenBus(tb testing.TB, url, region string, tune func(*natsbus.Bus)) *testBus {
+	tb.Helper()
+	b := newBus(tb, url, region)
+	if tune != nil {
+		tune(b.Bus)
+	}
+	b.start(tb)
+	return b
+}
+
+// newBus connects a bus of region to url, with recorders as its Engine and Local.
+func newBus(tb testing.TB, url, region string) *testBus {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b := &testBus{engine: &recorder{}, local: &recorder{}}
+	b.Bus = &natsbus.Bus{Conn: nc, Region: region, Engine: b.engine, Local: b.local}
+	return b
+}
+
+// start opens and runs b, and stops it at cleanup.
+func (b *testBus) start(tb testing.TB) {
+	tb.Helper()
+	nc := b.Conn
+	if err := b.Open(); err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("run: %v", err)
+		}
+		if err := b.Close(); err != nil {
+			tb.Errorf("close: %v", err)
+		}
+		nc.Close()
+	})
+	// Both ends are subscribed once a round trip to the server completes.
+	if err := nc.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+var (
+	gangnam = dispatch.Point{Lat: 37.4979, Lng: 127.0276}
+	seoul   = dispatch.Point{Lat: 37.5547, Lng: 126.9707}
+	t0      = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
+)
+
+func offerEvent(i int) dispatch.Event {
+	r := dispatch.Ride{ID: fmt.Sprintf("r-%d", i), RiderID: "u-1", Status: dispatch.RideSearching,
+		Pickup: gangnam, Dropoff: seoul, Fare: dispatch.Money{Amount: 4800, Currency: "KRW"},
+		Declined: []string{"d-0"}, SearchDeadline: t0.Add(2 * time.Minute), CreatedAt: t0, UpdatedAt: t0, Version: 3}
+	o := &dispatch.Offer{ID: fmt.Sprintf("o-%d", i), RideID: r.ID, DriverID: "d-1", Pickup: gangnam, Dropoff: seoul,
+		Fare: r.Fare, PickupM: 120, CreatedAt: t0, ExpiresAt: t0.Add(15 * time.Second)}
+	r.Offer = o
+	return dispatch.Event{Type: dispatch.EventOffer, DriverID: "d-1", Ride: r, Offer: o, At: t0}
+}
+
+// A replica's events reach the other replicas of its region, whole and in order, and
+// neither itself nor another region.
+func TestEventsReachTheRegionsOtherReplicas(t *testing.T) {
+	url := mustStartNATS(t)
+	a := mustOpenBus(t, url, "seoul", nil)
+	b := mustOpenBus(t, url, "seoul", nil)
+	other := mustOpenBus(t, url, "busan", nil)
+
+	const n = 500
+	for i := range n {
+		a.Notify(offerEvent(i))
+	}
+	waitFor(t, "every event on B", func() bool { return len(b.local.events()) == n && len(b.engine.events()) == n })
+	for i, ev := range b.local.events() {
+		want := offerEvent(i)
+		if ev.Type != want.Type || ev.DriverID != want.DriverID || ev.Ride.ID != want.Ride.ID ||
+			ev.Ride.Version != 3 || len(ev.Ride.Declined) != 1 || ev.Ride.Offer == nil ||
+			ev.Offer == nil || ev.Offer.ID != want.Offer.ID || !ev.Offer.ExpiresAt.Equal(want.Offer.ExpiresAt) ||
+			!ev.At.Equal(t0) || !ev.Ride.SearchDeadline.Equal(want.Ride.SearchDeadline) {
+			t.Fatalf("event %d = %+v, want %+v", i, ev, want)
+		}
+	}
+	// A round trip from each makes sure anything misrouted would have arrived.
+	b.Notify(dispatch.Event{Type: dispatch.EventRideChanged, Ride: dispatch.Ride{ID: "r-b"}})
+	waitFor(t, "B's event on A", func() bool { return len(a.local.events()) == 1 })
+	if got := len(other.local.events()) + len(other.engine.events()); got != 0 {
+		t.Fatalf("busan got %d of seoul's events", got)
+	}
+	if got := a.local.events()[0]; got.Ride.ID != "r-b" || len(a.engine.events()) != 1 {
+		t.Fatalf("A heard %+v and its own events back: %d", got, len(a.engine.events()))
+	}
+}
+
+// Supply and presence changes reach only the engines, the last per driver, presence
+// first; away cancels an earlier supply change.
+func TestSupplyChangesAreCoalescedPerDriver(t *testing.T) {
+	url := mustStartNATS(t)
+	a := mustOpenBus(t, url, "seoul", func(b *natsbus.Bus) { b.FlushInterval = 200 * time.Millisecond })
+	b := mustOpenBus(t, url, "seoul", nil)
+
+	a.Notify(dispatch.Event{Type: dispatch.EventDriverConnected, DriverID: "d-1"})
+	var last dispatch.Point
+	for i := range 100 {
+		last = dispatch.Point{Lat: gangnam.Lat + float64(i)*1e-5, Lng: gangnam.Lng}
+		a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-1", Location: &last})
+	}
+	a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-2", Location: &gangnam})
+	a.Notify(dispatch.Event{Type: dispatch.EventDriverAway, DriverID: "d-2"})
+	a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-3"})
+	waitFor(t, "the flush", func() bool { return len(b.engine.events()) >= 4 })
+	byDriver := map[string][]dispatch.Event{}
+	for _, ev := range b.engine.events() {
+		byDriver[ev.DriverID] = append(byDriver[ev.DriverID], ev)
+	}
+	d1 := byDriver["d-1"]
+	if len(d1) != 2 || d1[0].Type != dispatch.EventDriverConnected || d1[1].Type != dispatch.EventSupply ||
+		d1[1].Location == nil || *d1[1].Location != last {
+		t.Fatalf("d-1 = %+v, want connected then its last location", d1)
+	}
+	if d2 := byDriver["d-2"]; len(d2) != 1 || d2[0].Type != dispatch.EventDriverAway {
+		t.Fatalf("d-2 = %+v, want away alone", d2)
+	}
+	if d3 := byDriver["d-3"]; len(d3) != 1 || d3[0].Type != dispatch.EventSupply || d3[0].Location != nil {
+		t.Fatalf("d-3 = %+v, want out of supply", d3)
+	}
+	if got := b.local.events(); len(got) != 0 {
+		t.Fatalf("clients got replica events: %+v", got)
+	}
+}
+
+// Notify returns at once even when nothing sends: beyond MaxQueue it drops. Messages
+// are split to fit MaxMessageBytes, and order holds across them.
+func TestNotifyNeverBlocksAndMessagesFit(t *testing.T) {
+	url := mustStartNATS(t)
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	a := &natsbus.Bus{Conn: nc, Region: "seoul", MaxQueue: 300, MaxMessageBytes: 4096}
+	if err := a.Open(); err != nil {
+		t.Fatal(err)
+	}
+	b := mustOpenBus(t, url, "seoul", nil)
+	start := time.Now()
+	for i := range 1000 {
+		a.Notify(offerEvent(i)) // nothing runs a yet
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("1000 Notify calls took %s", took)
+	}
+	var big atomic.Int32
+	sub, err := nc.Subscribe(a.Subject(), func(m *nats.Msg) {
+		if len(m.Data) > 4096 {
+			big.Add(1)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, "the queued events on B", func() bool { return len(b.local.events()) >= 300 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	got := b.local.events()
+	if len(got) != 300 {
+		t.Fatalf("B got %d events, want the 300 that fit the queue", len(got))
+	}
+	for i, ev := range got {
+		if ev.Ride.ID != fmt.Sprintf("r-%d", i) {
+			t.Fatalf("event %d is ride %s: order lost", i, ev.Ride.ID)
+		}
+	}
+	if n := big.Load(); n > 0 {
+		t.Fatalf("%d messages over MaxMessageBytes", n)
+	}
+}
+
+// Two engines on one Store, joined by buses: a driver online on A is offered a ride
+// requested on B, A's clients hear B's offer, and B's hear A's accept.
+func TestEnginesJoinedByTheBus(t *testing.T) {
+	ctx := context.Background()
+	url := mustStartNATS(t)
+	store := memstore.New()
+	replica := func() (*dispatch.Engine, *testBus) {
+		b := newBus(t, url, "seoul")
+		cfg := dispatch.DefaultConfig()
+		cfg.MatchInterval = 0
+		e := &dispatch.Engine{Store: store, Config: cfg, Notifier: dispatch.Notifiers{b.local, b.Bus}, Peers: b.Bus}
+		if err := e.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.Engine = e
+		b.start(t)
+		return e, b
+	}
+	ea, a := replica()
+	eb, b := replica()
+	if _, err := ea.Connect(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ea.UpdateLocation(ctx, "d-1", gangnam); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ea.SetAvailable(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "d-1 in B's supply", func() bool { return eb.Available() == 1 })
+	r, err := eb.RequestRide(ctx, "u-1", gangnam, seoul)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eb.Step(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var offer *dispatch.Offer
+	waitFor(t, "B's offer on A", func() bool {
+		for _, ev := range a.local.events() {
+			if ev.Type == dispatch.EventOffer && ev.DriverID == "d-1" {
+				offer = ev.Offer
+				return true
+			}
+		}
+		return false
+	})
+	waitFor(t, "d-1 out of A's supply", func() bool { return ea.Available() == 0 })
+	if _, err := ea.Accept(ctx, "d-1", offer.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "A's accept on B", func() bool {
+		for _, ev := range b.local.events() {
+			if ev.Type == dispatch.EventRideChanged && ev.Ride.ID == r.ID && ev.Ride.Status == dispatch.RideMatched {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// BenchmarkNotifySupply is the engine's cost of telling the other replicas about one
+// location update: a coalesced, queued supply change (sending runs on the bus's own
+// goroutine).
+func BenchmarkNotifySupply(b *testing.B) {
+	url := mustStartNATS(b)
+	bus := mustOpenBus(b, url, "seoul", nil)
+	ids := make([]string, 10_000)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("d-%05d", i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p := dispatch.Point{Lat: gangnam.Lat + float64(i%100)*1e-5, Lng: gangnam.Lng}
+		bus.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: ids[i%len(ids)], Location: &p})
+	}
+}
+
+// BenchmarkBusOffers is the bus's throughput: offers published by one replica until
+// another has decoded them all (ns/op is per event).
+func BenchmarkBusOffers(b *testing.B) {
+	url := mustStartNATS(b)
+	a := mustOpenBus(b, url, "seoul", func(bus *natsbus.Bus) { bus.MaxQueue = b.N + 1 })
+	var got atomic.Int64
+	count := dispatch.NotifierFunc(func(dispatch.Event) { got.Add(1) })
+	mustOpenBus(b, url, "seoul", func(bus *natsbus.Bus) { bus.Local, bus.Engine = count, nil })
+	ev := offerEvent(1)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 1; i <= b.N; i++ {
+		a.Notify(ev)
+		if i%1024 == 0 || i == b.N { // a window, so the receiver's pending limits hold
+			waitFor(b, "the offers sent", func() bool { return got.Load() == int64(i) })
+		}
+	}
+}
