@@ -210,6 +210,7 @@ func (e *Engine) answerDecline(ctx context.Context, d Driver, offerID string, no
 	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
 		return Ride{}, nil, err
 	}
+	r.Version++
 	return r, func() {
 		e.Metrics.OfferOutcome(OutcomeDeclined)
 		if next == DriverAvailable {
@@ -344,6 +345,7 @@ func (e *Engine) revoke(ctx context.Context, d Driver, r Ride, reason string, no
 	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
 		return Ride{}, nil, err
 	}
+	r.Version++
 	return r, func() {
 		e.Metrics.OfferOutcome(OutcomeExpired)
 		e.makeAvailable(d)

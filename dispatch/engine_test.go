@@ -234,8 +234,12 @@ func TestDeclineAndTimeoutCascade(t *testing.T) {
 	// d-2 lets it expire: revoked, then d-3.
 	te.clock.Advance(15 * time.Second)
 	te.step(t)
-	if evs := te.rec.take(dispatch.EventOfferRevoked, "d-2"); len(evs) != 1 || evs[0].Reason != dispatch.ReasonExpired || evs[0].Offer.ID != o2.ID {
+	evs := te.rec.take(dispatch.EventOfferRevoked, "d-2")
+	if len(evs) != 1 || evs[0].Reason != dispatch.ReasonExpired || evs[0].Offer.ID != o2.ID {
 		t.Fatalf("revocations = %+v", evs)
+	}
+	if stored := te.rideStatus(t, r.ID, dispatch.RideSearching); evs[0].Ride.Version != stored.Version-1 || evs[0].Ride.Offer != nil { // the re-offer to d-3 came after
+		t.Fatalf("revocation carries ride version %d, stored %d", evs[0].Ride.Version, stored.Version)
 	}
 	o3 := te.offerTo(t, "d-3")
 	// An answer to the expired offer is refused.
