@@ -68,6 +68,7 @@ type fileConfig struct {
 	MatchInterval   *string  `json:"match_interval"`
 	OfferTimeout    *string  `json:"offer_timeout"`
 	MaxSearch       *string  `json:"max_search"`
+	SweepInterval   *string  `json:"sweep_interval"`
 	MaxRadiusM      *float64 `json:"max_radius_m"`
 	Candidates      *int     `json:"candidates"`
 	Fare            *struct {
@@ -116,6 +117,7 @@ func (c *Config) applyFile(path string) error {
 		{&c.Dispatch.MatchInterval, f.MatchInterval, "match_interval"},
 		{&c.Dispatch.OfferTimeout, f.OfferTimeout, "offer_timeout"},
 		{&c.Dispatch.MaxSearch, f.MaxSearch, "max_search"},
+		{&c.Dispatch.SweepInterval, f.SweepInterval, "sweep_interval"},
 	} {
 		if d.src == nil {
 			continue
@@ -170,6 +172,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Dispatch.MatchInterval, "match-interval", c.Dispatch.MatchInterval, "batching window; 0 matches each request at once")
 	fs.DurationVar(&c.Dispatch.OfferTimeout, "offer-timeout", c.Dispatch.OfferTimeout, "how long a driver has to answer an offer")
 	fs.DurationVar(&c.Dispatch.MaxSearch, "max-search", c.Dispatch.MaxSearch, "how long a ride searches before no_driver")
+	fs.DurationVar(&c.Dispatch.SweepInterval, "sweep-interval", c.Dispatch.SweepInterval, "how often replicas look for rides a dead replica left; 0 never")
 	fs.Float64Var(&c.Dispatch.MaxRadiusM, "max-radius", c.Dispatch.MaxRadiusM, "farthest pickup distance offered, in `metres`")
 }
 

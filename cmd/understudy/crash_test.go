@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
@@ -65,7 +67,14 @@ type proc struct {
 // startProc runs the binary with args and waits until it listens.
 func startProc(tb testing.TB, args ...string) *proc {
 	tb.Helper()
+	return startProcEnv(tb, nil, args...)
+}
+
+// startProcEnv is startProc with extra environment variables (KEY=value).
+func startProcEnv(tb testing.TB, env []string, args ...string) *proc {
+	tb.Helper()
 	p := &proc{cmd: exec.Command(mustBuild(tb), append([]string{"serve"}, args...)...), exited: make(chan struct{})}
+	p.cmd.Env = append(os.Environ(), env...)
 	stdout, err := p.cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -124,14 +133,18 @@ type crashWorld struct {
 	args    []string
 	dataDir string
 	proc    *proc
+	keys    *jwtauth.Keys // nil: the data dir's development secret
 	drivers map[string]*client.Client
 }
 
 func (w *crashWorld) token(id string, role dispatch.Role) string {
 	w.tb.Helper()
-	keys, err := loadKeys(Config{DataDir: w.dataDir})
-	if err != nil {
-		w.tb.Fatal(err)
+	keys := w.keys
+	if keys == nil {
+		var err error
+		if keys, err = loadKeys(Config{DataDir: w.dataDir}); err != nil {
+			w.tb.Fatal(err)
+		}
 	}
 	tok, err := keys.Sign(dispatch.Identity{Subject: id, Role: role}, time.Hour)
 	if err != nil {
@@ -349,4 +362,51 @@ func TestCrashAndRestart(t *testing.T) {
 // offset returns p moved north and east by about the given metres.
 func offset(p dispatch.Point, northM, eastM float64) dispatch.Point {
 	return dispatch.Point{Lat: p.Lat + northM/111_000, Lng: p.Lng + eastM/88_000}
+}
+
+// TestReplicaKilledMidOffer runs two real replicas of one region on one Redis and one
+// NATS, kills the one that made an offer with SIGKILL while the offer is out, and checks
+// that the survivor takes the ride over: it expires the orphaned offer and offers the
+// ride to a driver connected to it.
+func TestReplicaKilledMidOffer(t *testing.T) {
+	nats, err := natslog.StartEmbedded(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nats.Close()
+	const secret = "replica-test-secret-0123456789"
+	env := []string{"UNDERSTUDY_SECRET=" + secret}
+	common := []string{"--redis", redistest.URL(t), "--nats", nats.URL(), "--region", "seoul",
+		"--match-interval", "0", "--offer-timeout", "1s", "--sweep-interval", "300ms", "--max-search", "1m"}
+	a := startProcEnv(t, env, append([]string{"--addr", freeAddr(t), "--data-dir", t.TempDir()}, common...)...)
+	b := startProcEnv(t, env, append([]string{"--addr", freeAddr(t), "--data-dir", t.TempDir()}, common...)...)
+
+	keys := &jwtauth.Keys{Secret: []byte(secret)}
+	wa := &crashWorld{tb: t, proc: a, keys: keys, drivers: map[string]*client.Client{}}
+	wb := &crashWorld{tb: t, proc: b, keys: keys, drivers: wa.drivers}
+	hub := dispatch.Point{Lat: 37.5665, Lng: 126.9780}
+	wa.online("d-on-a", offset(hub, 50, 0))
+	wb.online("d-on-b", offset(hub, 800, 0))
+
+	// A matches the ride it was asked for to the nearer driver, d-on-a.
+	rideID := wa.request(hub)
+	first := wa.next("d-on-a", driver.TypeOffer)
+	if first.RideID != rideID {
+		t.Fatalf("d-on-a offered %s, want %s", first.RideID, rideID)
+	}
+	killedAt := time.Now()
+	a.kill()
+
+	o := wb.next("d-on-b", driver.TypeOffer)
+	if o.RideID != rideID {
+		t.Fatalf("after A died, d-on-b was offered %s, want %s", o.RideID, rideID)
+	}
+	t.Logf("the survivor re-offered the ride %s after the kill", time.Since(killedAt).Round(time.Millisecond))
+	if err := wb.drivers["d-on-b"].Accept(context.Background(), o.OfferID); err != nil {
+		t.Fatal(err)
+	}
+	wb.next("d-on-b", driver.TypeAssigned)
+	if got := wb.status(rideID); got != "matched" {
+		t.Fatalf("ride on the survivor is %s, want matched", got)
+	}
 }
