@@ -113,7 +113,10 @@ type API struct {
 	Logger      *slog.Logger // nil logs nothing
 	Metrics     *Metrics     // nil records nothing
 	Config      Config
-	// Now is the clock of rate limits; nil means time.Now.
+	// Limiter, if set, holds the per-caller rate limits (Redis, shared by replicas);
+	// nil keeps them in this process.
+	Limiter dispatch.RateLimiter
+	// Now is the clock of in-process rate limits; nil means time.Now.
 	Now func() time.Time
 
 	hub     *hub

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -139,5 +140,36 @@ func TestIdempotencyKeysLiveInRedis(t *testing.T) {
 	code2, id2 := post(second)
 	if code != 201 || code2 != 201 || id == "" || id2 != id {
 		t.Fatalf("first %d %s, retry on another process %d %s: want the same ride", code, id, code2, id2)
+	}
+}
+
+// With --redis, a rider's rate limit holds across processes: alternating between two
+// servers does not double the burst.
+func TestRateLimitSharedAcrossProcesses(t *testing.T) {
+	url := redistest.URL(t)
+	dataDir := t.TempDir() // one dev secret for both, so one token works on both
+	args := []string{"--redis", url, "--region", "ulsan", "--data-dir", dataDir, "--rider-rate", "0.1", "--rider-burst", "3"}
+	servers := []*server{mustServe(t, args...), mustServe(t, args...)}
+	tok, err := servers[0].keys.Sign(dispatch.Identity{Subject: "u-7", Role: dispatch.RoleRider}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var codes []int
+	for i := range 6 {
+		body := `{"pickup":{"lat":35.5384,"lng":129.3114},"dropoff":{"lat":35.5396,"lng":129.3320}}`
+		req, _ := http.NewRequest("POST", "http://"+servers[i%2].Addr()+"/v1/estimates", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes = append(codes, resp.StatusCode)
+		if resp.StatusCode == 429 && resp.Header.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	if fmt.Sprint(codes) != "[200 200 200 429 429 429]" {
+		t.Fatalf("statuses %v, want the burst of 3 then 429 across both servers", codes)
 	}
 }

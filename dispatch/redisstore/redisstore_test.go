@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -49,4 +50,52 @@ func TestIdempotencyContract(t *testing.T) {
 		tb.Cleanup(func() { _ = s.Close() })
 		return s.NewIdempotencyStore()
 	})
+}
+
+// Two limiters on one Redis (two replicas) share each caller's bucket.
+func TestRateLimiterIsShared(t *testing.T) {
+	ctx := context.Background()
+	url := redistest.URL(t)
+	open := func() *redisstore.Store {
+		s, err := redisstore.Open(ctx, url, "rl:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	a, b := open().NewRateLimiter(20, 4), open().NewRateLimiter(20, 4)
+	allowed := 0
+	for i := range 8 { // alternating replicas, at once: the burst is 4 in all
+		l := a
+		if i%2 == 1 {
+			l = b
+		}
+		wait, ok, err := l.Allow(ctx, "rider:u-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			allowed++
+		} else if wait <= 0 || wait > 60*time.Millisecond {
+			t.Fatalf("denied with wait %s, want (0, 50ms]", wait)
+		}
+	}
+	if allowed != 4 {
+		t.Fatalf("%d of 8 allowed across two replicas, want the burst of 4", allowed)
+	}
+	if _, ok, _ := a.Allow(ctx, "rider:u-2"); !ok {
+		t.Fatal("another caller was limited by u-1's bucket")
+	}
+	// The bucket refills at 20 a second.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, ok, _ := b.Allow(ctx, "rider:u-1"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the bucket did not refill")
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
 }
