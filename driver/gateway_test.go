@@ -19,6 +19,7 @@ import (
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
+	"github.com/understudy/understudy/driver/drivertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -135,7 +136,7 @@ func (r *region) dial(tb testing.TB, sub string, d client.Dialer) (*client.Clien
 		tb.Fatalf("dial %s: %v", sub, err)
 	}
 	tb.Cleanup(func() { _ = c.Close() })
-	return c, next(tb, c, driver.TypeWelcome)
+	return c, drivertest.Next(tb, c, driver.TypeWelcome)
 }
 
 // online connects sub at p, available.
@@ -144,7 +145,7 @@ func (r *region) online(tb testing.TB, sub string, p dispatch.Point) *client.Cli
 	c, _ := r.dial(tb, sub, client.Dialer{})
 	must(tb, c.Location(context.Background(), p))
 	must(tb, c.Available(context.Background()))
-	next(tb, c, driver.TypeAck)
+	drivertest.Next(tb, c, driver.TypeAck)
 	return c
 }
 
@@ -161,43 +162,6 @@ func must(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {
 		tb.Fatal(err)
-	}
-}
-
-func next(tb testing.TB, c *client.Client, typ string) driver.Message {
-	tb.Helper()
-	select {
-	case m, ok := <-c.Frames():
-		if !ok {
-			tb.Fatalf("waiting for %s: connection ended: %v", typ, c.Err())
-		}
-		if m.Type != typ {
-			tb.Fatalf("got frame %s, want %s", m.Raw, typ)
-		}
-		return m
-	case <-time.After(wait):
-		tb.Fatalf("no %s frame within %s", typ, wait)
-	}
-	return driver.Message{}
-}
-
-func closeCode(tb testing.TB, c *client.Client) int {
-	tb.Helper()
-	deadline := time.After(wait)
-	for {
-		select {
-		case _, ok := <-c.Frames():
-			if ok {
-				continue
-			}
-			var ce *websocket.CloseError
-			if !errors.As(c.Err(), &ce) {
-				tb.Fatalf("ended with %v, want a close frame", c.Err())
-			}
-			return ce.Code
-		case <-deadline:
-			tb.Fatalf("still open after %s", wait)
-		}
 	}
 }
 
@@ -220,7 +184,7 @@ func TestGraceExpiryTakesDriverOffline(t *testing.T) {
 	other := r.online(t, "d-2", farther)
 	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
 	must(t, err)
-	next(t, c, driver.TypeOffer)
+	drivertest.Next(t, c, driver.TypeOffer)
 	must(t, c.Close())
 
 	timer := r.timers.last(t, 1)
@@ -234,7 +198,7 @@ func TestGraceExpiryTakesDriverOffline(t *testing.T) {
 	if got := r.driverState(t, "d-1"); got != dispatch.DriverOffline {
 		t.Fatalf("after the grace period d-1 is %s, want offline", got)
 	}
-	if o := next(t, other, driver.TypeOffer); o.RideID != ride.ID {
+	if o := drivertest.Next(t, other, driver.TypeOffer); o.RideID != ride.ID {
 		t.Fatalf("d-2 got %s, want the cascaded ride %s", o.Raw, ride.ID)
 	}
 	// A later connection starts a new session.
@@ -271,9 +235,9 @@ func TestGraceExpiryMidTripKeepsRide(t *testing.T) {
 	c := r.online(t, "d-1", near)
 	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
 	must(t, err)
-	o := next(t, c, driver.TypeOffer)
+	o := drivertest.Next(t, c, driver.TypeOffer)
 	must(t, c.Accept(context.Background(), o.OfferID))
-	next(t, c, driver.TypeAssigned)
+	drivertest.Next(t, c, driver.TypeAssigned)
 	c.Drop()
 	r.timers.last(t, 1).f()
 	_, w := r.dial(t, "d-1", client.Dialer{})
@@ -342,7 +306,7 @@ func TestDrain(t *testing.T) {
 	if d := time.Since(began); d > time.Second {
 		t.Fatalf("Drain took %s with a 300ms deadline", d)
 	}
-	if code := closeCode(t, polite); code != websocket.CloseServiceRestart {
+	if code := drivertest.CloseError(t, polite).Code; code != websocket.CloseServiceRestart {
 		t.Fatalf("polite socket closed with %d, want 1012", code)
 	}
 	if r.gw.Connected() != 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
+	"github.com/understudy/understudy/driver/drivertest"
 )
 
 // Places in central Seoul: the pickup, a driver next to it and one 500 m away.
@@ -51,7 +52,7 @@ func mustDial(tb testing.TB, s *server, sub string, d client.Dialer) (*client.Cl
 		tb.Fatalf("dial %s: %v", sub, err)
 	}
 	tb.Cleanup(func() { _ = c.Close() })
-	return c, wantNext(tb, c, driver.TypeWelcome)
+	return c, drivertest.Next(tb, c, driver.TypeWelcome)
 }
 
 // mustOnline connects driver sub at p and makes it available.
@@ -63,7 +64,7 @@ func mustOnline(tb testing.TB, s *server, sub string, p dispatch.Point) *client.
 	}
 	send(tb, c.Location(ctx(tb), p))
 	send(tb, c.Available(ctx(tb)))
-	if a := wantNext(tb, c, driver.TypeAck); a.Ref != driver.TypeAvailable {
+	if a := drivertest.Next(tb, c, driver.TypeAck); a.Ref != driver.TypeAvailable {
 		tb.Fatalf("ack = %s, want ref available", a.Raw)
 	}
 	return c
@@ -79,45 +80,6 @@ func send(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {
 		tb.Fatalf("send: %v", err)
-	}
-}
-
-// wantNext returns c's next frame, which must be of type typ.
-func wantNext(tb testing.TB, c *client.Client, typ string) driver.Message {
-	tb.Helper()
-	select {
-	case m, ok := <-c.Frames():
-		if !ok {
-			tb.Fatalf("waiting for %s: connection ended: %v", typ, c.Err())
-		}
-		if m.Type != typ {
-			tb.Fatalf("got frame %s, want %s", m.Raw, typ)
-		}
-		return m
-	case <-time.After(frameWait):
-		tb.Fatalf("no %s frame within %s", typ, frameWait)
-	}
-	return driver.Message{}
-}
-
-// wantEnd waits for c to stop and returns the close error that stopped it.
-func wantEnd(tb testing.TB, c *client.Client) *websocket.CloseError {
-	tb.Helper()
-	deadline := time.After(frameWait)
-	for {
-		select {
-		case _, ok := <-c.Frames():
-			if ok {
-				continue
-			}
-			var ce *websocket.CloseError
-			if !errors.As(c.Err(), &ce) {
-				tb.Fatalf("connection ended with %v, want a close frame", c.Err())
-			}
-			return ce
-		case <-deadline:
-			tb.Fatalf("connection still open after %s", frameWait)
-		}
 	}
 }
 
@@ -149,7 +111,7 @@ func TestDriverTripEndToEnd(t *testing.T) {
 	ride := request(t, s, "u-1")
 
 	// The nearest driver is offered the ride; it declines, and the offer cascades.
-	o1 := wantNext(t, d1, driver.TypeOffer)
+	o1 := drivertest.Next(t, d1, driver.TypeOffer)
 	if o1.RideID != ride.ID || o1.OfferID == "" || *o1.Pickup != pickup || *o1.Dropoff != dropoff ||
 		*o1.Fare != ride.Fare || !o1.ExpiresAt.After(time.Now()) {
 		t.Fatalf("offer = %s, want ride %s from %v to %v for %v", o1.Raw, ride.ID, pickup, dropoff, ride.Fare)
@@ -165,15 +127,15 @@ func TestDriverTripEndToEnd(t *testing.T) {
 		t.Errorf("expires_at is not RFC 3339: %v", err)
 	}
 	send(t, d1.Decline(ctx(t), o1.OfferID))
-	wantNext(t, d1, driver.TypeAck)
-	o2 := wantNext(t, d2, driver.TypeOffer)
+	drivertest.Next(t, d1, driver.TypeAck)
+	o2 := drivertest.Next(t, d2, driver.TypeOffer)
 	if o2.RideID != ride.ID || o2.OfferID == o1.OfferID {
 		t.Fatalf("second offer = %s, want a new offer of ride %s", o2.Raw, ride.ID)
 	}
 
 	// The second driver accepts and drives the trip.
 	send(t, d2.Accept(ctx(t), o2.OfferID))
-	a := wantNext(t, d2, driver.TypeAssigned)
+	a := drivertest.Next(t, d2, driver.TypeAssigned)
 	if r := a.Ride; r == nil || r.ID != ride.ID || r.Status != dispatch.RideMatched || r.RiderID != "u-1" ||
 		r.Driver == nil || r.Driver.ID != "d-2" || r.Driver.Location == nil || *r.Driver.Location != farther {
 		t.Fatalf("assigned = %s, want ride %s matched to d-2 at %v", a.Raw, ride.ID, farther)
@@ -187,7 +149,7 @@ func TestDriverTripEndToEnd(t *testing.T) {
 		{d2.Complete, dispatch.RideCompleted},
 	} {
 		send(t, step.send(ctx(t), ride.ID))
-		m := wantNext(t, d2, driver.TypeRide)
+		m := drivertest.Next(t, d2, driver.TypeRide)
 		if m.Ride == nil || m.Ride.Status != step.want {
 			t.Fatalf("ride frame = %s, want status %s", m.Raw, step.want)
 		}
@@ -219,21 +181,21 @@ func TestDriverResumeMidOffer(t *testing.T) {
 	c, _ := mustDial(t, s, "d-1", client.Dialer{Reconnect: true, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	send(t, c.Location(ctx(t), near))
 	send(t, c.Available(ctx(t)))
-	wantNext(t, c, driver.TypeAck)
+	drivertest.Next(t, c, driver.TypeAck)
 	ride := request(t, s, "u-1")
-	o := wantNext(t, c, driver.TypeOffer)
+	o := drivertest.Next(t, c, driver.TypeOffer)
 
 	c.Drop()
-	w := wantNext(t, c, driver.TypeWelcome)
+	w := drivertest.Next(t, c, driver.TypeWelcome)
 	if w.State != dispatch.DriverOffered || !w.Resumed || w.Ride != nil {
 		t.Fatalf("welcome after drop = %s, want offered, resumed, no ride", w.Raw)
 	}
-	again := wantNext(t, c, driver.TypeOffer)
+	again := drivertest.Next(t, c, driver.TypeOffer)
 	if again.OfferID != o.OfferID || again.RideID != ride.ID || !again.ExpiresAt.Equal(o.ExpiresAt) {
 		t.Fatalf("redelivered offer = %s, want %s", again.Raw, o.Raw)
 	}
 	send(t, c.Accept(ctx(t), o.OfferID))
-	if a := wantNext(t, c, driver.TypeAssigned); a.Ride.ID != ride.ID {
+	if a := drivertest.Next(t, c, driver.TypeAssigned); a.Ride.ID != ride.ID {
 		t.Fatalf("assigned = %s", a.Raw)
 	}
 }
@@ -244,7 +206,7 @@ func TestDriverResumeAfterOfferExpired(t *testing.T) {
 	s := mustServe(t, "--match-interval", "0", "--offer-timeout", "200ms")
 	c := mustOnline(t, s, "d-1", near)
 	ride := request(t, s, "u-1")
-	o := wantNext(t, c, driver.TypeOffer)
+	o := drivertest.Next(t, c, driver.TypeOffer)
 	c.Drop()
 	eventually(t, "offer expires", func() bool {
 		r, err := s.engine.Ride(context.Background(), ride.ID)
@@ -255,7 +217,7 @@ func TestDriverResumeAfterOfferExpired(t *testing.T) {
 	if w.State != dispatch.DriverAvailable || !w.Resumed {
 		t.Fatalf("welcome = %s, want available, resumed", w.Raw)
 	}
-	if r := wantNext(t, c2, driver.TypeOfferRevoked); r.OfferID != o.OfferID || r.Reason != dispatch.ReasonExpired {
+	if r := drivertest.Next(t, c2, driver.TypeOfferRevoked); r.OfferID != o.OfferID || r.Reason != dispatch.ReasonExpired {
 		t.Fatalf("offer_revoked = %s, want %s expired", r.Raw, o.OfferID)
 	}
 }
@@ -266,11 +228,11 @@ func TestDriverResumeMidTrip(t *testing.T) {
 	s := mustServe(t, "--match-interval", "0")
 	c := mustOnline(t, s, "d-1", near)
 	ride := request(t, s, "u-1")
-	o := wantNext(t, c, driver.TypeOffer)
+	o := drivertest.Next(t, c, driver.TypeOffer)
 	send(t, c.Accept(ctx(t), o.OfferID))
-	wantNext(t, c, driver.TypeAssigned)
+	drivertest.Next(t, c, driver.TypeAssigned)
 	send(t, c.Arrived(ctx(t), ride.ID))
-	wantNext(t, c, driver.TypeRide)
+	drivertest.Next(t, c, driver.TypeRide)
 	c.Drop()
 
 	c2, w := mustDial(t, s, "d-1", client.Dialer{})
@@ -279,7 +241,7 @@ func TestDriverResumeMidTrip(t *testing.T) {
 		t.Fatalf("welcome = %s, want en_route with ride %s arrived", w.Raw, ride.ID)
 	}
 	send(t, c2.Start(ctx(t), ride.ID))
-	if m := wantNext(t, c2, driver.TypeRide); m.Ride.Status != dispatch.RideInProgress {
+	if m := drivertest.Next(t, c2, driver.TypeRide); m.Ride.Status != dispatch.RideInProgress {
 		t.Fatalf("after start: %s", m.Raw)
 	}
 }
@@ -291,13 +253,13 @@ func TestDriverSecondConnectionReplacesFirst(t *testing.T) {
 	if w.State != dispatch.DriverAvailable || !w.Resumed {
 		t.Fatalf("second welcome = %s, want available, resumed", w.Raw)
 	}
-	ce := wantEnd(t, first)
+	ce := drivertest.CloseError(t, first)
 	if ce.Code != driver.CloseReplaced || ce.Text != "replaced by a newer connection" {
 		t.Fatalf("first socket closed with %d %q, want %d", ce.Code, ce.Text, driver.CloseReplaced)
 	}
 	// The newer socket gets the driver's offers.
 	ride := request(t, s, "u-1")
-	if o := wantNext(t, second, driver.TypeOffer); o.RideID != ride.ID {
+	if o := drivertest.Next(t, second, driver.TypeOffer); o.RideID != ride.ID {
 		t.Fatalf("offer = %s", o.Raw)
 	}
 }
@@ -391,7 +353,7 @@ func TestDriverBearerSubprotocol(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if w := wantNext(t, c, driver.TypeWelcome); w.DriverID != "d-7" {
+	if w := drivertest.Next(t, c, driver.TypeWelcome); w.DriverID != "d-7" {
 		t.Fatalf("welcome = %s", w.Raw)
 	}
 	if got := c.Subprotocol(); got != "bearer."+tok {
@@ -428,7 +390,7 @@ func TestDriverBadFrames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			send(t, c.SendRaw(ctx(t), websocket.TextMessage, []byte(tc.frame)))
-			e := wantNext(t, c, driver.TypeError)
+			e := drivertest.Next(t, c, driver.TypeError)
 			if e.Code != tc.code || e.Ref != tc.ref || e.Message == "" {
 				t.Fatalf("error frame = %s, want code %s ref %q", e.Raw, tc.code, tc.ref)
 			}
@@ -438,12 +400,12 @@ func TestDriverBadFrames(t *testing.T) {
 		})
 	}
 	send(t, c.SendRaw(ctx(t), websocket.BinaryMessage, []byte{1, 2, 3}))
-	if e := wantNext(t, c, driver.TypeError); e.Code != dispatch.ECodeInvalid {
+	if e := drivertest.Next(t, c, driver.TypeError); e.Code != dispatch.ECodeInvalid {
 		t.Fatalf("binary frame: %s", e.Raw)
 	}
 	// Still alive and still the same driver.
 	send(t, c.Send(ctx(t), driver.Frame{Type: driver.TypeLocation, Lat: &farther.Lat, Lng: &farther.Lng, Ref: "alive"}))
-	if a := wantNext(t, c, driver.TypeAck); a.Ref != "alive" {
+	if a := drivertest.Next(t, c, driver.TypeAck); a.Ref != "alive" {
 		t.Fatalf("ack = %s", a.Raw)
 	}
 }
@@ -454,7 +416,7 @@ func TestDriverOversizedFrameCloses1009(t *testing.T) {
 	big := `{"type":"location","lat":1,"lng":1,"ref":"` + strings.Repeat("x", 8<<10) + `"}`
 	// The server may close before the last fragment is out, failing the send.
 	_ = c.SendRaw(ctx(t), websocket.TextMessage, []byte(big))
-	if ce := wantEnd(t, c); ce.Code != websocket.CloseMessageTooBig {
+	if ce := drivertest.CloseError(t, c); ce.Code != websocket.CloseMessageTooBig {
 		t.Fatalf("closed with %d %q, want 1009", ce.Code, ce.Text)
 	}
 }
@@ -468,7 +430,7 @@ func TestDriverFloodCloses1008(t *testing.T) {
 			break // the server closed the socket under us
 		}
 	}
-	if ce := wantEnd(t, c); ce.Code != websocket.ClosePolicyViolation {
+	if ce := drivertest.CloseError(t, c); ce.Code != websocket.ClosePolicyViolation {
 		t.Fatalf("closed with %d %q, want 1008", ce.Code, ce.Text)
 	}
 }
@@ -498,7 +460,7 @@ func TestDriverDrainOnShutdown(t *testing.T) {
 	began := time.Now()
 	stop()
 	for _, c := range clients {
-		if ce := wantEnd(t, c); ce.Code != websocket.CloseServiceRestart {
+		if ce := drivertest.CloseError(t, c); ce.Code != websocket.CloseServiceRestart {
 			t.Fatalf("closed with %d %q, want 1012", ce.Code, ce.Text)
 		}
 	}
@@ -525,7 +487,7 @@ func TestDriverAcceptRaces(t *testing.T) {
 	for i := 0; i < 16; i++ {
 		rider := "u-" + string(rune('a'+i))
 		ride := request(t, s, rider)
-		o := wantNext(t, c, driver.TypeOffer)
+		o := drivertest.Next(t, c, driver.TypeOffer)
 		expiry := i%2 == 1
 		kind := "cancel"
 		if expiry {
@@ -590,11 +552,11 @@ func TestDriverAcceptRaces(t *testing.T) {
 				}
 			} else {
 				send(t, c.Arrived(ctx(t), ride.ID))
-				wantNext(t, c, driver.TypeRide)
+				drivertest.Next(t, c, driver.TypeRide)
 				send(t, c.Start(ctx(t), ride.ID))
-				wantNext(t, c, driver.TypeRide)
+				drivertest.Next(t, c, driver.TypeRide)
 				send(t, c.Complete(ctx(t), ride.ID))
-				wantNext(t, c, driver.TypeRide)
+				drivertest.Next(t, c, driver.TypeRide)
 			}
 		} else {
 			outcomes[kind+": accept lost"]++

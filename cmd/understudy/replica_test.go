@@ -20,6 +20,7 @@ import (
 	"github.com/understudy/understudy/dispatch/redisstore"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
 	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/driver/drivertest"
 )
 
 // replicaSet is n `understudy serve` replicas of region seoul sharing one Redis and
@@ -70,17 +71,17 @@ func TestReplicasServeOneRegionTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 	statuses := followRide(t, b, "u-1", ride.ID)
-	o := wantNext(t, d, driver.TypeOffer)
+	o := drivertest.Next(t, d, driver.TypeOffer)
 	if o.RideID != ride.ID {
 		t.Fatalf("offer = %s, want ride %s", o.Raw, ride.ID)
 	}
 	send(t, d.Accept(ctx(t), o.OfferID))
-	if m := wantNext(t, d, driver.TypeAssigned); m.Ride == nil || m.Ride.ID != ride.ID {
+	if m := drivertest.Next(t, d, driver.TypeAssigned); m.Ride == nil || m.Ride.ID != ride.ID {
 		t.Fatalf("assigned = %s", m.Raw)
 	}
 	for _, step := range []func(context.Context, string) error{d.Arrived, d.Start, d.Complete} {
 		send(t, step(ctx(t), ride.ID))
-		wantNext(t, d, driver.TypeRide)
+		drivertest.Next(t, d, driver.TypeRide)
 	}
 	for name, s := range map[string]*server{"A": a, "B": b} {
 		if r, err := s.engine.Ride(context.Background(), ride.ID); err != nil || r.Status != dispatch.RideCompleted || r.DriverID != "d-1" {
@@ -435,7 +436,7 @@ func TestSurvivorCarriesOnStoppedReplicasRides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o1 := wantNext(t, d1, driver.TypeOffer) // A's offer, delivered by B's gateway
+	o1 := drivertest.Next(t, d1, driver.TypeOffer) // A's offer, delivered by B's gateway
 	heard := time.Now()
 	// Far from every driver: it stays in A's queue.
 	busan := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
@@ -446,17 +447,17 @@ func TestSurvivorCarriesOnStoppedReplicasRides(t *testing.T) {
 	eventually(t, "A queueing the far ride", func() bool { return a.engine.Pending() == 1 })
 	stopServer(t, a)
 
-	if m := wantNext(t, d1, driver.TypeOfferRevoked); m.OfferID != o1.OfferID || m.Reason != dispatch.ReasonExpired {
+	if m := drivertest.Next(t, d1, driver.TypeOfferRevoked); m.OfferID != o1.OfferID || m.Reason != dispatch.ReasonExpired {
 		t.Fatalf("revoked = %s, want offer %s expired", m.Raw, o1.OfferID)
 	}
-	o2 := wantNext(t, d2, driver.TypeOffer)
+	o2 := drivertest.Next(t, d2, driver.TypeOffer)
 	took := time.Since(heard)
 	sweep := dispatch.DefaultConfig().SweepInterval
 	if o2.RideID != offered.ID || took > offerTimeout+sweep {
 		t.Fatalf("second offer = %s after %s, want ride %s within %s", o2.Raw, took, offered.ID, offerTimeout+sweep)
 	}
 	send(t, d2.Accept(ctx(t), o2.OfferID))
-	wantNext(t, d2, driver.TypeAssigned)
+	drivertest.Next(t, d2, driver.TypeAssigned)
 	t.Logf("the survivor offered the stopped replica's ride to the next driver %s after the first offer (timeout %s)", took, offerTimeout)
 
 	// A driver appears near the ride A was searching for: the survivor adopts it.

@@ -18,6 +18,7 @@ import (
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
+	"github.com/understudy/understudy/driver/drivertest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -82,39 +83,6 @@ func (g *gateway) refuse(n int32, status int) *atomic.Int32 {
 	return &seen
 }
 
-func next(tb testing.TB, c *client.Client, typ string) driver.Message {
-	tb.Helper()
-	select {
-	case m, ok := <-c.Frames():
-		if !ok {
-			tb.Fatalf("waiting for %s: client stopped: %v", typ, c.Err())
-		}
-		if m.Type != typ {
-			tb.Fatalf("got %s, want %s", m.Raw, typ)
-		}
-		return m
-	case <-time.After(wait):
-		tb.Fatalf("no %s within %s", typ, wait)
-	}
-	return driver.Message{}
-}
-
-// stopped waits for c's Frames to close and returns Err.
-func stopped(tb testing.TB, c *client.Client) error {
-	tb.Helper()
-	deadline := time.After(wait)
-	for {
-		select {
-		case _, ok := <-c.Frames():
-			if !ok {
-				return c.Err()
-			}
-		case <-deadline:
-			tb.Fatalf("client still running after %s", wait)
-		}
-	}
-}
-
 func TestBackoffIsFullJitter(t *testing.T) {
 	d := client.Dialer{MinBackoff: 100 * time.Millisecond, MaxBackoff: 3 * time.Second}
 	ceiling := d.MinBackoff
@@ -146,7 +114,7 @@ func TestReconnectResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if w := next(t, c, driver.TypeWelcome); w.DriverID != "d-1" || w.Resumed {
+	if w := drivertest.Next(t, c, driver.TypeWelcome); w.DriverID != "d-1" || w.Resumed {
 		t.Fatalf("first welcome = %s", w.Raw)
 	}
 	attempts := g.refuse(3, http.StatusServiceUnavailable)
@@ -155,7 +123,7 @@ func TestReconnectResumes(t *testing.T) {
 		// The drop may not have been noticed yet; either way the next frame is the welcome.
 		t.Log("sent before the drop was noticed")
 	}
-	w := next(t, c, driver.TypeWelcome)
+	w := drivertest.Next(t, c, driver.TypeWelcome)
 	if !w.Resumed || w.DriverID != "d-1" {
 		t.Fatalf("welcome after the drop = %s, want resumed", w.Raw)
 	}
@@ -168,7 +136,7 @@ func TestReconnectResumes(t *testing.T) {
 	if err := c.Available(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if e := next(t, c, driver.TypeError); e.Code != dispatch.ECodeConflict {
+	if e := drivertest.Next(t, c, driver.TypeError); e.Code != dispatch.ECodeConflict {
 		t.Fatalf("available without a location: %s, want conflict", e.Raw)
 	}
 }
@@ -184,11 +152,11 @@ func TestReconnectGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	next(t, c, driver.TypeWelcome)
+	drivertest.Next(t, c, driver.TypeWelcome)
 	g.refuse(1000, http.StatusUnauthorized)
 	c.Drop()
 	var he *client.HandshakeError
-	if err := stopped(t, c); !errors.As(err, &he) || he.Status != http.StatusUnauthorized {
+	if err := drivertest.End(t, c); !errors.As(err, &he) || he.Status != http.StatusUnauthorized {
 		t.Fatalf("client stopped with %v, want the 401", err)
 	}
 	g.gate.Store(nil)
@@ -198,20 +166,20 @@ func TestReconnectGivesUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer first.Close()
-	next(t, first, driver.TypeWelcome)
+	drivertest.Next(t, first, driver.TypeWelcome)
 	second, err := d.Dial(context.Background(), g.url(), g.token(t, "d-2"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer second.Close()
-	next(t, second, driver.TypeWelcome)
-	if err := stopped(t, first); !websocket.IsCloseError(err, driver.CloseReplaced) {
+	drivertest.Next(t, second, driver.TypeWelcome)
+	if err := drivertest.End(t, first); !websocket.IsCloseError(err, driver.CloseReplaced) {
 		t.Fatalf("replaced client stopped with %v, want close %d", err, driver.CloseReplaced)
 	}
 	if err := second.Offline(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	next(t, second, driver.TypeAck)
+	drivertest.Next(t, second, driver.TypeAck)
 }
 
 func TestCloseStopsClient(t *testing.T) {
@@ -223,7 +191,7 @@ func TestCloseStopsClient(t *testing.T) {
 	if err := c.Close(); err != nil { // with the welcome still unread
 		t.Fatal(err)
 	}
-	if err := stopped(t, c); !errors.Is(err, client.ErrClosed) {
+	if err := drivertest.End(t, c); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("Err = %v, want ErrClosed", err)
 	}
 	if err := c.Available(context.Background()); !errors.Is(err, client.ErrClosed) {
