@@ -149,7 +149,7 @@ func (s *server) openLog(ctx context.Context) error {
 	if s.ledger, err = natslog.OpenLedger(ctx, nc, 1); err != nil {
 		return err
 	}
-	if s.rideLog, err = natslog.OpenRideLog(ctx, nc, 1); err != nil {
+	if s.rideLog, err = natslog.OpenRideLog(ctx, nc, s.cfg.Region, 1); err != nil {
 		return err
 	}
 	return nil

@@ -15,7 +15,8 @@ import (
 var _ dispatch.RideLog = (*RideLog)(nil)
 
 // RideStream is the JetStream stream of ride changes; one subject per ride,
-// understudy.rides.<ride>, holding that ride's recent history.
+// understudy.rides.<region>.<ride>, holding that ride's recent history. Regions that
+// share a NATS deployment share the stream and read only their own subjects.
 const RideStream = "UNDERSTUDY_RIDES"
 
 const ridePrefix = "understudy.rides."
@@ -24,12 +25,13 @@ const ridePrefix = "understudy.rides."
 type RideLog struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	prefix string // understudy.rides.<region>.
 	// FetchWait bounds how long Latest waits for a batch it knows is coming.
 	FetchWait time.Duration
 }
 
-// OpenRideLog creates or updates the ride stream and returns the log.
-func OpenRideLog(ctx context.Context, nc *nats.Conn, replicas int) (*RideLog, error) {
+// OpenRideLog creates or updates the ride stream and returns region's log in it.
+func OpenRideLog(ctx context.Context, nc *nats.Conn, region string, replicas int) (*RideLog, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -46,7 +48,7 @@ func OpenRideLog(ctx context.Context, nc *nats.Conn, replicas int) (*RideLog, er
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", RideStream, err)
 	}
-	return &RideLog{js: js, stream: stream, FetchWait: 5 * time.Second}, nil
+	return &RideLog{js: js, stream: stream, prefix: ridePrefix + subjectToken(region) + ".", FetchWait: 5 * time.Second}, nil
 }
 
 // Append implements dispatch.RideLog: it returns once JetStream has stored every ride.
@@ -57,7 +59,7 @@ func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 		if err != nil {
 			return fmt.Errorf("encode ride %s: %w", r.ID, err)
 		}
-		f, err := l.js.PublishAsync(ridePrefix+subjectToken(r.ID), body,
+		f, err := l.js.PublishAsync(l.prefix+subjectToken(r.ID), body,
 			jetstream.WithMsgID(fmt.Sprintf("%s/%d", r.ID, r.Version)))
 		if err != nil {
 			return fmt.Errorf("log ride %s: %w", r.ID, err)
@@ -76,9 +78,12 @@ func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 	return nil
 }
 
-// Latest implements dispatch.RideLog.
+// Latest implements dispatch.RideLog, for this log's region only.
 func (l *RideLog) Latest(ctx context.Context, fn func(dispatch.Ride) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy}
+	cfg := jetstream.OrderedConsumerConfig{
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		FilterSubjects: []string{l.prefix + "*"},
+	}
 	err := readAll(ctx, l.stream, cfg, l.FetchWait, func(data []byte, seq uint64) error {
 		var r dispatch.Ride
 		if err := json.Unmarshal(data, &r); err != nil {

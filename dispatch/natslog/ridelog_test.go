@@ -12,7 +12,7 @@ import (
 func TestRideLogLatestPerRide(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	open := func() (*natslog.RideLog, func()) {
+	open := func(region string) (*natslog.RideLog, func()) {
 		srv, err := natslog.StartEmbedded(dir, "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -21,13 +21,13 @@ func TestRideLogLatestPerRide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, err := natslog.OpenRideLog(ctx, nc, 1)
+		l, err := natslog.OpenRideLog(ctx, nc, region, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l, func() { nc.Close(); srv.Close() }
 	}
-	l, stop := open()
+	l, stop := open("seoul")
 	statuses := []dispatch.RideStatus{dispatch.RideSearching, dispatch.RideMatched, dispatch.RideArrived}
 	for i := range 5 {
 		for v, st := range statuses[:1+i%3] {
@@ -42,7 +42,13 @@ func TestRideLogLatestPerRide(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop()
-	l, stop = open() // durable across a restart
+	// Another region on the same NATS sees none of these rides.
+	other, stopOther := open("busan")
+	if err := other.Latest(ctx, func(r dispatch.Ride) error { return fmt.Errorf("busan read seoul's ride %s", r.ID) }); err != nil {
+		t.Fatal(err)
+	}
+	stopOther()
+	l, stop = open("seoul") // durable across a restart
 	defer stop()
 	got := map[string]dispatch.Ride{}
 	if err := l.Latest(ctx, func(r dispatch.Ride) error { got[r.ID] = r; return nil }); err != nil {
