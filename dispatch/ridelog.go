@@ -16,9 +16,9 @@ type RideLog interface {
 }
 
 // restore refills an empty Store (its Redis was lost or flushed, or the in-memory
-// store of a crashed process) from the log: every ride as last logged, with the
-// drivers that active rides bind. An outstanding offer is not restored: the ride
-// searches again. A Store holding anything is left as it is.
+// store of a crashed process) from the log: every ride it lacks, as last logged, with
+// the drivers that active rides bind. An outstanding offer is not restored: the ride
+// searches again. A Store holding any driver or active ride is left as it is.
 func (e *Engine) restore(ctx context.Context) error {
 	if e.Log == nil {
 		return nil
@@ -29,6 +29,11 @@ func (e *Engine) restore(ctx context.Context) error {
 	now := e.Now()
 	restored := 0
 	err := e.Log.Latest(ctx, func(r Ride) error {
+		// "Empty" means no driver and no active ride: finished rides may still be
+		// there (Redis keeps them), and they stay as they are.
+		if _, err := e.Store.Ride(ctx, r.ID); !errors.Is(err, ErrRideNotFound) {
+			return err // nil when present
+		}
 		r.Version, r.Offer = 0, nil
 		tx := Tx{Rides: []Ride{r}}
 		if !r.Status.Final() && r.Status != RideSearching && r.DriverID != "" {
@@ -47,7 +52,10 @@ func (e *Engine) restore(ctx context.Context) error {
 				tx.Drivers = []Driver{d}
 			}
 		}
-		if err := e.claim(ctx, tx); err != nil {
+		switch err := e.claim(ctx, tx); {
+		case errors.Is(err, ErrVersionConflict):
+			return nil // another replica starting at the same time restored it
+		case err != nil:
 			return fmt.Errorf("restore ride %s: %w", r.ID, err)
 		}
 		restored++

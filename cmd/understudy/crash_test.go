@@ -410,3 +410,26 @@ func TestReplicaKilledMidOffer(t *testing.T) {
 		t.Fatalf("ride on the survivor is %s, want matched", got)
 	}
 }
+
+// A ride that ended as no_driver is still no_driver after a crash (the crash test
+// above keeps its searches open; this one lets one run out first).
+func TestCrashKeepsNoDriverRides(t *testing.T) {
+	for _, redis := range []bool{false, true} {
+		t.Run(fmt.Sprintf("redis=%v", redis), func(t *testing.T) {
+			w := &crashWorld{tb: t, dataDir: t.TempDir(), drivers: map[string]*client.Client{}}
+			w.args = []string{"--addr", freeAddr(t), "--data-dir", w.dataDir, "--match-interval", "0", "--max-search", "300ms",
+				"--rider-rate", "1000", "--rider-burst", "1000"} // the test polls the ride
+			if redis {
+				w.args = append(w.args, "--redis", redistest.URL(t), "--region", "nodriver")
+			}
+			w.proc = startProc(t, w.args...)
+			id := w.request(dispatch.Point{Lat: 35.1796, Lng: 129.0756}) // nobody near
+			waitFor(t, "no_driver", func() (string, bool) { s := w.status(id); return s, s == "no_driver" })
+			w.proc.kill()
+			w.proc = startProc(t, w.args...)
+			if got := w.status(id); got != "no_driver" {
+				t.Fatalf("ride after the crash is %s, want no_driver", got)
+			}
+		})
+	}
+}
