@@ -22,6 +22,9 @@ type Config struct {
 	MaxRadiusM float64 `json:"max_radius_m"`
 	// Candidates is how many nearest drivers per ride the batch solver considers.
 	Candidates int `json:"candidates"`
+	// MaxMissedOffers takes a driver offline after that many offers in a row expired
+	// unanswered; zero never does.
+	MaxMissedOffers int `json:"max_missed_offers"`
 	// Fare prices rides and estimates pickup times.
 	Fare FareModel `json:"fare"`
 	// SweepInterval is how often the engine reads every active ride from the Store to
@@ -34,14 +37,15 @@ type Config struct {
 // DefaultConfig returns the defaults the contract and the docs describe.
 func DefaultConfig() Config {
 	return Config{
-		H3Resolution:  9,
-		MatchInterval: 100 * time.Millisecond,
-		OfferTimeout:  15 * time.Second,
-		MaxSearch:     2 * time.Minute,
-		MaxRadiusM:    3000,
-		Candidates:    8,
-		Fare:          DefaultFareModel(),
-		SweepInterval: 2 * time.Second,
+		H3Resolution:    9,
+		MatchInterval:   100 * time.Millisecond,
+		OfferTimeout:    15 * time.Second,
+		MaxSearch:       2 * time.Minute,
+		MaxRadiusM:      3000,
+		Candidates:      8,
+		MaxMissedOffers: 3,
+		Fare:            DefaultFareModel(),
+		SweepInterval:   2 * time.Second,
 	}
 }
 
@@ -62,6 +66,9 @@ func (c Config) Validate() error {
 	}
 	if !(c.MaxRadiusM > 0) {
 		errs = append(errs, fmt.Errorf("max_radius_m %v: want > 0", c.MaxRadiusM))
+	}
+	if c.MaxMissedOffers < 0 {
+		errs = append(errs, fmt.Errorf("max_missed_offers %d: want >= 0", c.MaxMissedOffers))
 	}
 	if c.Candidates < 1 || c.Candidates > 100 {
 		errs = append(errs, fmt.Errorf("candidates %d: want 1 to 100", c.Candidates))

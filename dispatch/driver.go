@@ -41,7 +41,10 @@ type Driver struct {
 	LocatedAt time.Time   `json:"located_at,omitzero"`
 	OfferID   string      `json:"offer_id,omitempty"` // set only while State == offered
 	RideID    string      `json:"ride_id,omitempty"`  // the offered or assigned ride
-	UpdatedAt time.Time   `json:"updated_at"`
+	// MissedOffers counts offers in a row this driver let expire; at
+	// Config.MaxMissedOffers the driver is taken offline.
+	MissedOffers int       `json:"missed_offers,omitempty"`
+	UpdatedAt    time.Time `json:"updated_at"`
 	// Version is the Store's optimistic-concurrency version: 0 for a record that does
 	// not exist yet, incremented by every commit.
 	Version uint64 `json:"version"`

@@ -95,6 +95,7 @@ func (e *Engine) SetAvailable(ctx context.Context, driverID string) (Driver, err
 		if d.Location == nil {
 			return Ride{}, nil, Errorf(ECodeConflict, "send a location before going available")
 		}
+		d.MissedOffers = 0
 		if err := d.moveTo(DriverAvailable, now); err != nil {
 			return Ride{}, nil, err
 		}
@@ -171,7 +172,7 @@ func (e *Engine) Accept(ctx context.Context, driverID, offerID string) (Ride, er
 		if err := d.moveTo(DriverEnRoute, now); err != nil {
 			return Ride{}, nil, err
 		}
-		d.RideID = r.ID
+		d.RideID, d.MissedOffers = r.ID, 0
 		if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
 			return Ride{}, nil, err
 		}
@@ -204,6 +205,7 @@ func (e *Engine) answerDecline(ctx context.Context, d Driver, offerID string, no
 	r.Offer = nil
 	r.Declined = append(r.Declined, d.ID)
 	r.UpdatedAt = now
+	d.MissedOffers = 0 // an answer, if a no
 	if err := d.moveTo(next, now); err != nil {
 		return Ride{}, nil, err
 	}
@@ -336,10 +338,17 @@ func (e *Engine) revoke(ctx context.Context, d Driver, r Ride, reason string, no
 	offer := r.Offer
 	r.Offer = nil
 	r.UpdatedAt = now
+	next := DriverAvailable
 	if reason == ReasonExpired {
 		r.Declined = append(r.Declined, d.ID)
+		// A driver who lets offer after offer expire is most likely gone (app killed,
+		// phone dead, its replica died): take it offline so riders stop waiting on it.
+		d.MissedOffers++
+		if max := e.Config.MaxMissedOffers; max > 0 && d.MissedOffers >= max {
+			next, d.MissedOffers = DriverOffline, 0
+		}
 	}
-	if err := d.moveTo(DriverAvailable, now); err != nil {
+	if err := d.moveTo(next, now); err != nil {
 		return Ride{}, nil, err
 	}
 	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
@@ -351,5 +360,8 @@ func (e *Engine) revoke(ctx context.Context, d Driver, r Ride, reason string, no
 		e.makeAvailable(d)
 		e.requeue(r.ID)
 		e.Notifier.Notify(Event{Type: EventOfferRevoked, DriverID: d.ID, Ride: r, Offer: offer, Reason: reason, At: now})
+		if next == DriverOffline {
+			e.Notifier.Notify(Event{Type: EventDriverOffline, DriverID: d.ID, Reason: ReasonMissedOffers, At: now})
+		}
 	}, nil
 }

@@ -687,3 +687,50 @@ func TestDisconnectedDriverIsOfferedNothing(t *testing.T) {
 	te.step(t)
 	te.offerTo(t, "d-near")
 }
+
+// A driver who lets MaxMissedOffers offers in a row expire is taken offline; any
+// answer in between starts the count over.
+func TestMissedOffersTakeADriverOffline(t *testing.T) {
+	ctx := context.Background()
+	te := mustOpenEngine(t, nil) // MaxMissedOffers 3
+	te.online(t, "d-1", gangnam)
+	miss := func() {
+		t.Helper()
+		te.request(t, gangnam)
+		te.step(t)
+		te.offerTo(t, "d-1")
+		te.clock.Advance(15 * time.Second)
+		te.step(t)
+		if evs := te.rec.take(dispatch.EventOfferRevoked, "d-1"); len(evs) != 1 {
+			t.Fatalf("revocations = %+v", evs)
+		}
+	}
+	miss()
+	miss()
+	// An answer (here a decline) starts the count over.
+	te.request(t, gangnam)
+	te.step(t)
+	if err := te.Decline(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
+		t.Fatal(err)
+	}
+	miss()
+	miss()
+	te.driverState(t, "d-1", dispatch.DriverAvailable)
+	if evs := te.rec.take(dispatch.EventDriverOffline, ""); len(evs) != 0 {
+		t.Fatalf("taken offline after two misses in a row: %+v", evs)
+	}
+	miss()
+	te.driverState(t, "d-1", dispatch.DriverOffline)
+	if evs := te.rec.take(dispatch.EventDriverOffline, "d-1"); len(evs) != 1 || evs[0].Reason != dispatch.ReasonMissedOffers {
+		t.Fatalf("offline events = %+v", evs)
+	}
+	te.request(t, gangnam)
+	te.step(t)
+	te.noOffers(t)
+	// Going available again is the driver's call, and it is offered rides again.
+	if _, err := te.SetAvailable(ctx, "d-1"); err != nil {
+		t.Fatal(err)
+	}
+	te.step(t)
+	te.offerTo(t, "d-1")
+}

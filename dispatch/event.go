@@ -12,6 +12,7 @@ const (
 	EventOfferRevoked  EventType = "offer_revoked"  // Offer was withdrawn from DriverID for Reason
 	EventAssigned      EventType = "assigned"       // DriverID's accept won: Ride is theirs
 	EventRideCancelled EventType = "ride_cancelled" // the rider cancelled DriverID's assigned ride
+	EventDriverOffline EventType = "driver_offline" // DriverID was taken offline for Reason
 	EventRideChanged   EventType = "ride_changed"   // Ride's status changed (riders follow these)
 )
 

@@ -116,4 +116,7 @@ const (
 	ReasonExpired   = "expired"   // the driver did not answer in time
 	ReasonTaken     = "taken"     // the ride went to someone else or ended
 	ReasonCancelled = "cancelled" // the rider cancelled
+	// ReasonMissedOffers: a driver was taken offline after Config.MaxMissedOffers
+	// offers in a row expired unanswered.
+	ReasonMissedOffers = "missed_offers"
 )

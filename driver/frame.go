@@ -23,8 +23,8 @@ const (
 	TypeComplete  = "complete"
 )
 
-// Frame types sent by the server. TypeAck and TypeRide extend the contract (see
-// docs/driver-protocol.md).
+// Frame types sent by the server. TypeAck, TypeRide and TypeState extend the contract
+// (see docs/driver-protocol.md).
 const (
 	TypeWelcome       = "welcome"
 	TypeOffer         = "offer"
@@ -34,6 +34,7 @@ const (
 	TypeError         = "error"
 	TypeAck           = "ack"
 	TypeRide          = "ride"
+	TypeState         = "state"
 )
 
 // Limits on the fields of a driver frame.
@@ -271,6 +272,15 @@ type RideUpdate struct {
 	Type string `json:"type"`
 	Ride Ride   `json:"ride"`
 	Ref  string `json:"ref"`
+}
+
+// State tells the driver the server changed its state on its own: today only
+// offline, with reason missed_offers, after offers in a row expired unanswered. The
+// app shows it and sends available when the driver is ready again. Extension.
+type State struct {
+	Type   string               `json:"type"`
+	State  dispatch.DriverState `json:"state"`
+	Reason string               `json:"reason"`
 }
 
 // Message is any server-to-driver frame, decoded; Type says which fields are set. Raw

@@ -226,7 +226,8 @@ func (g *Gateway) Connected() int {
 // driver resumes from the welcome frame).
 func (g *Gateway) Notify(ev dispatch.Event) {
 	switch ev.Type {
-	case dispatch.EventOffer, dispatch.EventOfferRevoked, dispatch.EventAssigned, dispatch.EventRideCancelled:
+	case dispatch.EventOffer, dispatch.EventOfferRevoked, dispatch.EventAssigned, dispatch.EventRideCancelled,
+		dispatch.EventDriverOffline:
 	default:
 		return
 	}
@@ -267,6 +268,8 @@ func (g *Gateway) Notify(ev dispatch.Event) {
 		f = outFrame{TypeAssigned, Assigned{Type: TypeAssigned, Ride: NewRide(ev.Ride, s.loc)}}
 	case dispatch.EventRideCancelled:
 		f = outFrame{TypeRideCancelled, RideCancelled{Type: TypeRideCancelled, RideID: ev.Ride.ID, Ride: NewRide(ev.Ride, s.loc)}}
+	case dispatch.EventDriverOffline:
+		f = outFrame{TypeState, State{Type: TypeState, State: dispatch.DriverOffline, Reason: ev.Reason}}
 	}
 	if s.conn != nil {
 		s.conn.send(f)

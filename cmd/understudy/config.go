@@ -71,6 +71,7 @@ type fileConfig struct {
 	SweepInterval   *string  `json:"sweep_interval"`
 	MaxRadiusM      *float64 `json:"max_radius_m"`
 	Candidates      *int     `json:"candidates"`
+	MaxMissedOffers *int     `json:"max_missed_offers"`
 	Fare            *struct {
 		Currency    *string  `json:"currency"`
 		Base        *int64   `json:"base"`
@@ -106,6 +107,7 @@ func (c *Config) applyFile(path string) error {
 	set(&c.Dispatch.H3Resolution, f.H3Resolution)
 	set(&c.Dispatch.MaxRadiusM, f.MaxRadiusM)
 	set(&c.Dispatch.Candidates, f.Candidates)
+	set(&c.Dispatch.MaxMissedOffers, f.MaxMissedOffers)
 	var errs []error
 	for _, d := range []struct {
 		dst *time.Duration
@@ -173,6 +175,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Dispatch.OfferTimeout, "offer-timeout", c.Dispatch.OfferTimeout, "how long a driver has to answer an offer")
 	fs.DurationVar(&c.Dispatch.MaxSearch, "max-search", c.Dispatch.MaxSearch, "how long a ride searches before no_driver")
 	fs.DurationVar(&c.Dispatch.SweepInterval, "sweep-interval", c.Dispatch.SweepInterval, "how often replicas look for rides a dead replica left; 0 never")
+	fs.IntVar(&c.Dispatch.MaxMissedOffers, "max-missed-offers", c.Dispatch.MaxMissedOffers, "take a driver offline after this many offers in a row expire unanswered; 0 never")
 	fs.Float64Var(&c.Dispatch.MaxRadiusM, "max-radius", c.Dispatch.MaxRadiusM, "farthest pickup distance offered, in `metres`")
 }
 

@@ -222,6 +222,28 @@ func TestDriverResumeAfterOfferExpired(t *testing.T) {
 	}
 }
 
+// TestDriverSilentGoesOffline: a connected driver that lets offers in a row expire is
+// taken offline and told so with a state frame; the rides go on searching.
+func TestDriverSilentGoesOffline(t *testing.T) {
+	s := mustServe(t, "--match-interval", "0", "--offer-timeout", "150ms", "--max-missed-offers", "2")
+	c := mustOnline(t, s, "d-1", near)
+	request(t, s, "u-1")
+	request(t, s, "u-2")
+	for range 2 {
+		o := drivertest.Next(t, c, driver.TypeOffer)
+		if r := drivertest.Next(t, c, driver.TypeOfferRevoked); r.OfferID != o.OfferID || r.Reason != dispatch.ReasonExpired {
+			t.Fatalf("offer_revoked = %s, want %s expired", r.Raw, o.OfferID)
+		}
+	}
+	st := drivertest.Next(t, c, driver.TypeState)
+	if st.State != dispatch.DriverOffline || st.Reason != dispatch.ReasonMissedOffers {
+		t.Fatalf("state frame = %s, want offline for missed_offers", st.Raw)
+	}
+	if d, err := s.engine.Driver(context.Background(), "d-1"); err != nil || d.State != dispatch.DriverOffline {
+		t.Fatalf("driver = %+v %v, want offline", d, err)
+	}
+}
+
 // TestDriverResumeMidTrip: a driver that drops after arriving resumes with its ride in
 // the welcome and carries on.
 func TestDriverResumeMidTrip(t *testing.T) {
