@@ -165,7 +165,9 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 		drivers = 200
 		rides   = 300
 	)
-	rs := mustStartReplicas(t, 2, "--offer-timeout", "1s")
+	// The drivers here go silent at random: keep them in dispatch however often they do
+	// (taking silent drivers offline has its own tests).
+	rs := mustStartReplicas(t, 2, "--offer-timeout", "1s", "--max-missed-offers", "0")
 	st := rs.store(t)
 	bg := context.Background()
 	rng := rand.New(rand.NewPCG(5, 5))
