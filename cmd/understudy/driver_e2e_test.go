@@ -503,7 +503,9 @@ func TestDriverDrainOnShutdown(t *testing.T) {
 // offer's expiry. Exactly one side wins each race, and the driver hears exactly one of
 // assigned and offer_revoked for the offer.
 func TestDriverAcceptRaces(t *testing.T) {
-	s := mustServe(t, "--match-interval", "0", "--offer-timeout", "150ms")
+	// Lost expiry races count as missed offers; under load three in a row would take
+	// the driver offline, which this test is not about.
+	s := mustServe(t, "--match-interval", "0", "--offer-timeout", "150ms", "--max-missed-offers", "0")
 	c := mustOnline(t, s, "d-1", near)
 	outcomes := map[string]int{}
 	for i := 0; i < 16; i++ {
@@ -542,11 +544,21 @@ func TestDriverAcceptRaces(t *testing.T) {
 		}
 		// A ref'd location is answered after every frame the races queued.
 		send(t, c.Send(ctx(t), driver.Frame{Type: driver.TypeLocation, Lat: &near.Lat, Lng: &near.Lng, Ref: "sync"}))
+		// The ack answers every frame the socket's reader handled before it, but an
+		// outcome decided by the matching loop (an expiry) is committed there and sent
+		// just after: when the ack comes first, wait on for the outcome.
 		var assigned, revoked, cancelled int
 		var frames []string
+		synced := false
+		deadline := time.After(drivertest.Wait)
 	collect:
-		for {
-			m := <-c.Frames()
+		for !synced || assigned+revoked == 0 {
+			var m driver.Message
+			select {
+			case m = <-c.Frames():
+			case <-deadline:
+				break collect
+			}
 			frames = append(frames, string(m.Raw))
 			switch {
 			case m.Type == driver.TypeAssigned && m.Ride.ID == ride.ID:
@@ -556,7 +568,7 @@ func TestDriverAcceptRaces(t *testing.T) {
 			case m.Type == driver.TypeRideCancelled && m.RideID == ride.ID:
 				cancelled++
 			case m.Type == driver.TypeAck && m.Ref == "sync":
-				break collect
+				synced = true
 			}
 		}
 		if assigned+revoked != 1 {
