@@ -1,4 +1,5 @@
-// Package redistest gives tests a real Redis: REDIS_URL when set, otherwise a
+// Package redistest gives tests a real Redis: REDIS_URL when set (its database is
+// FLUSHED by every test that asks: never point it at data you keep), otherwise a
 // redis-server it starts on a free port in a temporary directory and stops at cleanup.
 // With neither it fails the test with what to install; it never skips.
 package redistest
