@@ -21,14 +21,7 @@ func TestCompletedTripReachesTheLedgerOnce(t *testing.T) {
 	e := s.engine
 	p := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
 	engineOnline(t, e, "d-1", p)
-	ride, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
-	if err != nil {
-		t.Fatal(err)
-	}
-	offered := waitOffered(t, e, ride.ID)
-	if _, err := e.Accept(ctx, "d-1", offered.Offer.ID); err != nil {
-		t.Fatal(err)
-	}
+	ride := acceptedRide(t, e, p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 	// complete three times: the app retries when it misses the acknowledgement.
 	for _, step := range []func(context.Context, string, string) (dispatch.Ride, error){e.Arrived, e.Start, e.Complete, e.Complete, e.Complete} {
 		if _, err := step(ctx, "d-1", ride.ID); err != nil {

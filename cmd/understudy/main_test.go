@@ -205,3 +205,20 @@ func waitOffered(tb testing.TB, e *dispatch.Engine, id string) dispatch.Ride {
 		return r, err == nil && r.Offer != nil
 	})
 }
+
+// acceptedRide has rider u-1 request a ride from pickup to dropoff, waits for its offer,
+// and has the offered driver accept it; it returns the matched ride.
+func acceptedRide(tb testing.TB, e *dispatch.Engine, pickup, dropoff dispatch.Point) dispatch.Ride {
+	tb.Helper()
+	ctx := context.Background()
+	ride, err := e.RequestRide(ctx, "u-1", pickup, dropoff)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	offered := waitOffered(tb, e, ride.ID)
+	matched, err := e.Accept(ctx, offered.Offer.DriverID, offered.Offer.ID)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return matched
+}

@@ -31,18 +31,11 @@ func TestServeWithRedisKeepsStateAcrossRestart(t *testing.T) {
 	for _, id := range []string{"d-1", "d-2"} {
 		engineOnline(t, e, id, p)
 	}
-	ride, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
-	if err != nil {
-		t.Fatal(err)
-	}
-	offered := waitOffered(t, e, ride.ID)
-	if _, err := e.Accept(ctx, offered.Offer.DriverID, offered.Offer.ID); err != nil {
-		t.Fatal(err)
-	}
+	ride := acceptedRide(t, e, p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 
 	second := mustServe(t, args...)
 	got, err := second.engine.Ride(ctx, ride.ID)
-	if err != nil || got.Status != dispatch.RideMatched || got.DriverID != offered.Offer.DriverID {
+	if err != nil || got.Status != dispatch.RideMatched || got.DriverID != ride.DriverID {
 		t.Fatalf("ride after restart = %+v, %v", got, err)
 	}
 	if second.engine.Available() != 1 {
@@ -63,14 +56,7 @@ func TestRestartAfterRedisLossRestoresRidesFromTheLog(t *testing.T) {
 	e := first.engine
 	p := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
 	engineOnline(t, e, "d-1", p)
-	matched, err := e.RequestRide(ctx, "u-1", p, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
-	if err != nil {
-		t.Fatal(err)
-	}
-	offered := waitOffered(t, e, matched.ID)
-	if _, err := e.Accept(ctx, "d-1", offered.Offer.ID); err != nil {
-		t.Fatal(err)
-	}
+	matched := acceptedRide(t, e, p, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
 	if _, err := e.Arrived(ctx, "d-1", matched.ID); err != nil {
 		t.Fatal(err)
 	}
