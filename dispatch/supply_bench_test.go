@@ -69,19 +69,7 @@ func BenchmarkSupplyMove(b *testing.B) {
 			to[j] = dispatch.Point{Lat: ll.Lat + 0.00001, Lng: ll.Lng}
 			x.Upsert(ids[j], from[j])
 		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			j := i % n
-			p := from[j]
-			if (i/n)%2 == 0 {
-				p = to[j]
-			}
-			i++
-			if !x.Move(ids[j], p) {
-				b.Fatal("Move = false")
-			}
-		}
+		supplyBenchAlternate(b, x, ids, from[:], to[:])
 	})
 
 	b.Run("cell-change", func(b *testing.B) {
@@ -94,20 +82,27 @@ func BenchmarkSupplyMove(b *testing.B) {
 			to[j] = dispatch.Point{Lat: at[j].Lat + 0.0063, Lng: at[j].Lng}
 			x.Upsert(ids[j], from[j])
 		}
-		b.ReportAllocs()
-		i := 0
-		for b.Loop() {
-			j := i % n
-			p := from[j]
-			if (i/n)%2 == 0 {
-				p = to[j]
-			}
-			i++
-			if !x.Move(ids[j], p) {
-				b.Fatal("Move = false")
-			}
-		}
+		supplyBenchAlternate(b, x, ids, from[:], to[:])
 	})
+}
+
+// supplyBenchAlternate moves driver ids[j] to to[j] and back to from[j], one driver
+// per iteration, round after round.
+func supplyBenchAlternate(b *testing.B, x *dispatch.SupplyIndex, ids []string, from, to []dispatch.Point) {
+	b.ReportAllocs()
+	n := len(from)
+	i := 0
+	for b.Loop() {
+		j := i % n
+		p := from[j]
+		if (i/n)%2 == 0 {
+			p = to[j]
+		}
+		i++
+		if !x.Move(ids[j], p) {
+			b.Fatal("Move = false")
+		}
+	}
 }
 
 // BenchmarkSupplyNearest10 measures the matcher's query: the 10 nearest available
