@@ -22,7 +22,7 @@ vet:
 
 ## bench: the figures in docs/performance.md
 bench:
-	$(GO) test -count=1 -run '^$$' -bench . -benchtime 2s ./dispatch/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 2s ./dispatch/...
 
 ## fuzz: explore beyond the seed corpus for FUZZTIME per target (default 30s)
 FUZZTIME ?= 30s

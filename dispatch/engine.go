@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // Engine is one region's dispatcher: it takes ride requests and driver answers, runs
@@ -49,7 +51,7 @@ type Engine struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 
-	supply *SupplyIndex
+	supply *supply.Index
 	wake   chan struct{}
 
 	// mu guards the pending queue, the timers, the presence map and the sweep's state.
@@ -91,7 +93,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	if e.Notifier == nil {
 		e.Notifier = Notifiers(nil)
 	}
-	e.supply = NewSupplyIndex(e.Config.H3Resolution)
+	e.supply = supply.New(e.Config.H3Resolution)
 	e.wake = make(chan struct{}, 1)
 	e.queued = make(map[string]struct{})
 	e.firstOff = make(map[string]time.Time)
@@ -113,7 +115,7 @@ func (e *Engine) Open(ctx context.Context) error {
 func (e *Engine) rebuild(ctx context.Context) error {
 	err := e.Store.Drivers(ctx, func(d Driver) error {
 		if d.State == DriverAvailable && d.Location != nil {
-			e.supply.Upsert(d.ID, *d.Location)
+			e.supply.Upsert(d.ID, supply.Point(*d.Location))
 		}
 		return nil
 	})

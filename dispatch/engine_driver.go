@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // Connect registers driverID (as offline, the first time) and returns where it stands,
@@ -61,7 +63,7 @@ func (e *Engine) UpdateLocation(ctx context.Context, driverID string, p Point) e
 	}
 	if state == DriverAvailable {
 		switch {
-		case e.supply.Move(driverID, p):
+		case e.supply.Move(driverID, supply.Point(p)):
 			if e.Peers != nil {
 				loc := p // escapes: a lone engine (no Peers) does not pay for it
 				e.peer(Event{Type: EventSupply, DriverID: driverID, Location: &loc})

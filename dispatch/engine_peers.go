@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // presence is where a driver's app is, as far as one replica knows. Only the replica
@@ -36,7 +38,7 @@ func (e *Engine) peer(ev Event) {
 
 // supplyIn puts driverID at p in the supply index and tells the other replicas.
 func (e *Engine) supplyIn(driverID string, p Point) {
-	e.supply.Upsert(driverID, p)
+	e.supply.Upsert(driverID, supply.Point(p))
 	if e.Peers != nil {
 		loc := p
 		e.peer(Event{Type: EventSupply, DriverID: driverID, Location: &loc})
@@ -78,10 +80,10 @@ func (e *Engine) ApplyRemote(ev Event) {
 			e.mu.Unlock()
 			return
 		}
-		if e.supply.Move(ev.DriverID, *ev.Location) || e.isAway(ev.DriverID) {
+		if e.supply.Move(ev.DriverID, supply.Point(*ev.Location)) || e.isAway(ev.DriverID) {
 			return
 		}
-		e.supply.Upsert(ev.DriverID, *ev.Location)
+		e.supply.Upsert(ev.DriverID, supply.Point(*ev.Location))
 		e.poke()
 	case EventDriverConnected:
 		e.mu.Lock()
@@ -100,7 +102,8 @@ func (e *Engine) ApplyRemote(ev Event) {
 			// A socket it left elsewhere timed out after it connected here: say again
 			// that it is here, and where it is in supply, after the others' "away".
 			e.peer(Event{Type: EventDriverConnected, DriverID: ev.DriverID})
-			if p, ok := e.supply.Location(ev.DriverID); ok {
+			if at, ok := e.supply.Location(ev.DriverID); ok {
+				p := Point(at)
 				e.peer(Event{Type: EventSupply, DriverID: ev.DriverID, Location: &p})
 			}
 			return
@@ -155,8 +158,8 @@ func (e *Engine) recheckSupply(ctx context.Context) error {
 			continue
 		}
 		if d.State == DriverAvailable && d.Location != nil && !e.isAway(id) {
-			if !e.supply.Move(id, *d.Location) {
-				e.supply.Upsert(id, *d.Location)
+			if !e.supply.Move(id, supply.Point(*d.Location)) {
+				e.supply.Upsert(id, supply.Point(*d.Location))
 				e.poke()
 			}
 		}

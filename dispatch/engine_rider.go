@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // RequestRide creates a searching ride for riderID and queues it for matching.
@@ -61,7 +63,7 @@ func (e *Engine) Estimate(pickup, dropoff Point) (Estimate, error) {
 	m := e.Config.Fare
 	route := m.RouteM(pickup, dropoff)
 	est := Estimate{Fare: m.Price(route), DistanceM: math.Round(route)}
-	if near := e.supply.Nearest(pickup, 1, e.Config.MaxRadiusM, nil, nil); len(near) > 0 {
+	if near := e.supply.Nearest(supply.Point(pickup), 1, e.Config.MaxRadiusM, nil, nil); len(near) > 0 {
 		eta := int(math.Ceil(m.DurationS(near[0].DistanceM * m.RouteFactor)))
 		est.PickupETAS = &eta
 	}

@@ -3,6 +3,8 @@ package dispatch
 import (
 	"fmt"
 	"math"
+
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // Point is a position on the earth in degrees (WGS 84).
@@ -25,17 +27,5 @@ func (p Point) Validate() error {
 
 func (p Point) String() string { return fmt.Sprintf("(%.6f,%.6f)", p.Lat, p.Lng) }
 
-// earthRadiusM is the mean earth radius that H3 also uses.
-const earthRadiusM = 6371007.180918475
-
 // DistanceM is the great-circle (haversine) distance between a and b in metres.
-func DistanceM(a, b Point) float64 {
-	const rad = math.Pi / 180
-	lat1, lat2 := a.Lat*rad, b.Lat*rad
-	dLat := lat2 - lat1
-	dLng := (b.Lng - a.Lng) * rad
-	s1 := math.Sin(dLat / 2)
-	s2 := math.Sin(dLng / 2)
-	h := s1*s1 + math.Cos(lat1)*math.Cos(lat2)*s2*s2
-	return 2 * earthRadiusM * math.Asin(math.Min(1, math.Sqrt(h)))
-}
+func DistanceM(a, b Point) float64 { return supply.DistanceM(supply.Point(a), supply.Point(b)) }

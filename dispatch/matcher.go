@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/understudy/understudy/dispatch/assign"
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // fire handles one due timer: an offer expiry or a search deadline.
@@ -136,10 +139,10 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 // the queue.
 func (e *Engine) matchRound(ctx context.Context, rides []Ride, now time.Time) (left []Ride, offered int, err error) {
 	var (
-		edges   []Edge
-		drivers []Candidate
+		edges   []assign.Edge
+		drivers []supply.Candidate
 		index   = make(map[string]int)
-		buf     []Candidate
+		buf     []supply.Candidate
 		first   = make([]int, len(rides)+1) // edges of ride i are edges[first[i]:first[i+1]]
 	)
 	for i := range rides {
@@ -149,7 +152,7 @@ func (e *Engine) matchRound(ctx context.Context, rides []Ride, now time.Time) (l
 		if len(r.Declined) > 0 {
 			skip = r.hasDeclined
 		}
-		buf = e.supply.Nearest(r.Pickup, e.Config.Candidates, e.Config.MaxRadiusM, skip, buf)
+		buf = e.supply.Nearest(supply.Point(r.Pickup), e.Config.Candidates, e.Config.MaxRadiusM, skip, buf)
 		for _, c := range buf {
 			j, ok := index[c.DriverID]
 			if !ok {
@@ -157,12 +160,12 @@ func (e *Engine) matchRound(ctx context.Context, rides []Ride, now time.Time) (l
 				index[c.DriverID] = j
 				drivers = append(drivers, c)
 			}
-			edges = append(edges, Edge{Ride: i, Driver: j, Cost: c.DistanceM})
+			edges = append(edges, assign.Edge{Ride: i, Driver: j, Cost: c.DistanceM})
 		}
 	}
 	first[len(rides)] = len(edges)
 	var errs []error
-	for i, j := range Assign(len(rides), len(drivers), edges) {
+	for i, j := range assign.Solve(len(rides), len(drivers), edges) {
 		r := rides[i]
 		if j < 0 {
 			left = append(left, r)

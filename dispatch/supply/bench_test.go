@@ -1,4 +1,4 @@
-package dispatch_test
+package supply_test
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 
 	h3 "github.com/uber/h3-go/v4"
 
-	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // supplyBenchDrivers is the fleet size of the supply benchmarks: a busy evening in
@@ -18,12 +18,12 @@ const supplyBenchDrivers = 100_000
 
 // newSupplyBenchIndex is an index at resolution 9 holding supplyBenchDrivers
 // available drivers spread uniformly over Seoul, with their IDs and positions.
-func newSupplyBenchIndex(tb testing.TB) (*dispatch.SupplyIndex, []string, []dispatch.Point) {
+func newSupplyBenchIndex(tb testing.TB) (*supply.Index, []string, []supply.Point) {
 	tb.Helper()
 	rng := rand.New(rand.NewPCG(2026, 9))
-	x := dispatch.NewSupplyIndex(9)
+	x := supply.New(9)
 	ids := make([]string, supplyBenchDrivers)
-	at := make([]dispatch.Point, supplyBenchDrivers)
+	at := make([]supply.Point, supplyBenchDrivers)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("driver-%06d", i)
 		at[i] = supplySeoul.random(rng)
@@ -62,11 +62,11 @@ func BenchmarkSupplyMove(b *testing.B) {
 	b.Run("same-cell", func(b *testing.B) {
 		// Two points a metre either side of each driver's cell centre.
 		const n = 4096
-		var from, to [n]dispatch.Point
+		var from, to [n]supply.Point
 		for j := range n {
 			ll := h3.CellToLatLng(h3.LatLngToCell(h3.NewLatLng(at[j].Lat, at[j].Lng), 9))
-			from[j] = dispatch.Point{Lat: ll.Lat - 0.00001, Lng: ll.Lng}
-			to[j] = dispatch.Point{Lat: ll.Lat + 0.00001, Lng: ll.Lng}
+			from[j] = supply.Point{Lat: ll.Lat - 0.00001, Lng: ll.Lng}
+			to[j] = supply.Point{Lat: ll.Lat + 0.00001, Lng: ll.Lng}
 			x.Upsert(ids[j], from[j])
 		}
 		supplyBenchAlternate(b, x, ids, from[:], to[:])
@@ -76,10 +76,10 @@ func BenchmarkSupplyMove(b *testing.B) {
 		// Each driver hops 700 m north and back: always a new cell, which
 		// nearly always holds other drivers already.
 		const n = 4096
-		var from, to [n]dispatch.Point
+		var from, to [n]supply.Point
 		for j := range n {
 			from[j] = at[j]
-			to[j] = dispatch.Point{Lat: at[j].Lat + 0.0063, Lng: at[j].Lng}
+			to[j] = supply.Point{Lat: at[j].Lat + 0.0063, Lng: at[j].Lng}
 			x.Upsert(ids[j], from[j])
 		}
 		supplyBenchAlternate(b, x, ids, from[:], to[:])
@@ -88,7 +88,7 @@ func BenchmarkSupplyMove(b *testing.B) {
 
 // supplyBenchAlternate moves driver ids[j] to to[j] and back to from[j], one driver
 // per iteration, round after round.
-func supplyBenchAlternate(b *testing.B, x *dispatch.SupplyIndex, ids []string, from, to []dispatch.Point) {
+func supplyBenchAlternate(b *testing.B, x *supply.Index, ids []string, from, to []supply.Point) {
 	b.ReportAllocs()
 	n := len(from)
 	i := 0
@@ -112,12 +112,12 @@ func BenchmarkSupplyNearest10(b *testing.B) {
 	x, _, _ := newSupplyBenchIndex(b)
 	rng := rand.New(rand.NewPCG(3, 3))
 	const queries = 1 << 14
-	pts := make([]dispatch.Point, queries)
+	pts := make([]supply.Point, queries)
 	for i := range pts {
 		pts[i] = supplySeoul.random(rng)
 	}
 	lat := make([]time.Duration, b.N)
-	var dst []dispatch.Candidate
+	var dst []supply.Candidate
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {

@@ -1,4 +1,4 @@
-package dispatch_test
+package supply_test
 
 import (
 	"cmp"
@@ -14,6 +14,7 @@ import (
 	h3 "github.com/uber/h3-go/v4"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // supplySeoul is the box the Seoul fleets and queries are drawn from.
@@ -23,7 +24,7 @@ var supplySeoul = supplyBox{37.45, 37.70, 126.80, 127.18}
 // antimeridian.
 type supplyBox struct{ minLat, maxLat, minLng, maxLng float64 }
 
-func (b supplyBox) random(rng *rand.Rand) dispatch.Point {
+func (b supplyBox) random(rng *rand.Rand) supply.Point {
 	lat := b.minLat + rng.Float64()*(b.maxLat-b.minLat)
 	width := b.maxLng - b.minLng
 	if width < 0 {
@@ -33,22 +34,22 @@ func (b supplyBox) random(rng *rand.Rand) dispatch.Point {
 	if lng > 180 {
 		lng -= 360
 	}
-	return dispatch.Point{Lat: lat, Lng: lng}
+	return supply.Point{Lat: lat, Lng: lng}
 }
 
 // supplyFleet is an index together with the plain map it must agree with.
 type supplyFleet struct {
-	idx *dispatch.SupplyIndex
-	at  map[string]dispatch.Point
+	idx *supply.Index
+	at  map[string]supply.Point
 }
 
 func newSupplyFleet(res int) *supplyFleet {
-	return &supplyFleet{idx: dispatch.NewSupplyIndex(res), at: make(map[string]dispatch.Point)}
+	return &supplyFleet{idx: supply.New(res), at: make(map[string]supply.Point)}
 }
 
-func (f *supplyFleet) upsert(tb testing.TB, id string, p dispatch.Point) {
+func (f *supplyFleet) upsert(tb testing.TB, id string, p supply.Point) {
 	tb.Helper()
-	if err := p.Validate(); err != nil {
+	if err := dispatch.Point(p).Validate(); err != nil {
 		tb.Fatalf("test fleet: %v", err)
 	}
 	f.idx.Upsert(id, p)
@@ -56,12 +57,12 @@ func (f *supplyFleet) upsert(tb testing.TB, id string, p dispatch.Point) {
 }
 
 // ranked is every driver ranked by distance from p, ties by ID.
-func (f *supplyFleet) ranked(p dispatch.Point) []dispatch.Candidate {
-	all := make([]dispatch.Candidate, 0, len(f.at))
+func (f *supplyFleet) ranked(p supply.Point) []supply.Candidate {
+	all := make([]supply.Candidate, 0, len(f.at))
 	for id, at := range f.at {
-		all = append(all, dispatch.Candidate{DriverID: id, Location: at, DistanceM: dispatch.DistanceM(p, at)})
+		all = append(all, supply.Candidate{DriverID: id, Location: at, DistanceM: supply.DistanceM(p, at)})
 	}
-	slices.SortFunc(all, func(a, b dispatch.Candidate) int {
+	slices.SortFunc(all, func(a, b supply.Candidate) int {
 		if c := cmp.Compare(a.DistanceM, b.DistanceM); c != 0 {
 			return c
 		}
@@ -71,8 +72,8 @@ func (f *supplyFleet) ranked(p dispatch.Point) []dispatch.Candidate {
 }
 
 // supplyPick is the brute-force answer from a ranking.
-func supplyPick(ranked []dispatch.Candidate, k int, maxR float64, skip func(string) bool) []dispatch.Candidate {
-	var out []dispatch.Candidate
+func supplyPick(ranked []supply.Candidate, k int, maxR float64, skip func(string) bool) []supply.Candidate {
+	var out []supply.Candidate
 	for _, c := range ranked {
 		if len(out) >= k || !(c.DistanceM <= maxR) {
 			break
@@ -85,17 +86,17 @@ func supplyPick(ranked []dispatch.Candidate, k int, maxR float64, skip func(stri
 }
 
 // brute is the reference answer: every driver ranked by distance.
-func (f *supplyFleet) brute(p dispatch.Point, k int, maxR float64, skip func(string) bool) []dispatch.Candidate {
+func (f *supplyFleet) brute(p supply.Point, k int, maxR float64, skip func(string) bool) []supply.Candidate {
 	return supplyPick(f.ranked(p), k, maxR, skip)
 }
 
 // check asserts that Nearest and brute force agree exactly.
-func (f *supplyFleet) check(tb testing.TB, p dispatch.Point, k int, maxR float64, skip func(string) bool) {
+func (f *supplyFleet) check(tb testing.TB, p supply.Point, k int, maxR float64, skip func(string) bool) {
 	tb.Helper()
 	f.checkRanked(tb, f.ranked(p), p, k, maxR, skip)
 }
 
-func (f *supplyFleet) checkRanked(tb testing.TB, ranked []dispatch.Candidate, p dispatch.Point, k int, maxR float64, skip func(string) bool) {
+func (f *supplyFleet) checkRanked(tb testing.TB, ranked []supply.Candidate, p supply.Point, k int, maxR float64, skip func(string) bool) {
 	tb.Helper()
 	got := f.idx.Nearest(p, k, maxR, skip, nil)
 	if want := supplyPick(ranked, k, maxR, skip); !slices.Equal(got, want) {
@@ -103,7 +104,7 @@ func (f *supplyFleet) checkRanked(tb testing.TB, ranked []dispatch.Candidate, p 
 	}
 }
 
-func supplyBrief(cs []dispatch.Candidate) string {
+func supplyBrief(cs []supply.Candidate) string {
 	var sb strings.Builder
 	for i, c := range cs {
 		if i == 12 {
@@ -116,19 +117,19 @@ func supplyBrief(cs []dispatch.Candidate) string {
 }
 
 // supplyNear is a point within about radiusM of c, uniform over the disc.
-func supplyNear(rng *rand.Rand, c dispatch.Point, radiusM float64) dispatch.Point {
+func supplyNear(rng *rand.Rand, c supply.Point, radiusM float64) supply.Point {
 	r := radiusM * math.Sqrt(rng.Float64())
 	theta := 2 * math.Pi * rng.Float64()
 	const mPerDeg = 111195.0
 	lat := c.Lat + r*math.Cos(theta)/mPerDeg
 	cos := max(math.Cos(lat*math.Pi/180), 1e-6)
 	lng := c.Lng + r*math.Sin(theta)/(mPerDeg*cos)
-	return dispatch.Point{Lat: max(-90, min(90, lat)), Lng: math.Remainder(lng, 360)}
+	return supply.Point{Lat: max(-90, min(90, lat)), Lng: math.Remainder(lng, 360)}
 }
 
 // supplyEdgePoint is a point on, or within a hair of, the boundary of the cell holding
 // p: a vertex or a point along an edge.
-func supplyEdgePoint(rng *rand.Rand, p dispatch.Point, res int) dispatch.Point {
+func supplyEdgePoint(rng *rand.Rand, p supply.Point, res int) supply.Point {
 	bd := h3.CellToBoundary(h3.LatLngToCell(h3.NewLatLng(p.Lat, p.Lng), res))
 	i := rng.IntN(len(bd))
 	a, b := bd[i], bd[(i+1)%len(bd)]
@@ -137,25 +138,25 @@ func supplyEdgePoint(rng *rand.Rand, p dispatch.Point, res int) dispatch.Point {
 		t = rng.Float64()
 	}
 	hair := (rng.Float64() - 0.5) * 1e-9 // degrees: about 0.1 mm either side
-	return dispatch.Point{Lat: a.Lat + t*(b.Lat-a.Lat) + hair, Lng: a.Lng + t*(b.Lng-a.Lng) - hair}
+	return supply.Point{Lat: a.Lat + t*(b.Lat-a.Lat) + hair, Lng: a.Lng + t*(b.Lng-a.Lng) - hair}
 }
 
-func supplyPentagon(res, i int) dispatch.Point {
+func supplyPentagon(res, i int) supply.Point {
 	ll := h3.CellToLatLng(h3.Pentagons(res)[i])
-	return dispatch.Point{Lat: ll.Lat, Lng: ll.Lng}
+	return supply.Point{Lat: ll.Lat, Lng: ll.Lng}
 }
 
 // TestSupplyNearestMatchesBruteForce builds random fleets and checks Nearest
 // against brute force for many query points, k and radii, before and after moving
 // every driver.
 func TestSupplyNearestMatchesBruteForce(t *testing.T) {
-	type place func(rng *rand.Rand) dispatch.Point
-	inBox := func(b supplyBox) place { return func(rng *rand.Rand) dispatch.Point { return b.random(rng) } }
+	type place func(rng *rand.Rand) supply.Point
+	inBox := func(b supplyBox) place { return func(rng *rand.Rand) supply.Point { return b.random(rng) } }
 	onEdges := func(b supplyBox, res int) place {
-		return func(rng *rand.Rand) dispatch.Point { return supplyEdgePoint(rng, b.random(rng), res) }
+		return func(rng *rand.Rand) supply.Point { return supplyEdgePoint(rng, b.random(rng), res) }
 	}
 	nearPentagons := func(res int, which ...int) place {
-		return func(rng *rand.Rand) dispatch.Point {
+		return func(rng *rand.Rand) supply.Point {
 			return supplyNear(rng, supplyPentagon(res, which[rng.IntN(len(which))]), 3000)
 		}
 	}
@@ -173,7 +174,7 @@ func TestSupplyNearestMatchesBruteForce(t *testing.T) {
 		{"cell edges", 9, 3000, onEdges(supplySeoul, 9), onEdges(supplySeoul, 9), 20},
 		{"cell edges res 10", 10, 3000, onEdges(supplySeoul, 10), onEdges(supplySeoul, 10), 20},
 		{"pentagons res 9", 9, 3000, nearPentagons(9, 0, 3, 6, 9, 11), nearPentagons(9, 0, 3, 6, 9, 11), 200},
-		{"pentagon edges", 9, 1000, func(rng *rand.Rand) dispatch.Point {
+		{"pentagon edges", 9, 1000, func(rng *rand.Rand) supply.Point {
 			return supplyEdgePoint(rng, supplyNear(rng, supplyPentagon(9, 4), 800), 9)
 		}, nearPentagons(9, 4), 100},
 		{"pentagons res 7", 7, 1000, nearPentagons(7, 1, 5, 10), nearPentagons(7, 1, 5, 10), 500},
@@ -218,7 +219,7 @@ func TestSupplyNearestMatchesBruteForce(t *testing.T) {
 				if !f.idx.Move(id, q) {
 					t.Fatalf("Move(%s) = false for an indexed driver", id)
 				}
-				if err := q.Validate(); err != nil {
+				if err := dispatch.Point(q).Validate(); err != nil {
 					t.Fatalf("test fleet: %v", err)
 				}
 				f.at[id] = q
@@ -234,9 +235,9 @@ func TestSupplyNearestMatchesBruteForce(t *testing.T) {
 // TestSupplyBasics covers the bookkeeping: Move of an absent driver, Remove, Upsert
 // twice, Location, Len and resolutions.
 func TestSupplyBasics(t *testing.T) {
-	a := dispatch.Point{Lat: 37.5665, Lng: 126.9780}
-	b := dispatch.Point{Lat: 37.4979, Lng: 127.0276} // about 7 km away
-	x := dispatch.NewSupplyIndex(9)
+	a := supply.Point{Lat: 37.5665, Lng: 126.9780}
+	b := supply.Point{Lat: 37.4979, Lng: 127.0276} // about 7 km away
+	x := supply.New(9)
 
 	if x.Move("ghost", a) {
 		t.Error("Move of an absent driver = true")
@@ -281,7 +282,7 @@ func TestSupplyBasics(t *testing.T) {
 	}
 
 	for _, tt := range []struct{ in, want int }{{0, 0}, {7, 7}, {9, 9}, {15, 15}, {-1, 9}, {16, 9}} {
-		if got := dispatch.NewSupplyIndex(tt.in).Resolution(); got != tt.want {
+		if got := supply.New(tt.in).Resolution(); got != tt.want {
 			t.Errorf("NewSupplyIndex(%d).Resolution() = %d, want %d", tt.in, got, tt.want)
 		}
 	}
@@ -312,7 +313,7 @@ func TestSupplyNearestEdgeCases(t *testing.T) {
 
 	tests := []struct {
 		name string
-		p    dispatch.Point
+		p    supply.Point
 		k    int
 		r    float64
 		skip func(string) bool
@@ -321,7 +322,7 @@ func TestSupplyNearestEdgeCases(t *testing.T) {
 		{"k=0", p, 0, 3000, nil, 0},
 		{"k<0", p, -3, 3000, nil, 0},
 		{"radius 0 on a driver", p, 5, 0, nil, 1},
-		{"radius 0 off every driver", dispatch.Point{Lat: 37.6, Lng: 127.1}, 5, 0, nil, 0},
+		{"radius 0 off every driver", supply.Point{Lat: 37.6, Lng: 127.1}, 5, 0, nil, 0},
 		{"negative radius", p, 5, -1, nil, 0},
 		{"NaN radius", p, 5, math.NaN(), nil, 0},
 		{"infinite radius", p, 600, math.Inf(1), nil, 500},
@@ -329,14 +330,14 @@ func TestSupplyNearestEdgeCases(t *testing.T) {
 		{"skip odd", p, 10, 3000, odd, 10},
 		{"skip all", p, 10, 3000, all, 0},
 		{"skip most", p, 20, math.Inf(1), once, 20},
-		{"NaN point", dispatch.Point{Lat: math.NaN(), Lng: 127}, 5, 3000, nil, 0},
-		{"latitude out of range", dispatch.Point{Lat: 91, Lng: 127}, 5, 3000, nil, 0},
+		{"NaN point", supply.Point{Lat: math.NaN(), Lng: 127}, 5, 3000, nil, 0},
+		{"latitude out of range", supply.Point{Lat: 91, Lng: 127}, 5, 3000, nil, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clear(calls)
 			strict = true
-			dst := []dispatch.Candidate{{DriverID: "stale"}}
+			dst := []supply.Candidate{{DriverID: "stale"}}
 			res := f.idx.Nearest(tt.p, tt.k, tt.r, tt.skip, dst)
 			strict = false
 			if len(res) != tt.want {
@@ -345,7 +346,7 @@ func TestSupplyNearestEdgeCases(t *testing.T) {
 			if len(res) > 0 && res[0].DriverID == "stale" && tt.want > 0 {
 				t.Fatal("dst was not reset")
 			}
-			if tt.p.Validate() == nil && tt.k > 0 && tt.r >= 0 {
+			if dispatch.Point(tt.p).Validate() == nil && tt.k > 0 && tt.r >= 0 {
 				if want := f.brute(tt.p, tt.k, tt.r, tt.skip); !slices.Equal(res, want) {
 					t.Fatalf("got %v\nwant %v", supplyBrief(res), supplyBrief(want))
 				}
@@ -359,8 +360,8 @@ func TestSupplyNearestEdgeCases(t *testing.T) {
 	}
 
 	t.Run("invalid driver point", func(t *testing.T) {
-		x := dispatch.NewSupplyIndex(9)
-		bad := dispatch.Point{Lat: math.NaN(), Lng: math.NaN()}
+		x := supply.New(9)
+		bad := supply.Point{Lat: math.NaN(), Lng: math.NaN()}
 		x.Upsert("nan", bad)
 		x.Upsert("ok", p)
 		if x.Len() != 2 {
@@ -381,7 +382,7 @@ func TestSupplyNearestEdgeCases(t *testing.T) {
 // TestSupplyMoveWithinCellAllocatesNothing checks the hot path: a location update
 // that stays in the driver's cell.
 func TestSupplyMoveWithinCellAllocatesNothing(t *testing.T) {
-	x := dispatch.NewSupplyIndex(9)
+	x := supply.New(9)
 	rng := rand.New(rand.NewPCG(3, 3))
 	for n := range 1000 {
 		x.Upsert(fmt.Sprintf("d%03d", n), supplySeoul.random(rng))
@@ -389,12 +390,12 @@ func TestSupplyMoveWithinCellAllocatesNothing(t *testing.T) {
 	// Jitter of a metre around the centre of d007's cell never leaves it.
 	p, _ := x.Location("d007")
 	ll := h3.CellToLatLng(h3.LatLngToCell(h3.NewLatLng(p.Lat, p.Lng), 9))
-	c := dispatch.Point{Lat: ll.Lat, Lng: ll.Lng}
+	c := supply.Point{Lat: ll.Lat, Lng: ll.Lng}
 	x.Upsert("d007", c)
 	i := 0
 	allocs := testing.AllocsPerRun(1000, func() {
 		i++
-		if !x.Move("d007", dispatch.Point{Lat: c.Lat + float64(i%7)*1e-6, Lng: c.Lng - float64(i%5)*1e-6}) {
+		if !x.Move("d007", supply.Point{Lat: c.Lat + float64(i%7)*1e-6, Lng: c.Lng - float64(i%5)*1e-6}) {
 			t.Fatal("Move = false")
 		}
 	})
@@ -406,14 +407,14 @@ func TestSupplyMoveWithinCellAllocatesNothing(t *testing.T) {
 // TestSupplyConcurrent runs writers and readers together (meant for -race) and then
 // checks the index against what the writers did.
 func TestSupplyConcurrent(t *testing.T) {
-	x := dispatch.NewSupplyIndex(9)
+	x := supply.New(9)
 	const writers, perWriter, rounds = 4, 200, 300
-	final := make([]map[string]dispatch.Point, writers)
+	final := make([]map[string]supply.Point, writers)
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 1))
-			at := make(map[string]dispatch.Point)
+			at := make(map[string]supply.Point)
 			for n := range perWriter {
 				id := fmt.Sprintf("w%d-%03d", w, n)
 				at[id] = supplySeoul.random(rng)
@@ -445,13 +446,13 @@ func TestSupplyConcurrent(t *testing.T) {
 	for r := range 2 {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(99, uint64(r)))
-			var dst []dispatch.Candidate
+			var dst []supply.Candidate
 			skip := func(id string) bool { return strings.HasSuffix(id, "7") }
 			for range rounds {
 				p := supplySeoul.random(rng)
 				dst = x.Nearest(p, 10, 5000, skip, dst)
 				for i, c := range dst {
-					if c.DistanceM > 5000 || skip(c.DriverID) || c.DistanceM != dispatch.DistanceM(p, c.Location) {
+					if c.DistanceM > 5000 || skip(c.DriverID) || c.DistanceM != supply.DistanceM(p, c.Location) {
 						t.Errorf("bad candidate %+v", c)
 					}
 					if i > 0 && dst[i-1].DistanceM > c.DistanceM {

@@ -1,4 +1,4 @@
-package dispatch_test
+package assign_test
 
 import (
 	"fmt"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/assign"
 )
 
 // Seoul's bounding box, as used by the benchmarks and the quality report.
@@ -25,7 +26,7 @@ func BenchmarkAssignBatch200(b *testing.B) {
 	rng := rand.New(rand.NewPCG(1, 1))
 	drivers := assignUniformPoints(rng, 100_000)
 	rides := assignUniformPoints(rng, 200)
-	benchmarkAssign(b, dispatch.Assign, rides, drivers)
+	benchmarkAssign(b, assign.Solve, rides, drivers)
 }
 
 // BenchmarkAssignBatch200Hotspot is the contended case: 200 requests and 300 drivers in
@@ -37,7 +38,7 @@ func BenchmarkAssignBatch200Hotspot(b *testing.B) {
 			rng := rand.New(rand.NewPCG(2, 2))
 			drivers := assignSquarePoints(rng, nDrivers, assignGangnam, 1000)
 			rides := assignSquarePoints(rng, 200, assignGangnam, 1000)
-			benchmarkAssign(b, dispatch.Assign, rides, drivers)
+			benchmarkAssign(b, assign.Solve, rides, drivers)
 		})
 	}
 }
@@ -55,8 +56,8 @@ func BenchmarkAssignScale(b *testing.B) {
 		surgeRides := assignSeoulRequests(rng, n)
 		for _, s := range []struct {
 			name string
-			f    func(int, int, []dispatch.Edge) []int
-		}{{"optimal", dispatch.AssignOptimal}, {"greedy", dispatch.AssignGreedy}} {
+			f    func(int, int, []assign.Edge) []int
+		}{{"optimal", assign.Optimal}, {"greedy", assign.Greedy}} {
 			b.Run(fmt.Sprintf("city/rides=%d/%s", n, s.name), func(b *testing.B) {
 				benchmarkAssign(b, s.f, cityRides, city)
 			})
@@ -80,27 +81,27 @@ func BenchmarkAssignCandidates(b *testing.B) {
 			name = "k=all"
 		}
 		b.Run(name, func(b *testing.B) {
-			benchmarkAssignK(b, dispatch.AssignOptimal, rides, drivers, k)
+			benchmarkAssignK(b, assign.Optimal, rides, drivers, k)
 		})
 	}
 }
 
-// benchmarkAssign times assign on the 10-nearest-within-3-km edges of rides to drivers
+// benchmarkAssign times solve on the 10-nearest-within-3-km edges of rides to drivers
 // and reports how many rides it served and their mean pickup distance.
-func benchmarkAssign(b *testing.B, assign func(int, int, []dispatch.Edge) []int, rides, drivers []dispatch.Point) {
+func benchmarkAssign(b *testing.B, solve func(int, int, []assign.Edge) []int, rides, drivers []dispatch.Point) {
 	b.Helper()
-	benchmarkAssignK(b, assign, rides, drivers, 10)
+	benchmarkAssignK(b, solve, rides, drivers, 10)
 }
 
 // benchmarkAssignK is benchmarkAssign with k candidates per ride.
-func benchmarkAssignK(b *testing.B, assign func(int, int, []dispatch.Edge) []int, rides, drivers []dispatch.Point, k int) {
+func benchmarkAssignK(b *testing.B, solve func(int, int, []assign.Edge) []int, rides, drivers []dispatch.Point, k int) {
 	b.Helper()
 	grid := newAssignGrid(drivers)
 	edges := grid.edges(rides, k, 3000)
 	b.ReportAllocs()
 	var got []int
 	for b.Loop() {
-		got = assign(len(rides), len(drivers), edges)
+		got = solve(len(rides), len(drivers), edges)
 	}
 	served, total := 0, 0.0
 	for r, d := range got {
@@ -203,12 +204,12 @@ func (g *assignGrid) near(p dispatch.Point, radius float64) []assignCandidate {
 }
 
 // edges links each ride to its k nearest points within radius metres.
-func (g *assignGrid) edges(rides []dispatch.Point, k int, radius float64) []dispatch.Edge {
-	var edges []dispatch.Edge
+func (g *assignGrid) edges(rides []dispatch.Point, k int, radius float64) []assign.Edge {
+	var edges []assign.Edge
 	for r, p := range rides {
 		near := g.near(p, radius)
 		for _, c := range near[:min(k, len(near))] {
-			edges = append(edges, dispatch.Edge{Ride: r, Driver: c.index, Cost: c.distM})
+			edges = append(edges, assign.Edge{Ride: r, Driver: c.index, Cost: c.distM})
 		}
 	}
 	return edges

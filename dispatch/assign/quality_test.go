@@ -1,4 +1,4 @@
-package dispatch_test
+package assign_test
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/assign"
 )
 
 // assignHubs are where Seoul's ride requests bunch up.
@@ -138,17 +139,17 @@ func TestMatchQualityReport(t *testing.T) {
 					left[i] = i
 				}
 				for range rounds {
-					var edges []dispatch.Edge
+					var edges []assign.Edge
 					for i, r := range left {
 						n := 0
 						for _, c := range grid.near(requests[r], radius) {
 							if !taken[c.index] && n < k {
-								edges = append(edges, dispatch.Edge{Ride: i, Driver: c.index, Cost: c.distM})
+								edges = append(edges, assign.Edge{Ride: i, Driver: c.index, Cost: c.distM})
 								n++
 							}
 						}
 					}
-					got := dispatch.AssignOptimal(len(left), nDrivers, edges)
+					got := assign.Optimal(len(left), nDrivers, edges)
 					var next []int
 					for i, d := range got {
 						if d < 0 {

@@ -1,4 +1,4 @@
-package dispatch_test
+package assign_test
 
 import (
 	"math"
@@ -6,12 +6,12 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/assign"
 )
 
 func TestAssignKnownCases(t *testing.T) {
 	nan, inf := math.NaN(), math.Inf(1)
-	type E = dispatch.Edge
+	type E = assign.Edge
 	tests := []struct {
 		name             string
 		nRides, nDrivers int
@@ -97,9 +97,9 @@ func TestAssignKnownCases(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for name, f := range map[string]func(int, int, []dispatch.Edge) []int{
-				"Assign":        dispatch.Assign,
-				"AssignOptimal": dispatch.AssignOptimal,
+			for name, f := range map[string]func(int, int, []assign.Edge) []int{
+				"Solve":   assign.Solve,
+				"Optimal": assign.Optimal,
 			} {
 				got := f(tt.nRides, tt.nDrivers, tt.edges)
 				if !slices.Equal(got, tt.want) {
@@ -111,7 +111,7 @@ func TestAssignKnownCases(t *testing.T) {
 			if wantGreedy == nil {
 				wantGreedy = tt.want
 			}
-			got := dispatch.AssignGreedy(tt.nRides, tt.nDrivers, tt.edges)
+			got := assign.Greedy(tt.nRides, tt.nDrivers, tt.edges)
 			if !slices.Equal(got, wantGreedy) {
 				t.Errorf("AssignGreedy = %v, want %v", got, wantGreedy)
 			}
@@ -131,7 +131,7 @@ func TestAssignOptimalMatchesBruteForce(t *testing.T) {
 	for i := range instances {
 		nRides, nDrivers := rng.IntN(8), rng.IntN(9)
 		edges := assignRandomEdges(rng, nRides, nDrivers, 0.15+0.6*rng.Float64(), i%2 == 0)
-		got := dispatch.AssignOptimal(nRides, nDrivers, edges)
+		got := assign.Optimal(nRides, nDrivers, edges)
 		n, cost := assignCheckValid(t, nRides, nDrivers, edges, got)
 		wantN, wantCost := assignBruteForce(nRides, nDrivers, edges)
 		if n != wantN || math.Abs(cost-wantCost) > 1e-6 {
@@ -140,7 +140,7 @@ func TestAssignOptimalMatchesBruteForce(t *testing.T) {
 		}
 		shuffled := slices.Clone(edges)
 		rng.Shuffle(len(shuffled), func(a, b int) { shuffled[a], shuffled[b] = shuffled[b], shuffled[a] })
-		if again := dispatch.AssignOptimal(nRides, nDrivers, shuffled); !slices.Equal(again, got) {
+		if again := assign.Optimal(nRides, nDrivers, shuffled); !slices.Equal(again, got) {
 			t.Fatalf("instance %d: result depends on edge order: %v, then %v", i, got, again)
 		}
 	}
@@ -163,17 +163,17 @@ func TestAssignOptimalMatchesDenseHungarian(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(i), 99))
-			var edges []dispatch.Edge
+			var edges []assign.Edge
 			if tt.geometric {
 				edges = assignPlanarEdges(rng, tt.nRides, tt.nDrivers, 5000, 10, 1500)
 			} else {
 				for r := range tt.nRides {
 					for range 8 {
-						edges = append(edges, dispatch.Edge{Ride: r, Driver: rng.IntN(tt.nDrivers), Cost: 3000 * rng.Float64()})
+						edges = append(edges, assign.Edge{Ride: r, Driver: rng.IntN(tt.nDrivers), Cost: 3000 * rng.Float64()})
 					}
 				}
 			}
-			got := dispatch.AssignOptimal(tt.nRides, tt.nDrivers, edges)
+			got := assign.Optimal(tt.nRides, tt.nDrivers, edges)
 			n, cost := assignCheckValid(t, tt.nRides, tt.nDrivers, edges, got)
 			wantN, wantCost := assignDenseHungarian(tt.nRides, tt.nDrivers, edges)
 			if n != wantN || math.Abs(cost-wantCost) > 1e-6*max(1, wantCost) {
@@ -189,7 +189,7 @@ func TestAssignGreedy(t *testing.T) {
 	for i := range 300 {
 		nRides, nDrivers := 1+rng.IntN(40), 1+rng.IntN(40)
 		edges := assignRandomEdges(rng, nRides, nDrivers, 0.2*rng.Float64(), true)
-		got := dispatch.AssignGreedy(nRides, nDrivers, edges)
+		got := assign.Greedy(nRides, nDrivers, edges)
 		gotN, gotCost := assignCheckValid(t, nRides, nDrivers, edges, got)
 
 		// Greedy is maximal: no usable edge joins a free ride to a free driver.
@@ -203,7 +203,7 @@ func TestAssignGreedy(t *testing.T) {
 			}
 		}
 		// Within factor 2 of the optimum's cardinality (any maximal matching is), never more.
-		optN, optCost := assignCheckValid(t, nRides, nDrivers, edges, dispatch.AssignOptimal(nRides, nDrivers, edges))
+		optN, optCost := assignCheckValid(t, nRides, nDrivers, edges, assign.Optimal(nRides, nDrivers, edges))
 		if gotN > optN || 2*gotN < optN || (gotN == optN && gotCost < optCost-1e-6) {
 			t.Fatalf("instance %d: greedy %d rides at %.3f m, optimal %d at %.3f m", i, gotN, gotCost, optN, optCost)
 		}
@@ -212,19 +212,19 @@ func TestAssignGreedy(t *testing.T) {
 
 func TestAssignFallsBackToGreedyAboveMaxOptimalBatch(t *testing.T) {
 	// The greedy trap from TestAssignKnownCases, padded with rides that have no edges.
-	trap := []dispatch.Edge{{0, 0, 1}, {0, 1, 2}, {1, 0, 2}, {1, 1, 100}}
+	trap := []assign.Edge{{0, 0, 1}, {0, 1, 2}, {1, 0, 2}, {1, 1, 100}}
 	for _, tt := range []struct {
 		nRides int
 		want   []int // rides 0 and 1
 	}{
-		{dispatch.MaxOptimalBatch, []int{1, 0}},
-		{dispatch.MaxOptimalBatch + 1, []int{0, 1}},
+		{assign.MaxOptimalBatch, []int{1, 0}},
+		{assign.MaxOptimalBatch + 1, []int{0, 1}},
 	} {
-		got := dispatch.Assign(tt.nRides, 2, trap)
+		got := assign.Solve(tt.nRides, 2, trap)
 		if len(got) != tt.nRides || !slices.Equal(got[:2], tt.want) {
 			t.Errorf("Assign with %d rides: rides 0, 1 got %v, want %v", tt.nRides, got[:2], tt.want)
 		}
-		if tt.nRides > dispatch.MaxOptimalBatch && !slices.Equal(got, dispatch.AssignGreedy(tt.nRides, 2, trap)) {
+		if tt.nRides > assign.MaxOptimalBatch && !slices.Equal(got, assign.Greedy(tt.nRides, 2, trap)) {
 			t.Errorf("Assign with %d rides differs from AssignGreedy", tt.nRides)
 		}
 	}
@@ -233,8 +233,8 @@ func TestAssignFallsBackToGreedyAboveMaxOptimalBatch(t *testing.T) {
 // assignRandomEdges returns edges between random ride-driver pairs (each pair with
 // probability p). With messy set, it adds duplicates and invalid edges. Costs are often
 // small integers so that ties occur.
-func assignRandomEdges(rng *rand.Rand, nRides, nDrivers int, p float64, messy bool) []dispatch.Edge {
-	var edges []dispatch.Edge
+func assignRandomEdges(rng *rand.Rand, nRides, nDrivers int, p float64, messy bool) []assign.Edge {
+	var edges []assign.Edge
 	cost := func() float64 {
 		if rng.IntN(2) == 0 {
 			return float64(rng.IntN(6))
@@ -244,15 +244,15 @@ func assignRandomEdges(rng *rand.Rand, nRides, nDrivers int, p float64, messy bo
 	for r := range nRides {
 		for d := range nDrivers {
 			if rng.Float64() < p {
-				edges = append(edges, dispatch.Edge{Ride: r, Driver: d, Cost: cost()})
+				edges = append(edges, assign.Edge{Ride: r, Driver: d, Cost: cost()})
 				if messy && rng.IntN(5) == 0 {
-					edges = append(edges, dispatch.Edge{Ride: r, Driver: d, Cost: cost()})
+					edges = append(edges, assign.Edge{Ride: r, Driver: d, Cost: cost()})
 				}
 			}
 		}
 	}
 	if messy {
-		bad := []dispatch.Edge{
+		bad := []assign.Edge{
 			{Ride: -1, Driver: 0, Cost: 1}, {Ride: nRides, Driver: 0, Cost: 1},
 			{Ride: 0, Driver: -1, Cost: 1}, {Ride: 0, Driver: nDrivers, Cost: 1},
 			{Ride: 0, Driver: 0, Cost: -1}, {Ride: 0, Driver: 0, Cost: math.NaN()},
@@ -268,22 +268,22 @@ func assignRandomEdges(rng *rand.Rand, nRides, nDrivers int, p float64, messy bo
 
 // assignPlanarEdges scatters rides and drivers over a side×side metre square and links
 // each ride to its k nearest drivers within radius (planar distance).
-func assignPlanarEdges(rng *rand.Rand, nRides, nDrivers int, side float64, k int, radius float64) []dispatch.Edge {
+func assignPlanarEdges(rng *rand.Rand, nRides, nDrivers int, side float64, k int, radius float64) []assign.Edge {
 	type xy struct{ x, y float64 }
 	drivers := make([]xy, nDrivers)
 	for i := range drivers {
 		drivers[i] = xy{side * rng.Float64(), side * rng.Float64()}
 	}
-	var edges []dispatch.Edge
+	var edges []assign.Edge
 	for r := range nRides {
 		p := xy{side * rng.Float64(), side * rng.Float64()}
-		var near []dispatch.Edge
+		var near []assign.Edge
 		for d, q := range drivers {
 			if dist := math.Hypot(p.x-q.x, p.y-q.y); dist <= radius {
-				near = append(near, dispatch.Edge{Ride: r, Driver: d, Cost: dist})
+				near = append(near, assign.Edge{Ride: r, Driver: d, Cost: dist})
 			}
 		}
-		slices.SortFunc(near, func(a, b dispatch.Edge) int { return int(math.Copysign(1, a.Cost-b.Cost)) })
+		slices.SortFunc(near, func(a, b assign.Edge) int { return int(math.Copysign(1, a.Cost-b.Cost)) })
 		edges = append(edges, near[:min(k, len(near))]...)
 	}
 	return edges
@@ -291,8 +291,8 @@ func assignPlanarEdges(rng *rand.Rand, nRides, nDrivers int, side float64, k int
 
 // assignUsable returns the edges the solvers should use: valid, and the cheapest of
 // each (ride, driver) pair.
-func assignUsable(nRides, nDrivers int, edges []dispatch.Edge) map[[2]int]dispatch.Edge {
-	m := map[[2]int]dispatch.Edge{}
+func assignUsable(nRides, nDrivers int, edges []assign.Edge) map[[2]int]assign.Edge {
+	m := map[[2]int]assign.Edge{}
 	for _, e := range edges {
 		if e.Ride < 0 || e.Ride >= nRides || e.Driver < 0 || e.Driver >= nDrivers ||
 			!(e.Cost >= 0) || math.IsInf(e.Cost, 0) || e.Cost > 1e9 {
@@ -308,7 +308,7 @@ func assignUsable(nRides, nDrivers int, edges []dispatch.Edge) map[[2]int]dispat
 
 // assignCheckValid fails the test unless got is a valid assignment using only usable
 // edges, and returns the number of assigned rides and their total cost.
-func assignCheckValid(tb testing.TB, nRides, nDrivers int, edges []dispatch.Edge, got []int) (int, float64) {
+func assignCheckValid(tb testing.TB, nRides, nDrivers int, edges []assign.Edge, got []int) (int, float64) {
 	tb.Helper()
 	if len(got) != max(nRides, 0) {
 		tb.Fatalf("got %d results for %d rides", len(got), nRides)
@@ -339,8 +339,8 @@ func assignCheckValid(tb testing.TB, nRides, nDrivers int, edges []dispatch.Edge
 
 // assignBruteForce tries every assignment and returns the most rides served and, for
 // that number, the least total cost.
-func assignBruteForce(nRides, nDrivers int, edges []dispatch.Edge) (int, float64) {
-	byRide := make([][]dispatch.Edge, max(nRides, 0))
+func assignBruteForce(nRides, nDrivers int, edges []assign.Edge) (int, float64) {
+	byRide := make([][]assign.Edge, max(nRides, 0))
 	for _, e := range assignUsable(nRides, nDrivers, edges) {
 		byRide[e.Ride] = append(byRide[e.Ride], e)
 	}
@@ -370,7 +370,7 @@ func assignBruteForce(nRides, nDrivers int, edges []dispatch.Edge) (int, float64
 // assignDenseHungarian solves the same problem with the O(n^2 m) Hungarian method on a
 // dense matrix: nRides rows; nDrivers driver columns (missing edges cost a prohibitive
 // price) plus nRides "unassigned" columns at a price above all real costs together.
-func assignDenseHungarian(nRides, nDrivers int, edges []dispatch.Edge) (int, float64) {
+func assignDenseHungarian(nRides, nDrivers int, edges []assign.Edge) (int, float64) {
 	usable := assignUsable(nRides, nDrivers, edges)
 	total := 0.0
 	for _, e := range usable {

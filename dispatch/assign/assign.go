@@ -1,4 +1,7 @@
-package dispatch
+// Package assign solves one matching batch: which ride goes to which driver, given the
+// pickup distance of each candidate pair. It knows nothing of rides or drivers beyond
+// their indexes in the batch.
+package assign
 
 import (
 	"cmp"
@@ -13,36 +16,36 @@ type Edge struct {
 	Cost         float64
 }
 
-// MaxOptimalBatch is the batch size (number of rides) above which Assign falls back to
-// AssignGreedy, so that one matching tick stays within a few milliseconds.
+// MaxOptimalBatch is the batch size (number of rides) above which Solve falls back to
+// Greedy, so that one matching tick stays within a few milliseconds.
 //
 // Measured with 10 candidates per ride on one core of a 2.6 GHz AMD EPYC
-// (docs/perf-assign.md), AssignOptimal takes about 0.2 ms for 200 rides, 2.3 ms for
+// (docs/perf-assign.md), Optimal takes about 0.2 ms for 200 rides, 2.3 ms for
 // 2,000 rides spread over Seoul and about 5 ms for 2,000 rides bunched around four hubs
 // with 2,000 drivers in all, where most rides compete for the same drivers; 4,000 such
 // rides take 8-11 ms. Its cost grows faster than the number of edges where rides
 // contend (each ride that ends up unserved searches its whole contended
-// neighbourhood), whereas AssignGreedy stays O(E log E), about 2.3 ms for 20,000 edges.
+// neighbourhood), whereas Greedy stays O(E log E), about 2.3 ms for 20,000 edges.
 // The bound assumes short candidate lists: 40 candidates per ride already cost 35-50 ms
 // at 1,800 contended rides.
 const MaxOptimalBatch = 2000
 
-// maxAssignCost bounds usable edge costs (1e9 m, 25 times round the earth) so the
+// maxCost bounds usable edge costs (1e9 m, 25 times round the earth) so the
 // solver's sums stay exact enough in float64; no pickup comes near it.
-const maxAssignCost = 1e9
+const maxCost = 1e9
 
-// Assign returns, for each ride 0..nRides-1, the index of its driver or -1. Each driver
+// Solve returns, for each ride 0..nRides-1, the index of its driver or -1. Each driver
 // serves at most one ride. For nRides <= MaxOptimalBatch the result is optimal: as many
 // rides as possible are assigned and, among such assignments, total Cost is lowest;
-// above it Assign uses AssignGreedy.
-func Assign(nRides, nDrivers int, edges []Edge) []int {
+// above it Solve uses Greedy.
+func Solve(nRides, nDrivers int, edges []Edge) []int {
 	if nRides > MaxOptimalBatch {
-		return AssignGreedy(nRides, nDrivers, edges)
+		return Greedy(nRides, nDrivers, edges)
 	}
-	return AssignOptimal(nRides, nDrivers, edges)
+	return Optimal(nRides, nDrivers, edges)
 }
 
-// AssignOptimal is Assign's exact solver: maximum number of assigned rides first, then
+// Optimal is Solve's exact solver: maximum number of assigned rides first, then
 // minimum total Cost. Its work depends on len(edges), not on nRides*nDrivers, and its
 // result depends only on the set of edges, not on their order.
 //
@@ -50,13 +53,13 @@ func Assign(nRides, nDrivers int, edges []Edge) []int {
 // sparse form of the Hungarian / Jonker–Volgenant method). Each ride also has a private
 // "unassigned" option costing more than all real edges together, so every ride is
 // matched to something and a smaller total means more real assignments first.
-func AssignOptimal(nRides, nDrivers int, edges []Edge) []int {
-	out := assignNone(nRides)
-	g := newAssignGraph(nRides, nDrivers, edges)
+func Optimal(nRides, nDrivers int, edges []Edge) []int {
+	out := none(nRides)
+	g := newGraph(nRides, nDrivers, edges)
 	if len(g.edges) == 0 {
 		return out
 	}
-	s := newAssignSolver(g)
+	s := newSolver(g)
 	s.solve()
 	for r, c := range s.rowCol {
 		if int(c) < len(g.drivers) {
@@ -66,14 +69,14 @@ func AssignOptimal(nRides, nDrivers int, edges []Edge) []int {
 	return out
 }
 
-// AssignGreedy takes edges cheapest first, skipping a ride or driver already taken: a
-// bounded O(E log E) fallback for batches too large for AssignOptimal. Ties are broken by
+// Greedy takes edges cheapest first, skipping a ride or driver already taken: a
+// bounded O(E log E) fallback for batches too large for Optimal. Ties are broken by
 // ride, then driver index, so the result does not depend on the order of edges.
-func AssignGreedy(nRides, nDrivers int, edges []Edge) []int {
-	out := assignNone(nRides)
+func Greedy(nRides, nDrivers int, edges []Edge) []int {
+	out := none(nRides)
 	valid := make([]Edge, 0, len(edges))
 	for _, e := range edges {
-		if assignUsable(e, nRides, nDrivers) {
+		if usable(e, nRides, nDrivers) {
 			valid = append(valid, e)
 		}
 	}
@@ -102,14 +105,14 @@ func AssignGreedy(nRides, nDrivers int, edges []Edge) []int {
 	return out
 }
 
-// assignUsable reports whether e can be used: indices in range and a sane cost.
-func assignUsable(e Edge, nRides, nDrivers int) bool {
+// usable reports whether e can be used: indices in range and a sane cost.
+func usable(e Edge, nRides, nDrivers int) bool {
 	return e.Ride >= 0 && e.Ride < nRides && e.Driver >= 0 && e.Driver < nDrivers &&
-		e.Cost >= 0 && e.Cost <= maxAssignCost // false for NaN
+		e.Cost >= 0 && e.Cost <= maxCost // false for NaN
 }
 
-// assignNone returns a result with every ride unassigned.
-func assignNone(nRides int) []int {
+// none returns a result with every ride unassigned.
+func none(nRides int) []int {
 	out := make([]int, max(nRides, 0))
 	for i := range out {
 		out[i] = -1
@@ -117,28 +120,28 @@ func assignNone(nRides int) []int {
 	return out
 }
 
-// assignEdge is a usable edge between dense row and column numbers.
-type assignEdge struct {
+// edge is a usable edge between dense row and column numbers.
+type edge struct {
 	row, col int32
 	cost     float64
 }
 
-// assignGraph is the input cleaned for the solvers: usable edges only, one per (ride,
+// graph is the input cleaned for the solvers: usable edges only, one per (ride,
 // driver) pair, rides and drivers renumbered densely (rows and columns, both in index
 // order) so the solver's memory and time depend on the edges, not on nRides*nDrivers.
-type assignGraph struct {
-	edges   []assignEdge // sorted by row, then column
-	rows    []int32      // row r's edges are edges[rows[r]:rows[r+1]]
-	rides   []int        // row -> ride index
-	drivers []int        // column -> driver index
+type graph struct {
+	edges   []edge  // sorted by row, then column
+	rows    []int32 // row r's edges are edges[rows[r]:rows[r+1]]
+	rides   []int   // row -> ride index
+	drivers []int   // column -> driver index
 }
 
-func newAssignGraph(nRides, nDrivers int, edges []Edge) assignGraph {
+func newGraph(nRides, nDrivers int, edges []Edge) graph {
 	// Bucket the usable edges by ride (a counting sort, O(E + nRides)).
 	end := make([]int32, max(nRides, 0)+1)
 	n, nRows := 0, 0
 	for _, e := range edges {
-		if assignUsable(e, nRides, nDrivers) {
+		if usable(e, nRides, nDrivers) {
 			if end[e.Ride+1] == 0 {
 				nRows++
 			}
@@ -149,17 +152,17 @@ func newAssignGraph(nRides, nDrivers int, edges []Edge) assignGraph {
 	for r := 1; r < len(end); r++ {
 		end[r] += end[r-1]
 	}
-	byRide := make([]assignHalfEdge, n)
+	byRide := make([]halfEdge, n)
 	for _, e := range edges {
-		if assignUsable(e, nRides, nDrivers) {
-			byRide[end[e.Ride]] = assignHalfEdge{e.Driver, e.Cost}
+		if usable(e, nRides, nDrivers) {
+			byRide[end[e.Ride]] = halfEdge{e.Driver, e.Cost}
 			end[e.Ride]++
 		}
 	}
 	// end[r] is now where ride r's edges end, and end[r-1] where they start.
 
-	g := assignGraph{
-		edges: make([]assignEdge, 0, n),
+	g := graph{
+		edges: make([]edge, 0, n),
 		rows:  make([]int32, 0, nRows+1),
 		rides: make([]int, 0, nRows),
 	}
@@ -180,27 +183,27 @@ func newAssignGraph(nRides, nDrivers int, edges []Edge) assignGraph {
 				}
 			}
 		} else {
-			slices.SortFunc(seg, assignHalfEdge.compare)
+			slices.SortFunc(seg, halfEdge.compare)
 		}
 		row := int32(len(g.rides))
 		g.rides = append(g.rides, ride)
 		g.rows = append(g.rows, int32(len(g.edges)))
 		for i, e := range seg {
 			if i == 0 || e.driver != seg[i-1].driver {
-				g.edges = append(g.edges, assignEdge{row: row, col: -1, cost: e.cost})
+				g.edges = append(g.edges, edge{row: row, col: -1, cost: e.cost})
 				drivers = append(drivers, e.driver)
 			}
 		}
 	}
 	g.rows = append(g.rows, int32(len(g.edges)))
-	g.drivers = assignColumns(g.edges, drivers, nDrivers)
+	g.drivers = columnsOf(g.edges, drivers, nDrivers)
 	return g
 }
 
-// assignColumns numbers the drivers of edges densely in increasing driver order, sets
+// columnsOf numbers the drivers of edges densely in increasing driver order, sets
 // each edge's column and returns the column -> driver table. drivers[i] is the driver
 // of edges[i].
-func assignColumns(edges []assignEdge, drivers []int, nDrivers int) []int {
+func columnsOf(edges []edge, drivers []int, nDrivers int) []int {
 	cols := make([]int, 0, len(edges))
 	next := func(d int) int32 {
 		if len(cols) == 0 || cols[len(cols)-1] != d {
@@ -236,47 +239,47 @@ func assignColumns(edges []assignEdge, drivers []int, nDrivers int) []int {
 	return cols
 }
 
-// assignHalfEdge is an edge whose ride is known from context.
-type assignHalfEdge struct {
+// halfEdge is an edge whose ride is known from context.
+type halfEdge struct {
 	driver int
 	cost   float64
 }
 
-func (a assignHalfEdge) less(b assignHalfEdge) bool {
+func (a halfEdge) less(b halfEdge) bool {
 	return a.driver < b.driver || (a.driver == b.driver && a.cost < b.cost)
 }
 
-func (a assignHalfEdge) compare(b assignHalfEdge) int {
+func (a halfEdge) compare(b halfEdge) int {
 	if c := cmp.Compare(a.driver, b.driver); c != 0 {
 		return c
 	}
 	return cmp.Compare(a.cost, b.cost)
 }
 
-// assignSolver holds the state of one AssignOptimal run. Columns 0..nReal-1 are
+// solver holds the state of one Optimal run. Columns 0..nReal-1 are
 // drivers; column nReal+r is row r's private "unassigned" option.
 //
 // Invariants between searches: for every arc, cost - u[row] - v[col] >= 0, with
 // equality on matched arcs; v == 0 for every free column.
-type assignSolver struct {
-	arcs   []assignArc // row r's arcs are arcs[adj[r]:adj[r+1]]: its edges, then its dummy
+type solver struct {
+	arcs   []arc // row r's arcs are arcs[adj[r]:adj[r+1]]: its edges, then its dummy
 	adj    []int32
 	u      []float64 // row potentials
 	rowCol []int32   // row -> matched column, or -1
-	cols   []assignColumn
+	cols   []column
 	epoch  int32 // number of the current search
 	popped []int32
-	heap   assignHeap
+	heap   minHeap
 }
 
-// assignArc is an edge seen from its row.
-type assignArc struct {
+// arc is an edge seen from its row.
+type arc struct {
 	col  int32
 	cost float64
 }
 
-// assignColumn is a column's state, kept together for locality in the inner loop.
-type assignColumn struct {
+// column is a column's state, kept together for locality in the inner loop.
+type column struct {
 	v    float64 // potential
 	dist float64 // tentative distance in the current search, if seen == epoch
 	seen int32   // last search that reached the column
@@ -285,7 +288,7 @@ type assignColumn struct {
 	row  int32   // matched row, or -1
 }
 
-func newAssignSolver(g assignGraph) *assignSolver {
+func newSolver(g graph) *solver {
 	nRows := len(g.rides)
 	nReal := len(g.drivers)
 
@@ -297,19 +300,19 @@ func newAssignSolver(g assignGraph) *assignSolver {
 	}
 	big := 2*total + 1
 
-	s := &assignSolver{
-		arcs:   make([]assignArc, 0, len(g.edges)+nRows),
+	s := &solver{
+		arcs:   make([]arc, 0, len(g.edges)+nRows),
 		adj:    make([]int32, nRows+1),
 		u:      make([]float64, nRows),
 		rowCol: make([]int32, nRows),
-		cols:   make([]assignColumn, nReal+nRows),
+		cols:   make([]column, nReal+nRows),
 	}
 	for r := range nRows {
 		s.adj[r] = int32(len(s.arcs))
 		for _, e := range g.edges[g.rows[r]:g.rows[r+1]] {
-			s.arcs = append(s.arcs, assignArc{e.col, e.cost})
+			s.arcs = append(s.arcs, arc{e.col, e.cost})
 		}
-		s.arcs = append(s.arcs, assignArc{int32(nReal + r), big})
+		s.arcs = append(s.arcs, arc{int32(nReal + r), big})
 		s.rowCol[r] = -1
 	}
 	s.adj[nRows] = int32(len(s.arcs))
@@ -320,7 +323,7 @@ func newAssignSolver(g assignGraph) *assignSolver {
 }
 
 // solve assigns every row, to a driver or to its unassigned option, at minimum total cost.
-func (s *assignSolver) solve() {
+func (s *solver) solve() {
 	// Warm start: u[r] = the row's cheapest cost keeps every reduced cost >= 0 (v is
 	// zero); where that cheapest driver is still free, take it at once.
 	for r := range s.rowCol {
@@ -346,7 +349,7 @@ func (s *assignSolver) solve() {
 // augment finds the shortest augmenting path from the free row src (in reduced costs),
 // updates the potentials and flips the path. A path always exists: src's own
 // unassigned option is free.
-func (s *assignSolver) augment(src int32) {
+func (s *solver) augment(src int32) {
 	s.epoch++
 	s.heap = s.heap[:0]
 	s.popped = s.popped[:0]
@@ -392,7 +395,7 @@ func (s *assignSolver) augment(src int32) {
 }
 
 // relax offers the columns of row r's arcs paths through r, which is at distance d.
-func (s *assignSolver) relax(r int32, d float64) {
+func (s *solver) relax(r int32, d float64) {
 	ep := s.epoch
 	ur := s.u[r]
 	for _, a := range s.arcs[s.adj[r]:s.adj[r+1]] {
@@ -404,25 +407,25 @@ func (s *assignSolver) relax(r int32, d float64) {
 		nd := d + max(a.cost-ur-c.v, 0)
 		if c.seen != ep || nd < c.dist {
 			c.seen, c.dist, c.pred = ep, nd, r
-			s.heap.push(assignItem{d: nd, col: a.col})
+			s.heap.push(item{d: nd, col: a.col})
 		}
 	}
 }
 
-// assignItem is a tentative distance to a column; stale items are skipped when popped.
-type assignItem struct {
+// item is a tentative distance to a column; stale items are skipped when popped.
+type item struct {
 	d   float64
 	col int32
 }
 
-// assignHeap is a binary min-heap of assignItem by distance, then column.
-type assignHeap []assignItem
+// minHeap is a binary min-heap of item by distance, then column.
+type minHeap []item
 
-func (h assignItem) less(o assignItem) bool {
+func (h item) less(o item) bool {
 	return h.d < o.d || (h.d == o.d && h.col < o.col)
 }
 
-func (h *assignHeap) push(it assignItem) {
+func (h *minHeap) push(it item) {
 	*h = append(*h, it)
 	a := *h
 	i := len(a) - 1
@@ -436,7 +439,7 @@ func (h *assignHeap) push(it assignItem) {
 	}
 }
 
-func (h *assignHeap) pop() assignItem {
+func (h *minHeap) pop() item {
 	a := *h
 	top := a[0]
 	n := len(a) - 1
