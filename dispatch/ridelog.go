@@ -16,9 +16,13 @@ type RideLog interface {
 }
 
 // restore refills an empty Store (its Redis was lost or flushed, or the in-memory
-// store of a crashed process) from the log: every ride it lacks, as last logged, with
-// the drivers that active rides bind. An outstanding offer is not restored: the ride
-// searches again. A Store holding any driver or active ride is left as it is.
+// store of a crashed process) from the log: every ride it lacks, as last logged and at
+// its logged version, with the drivers that active rides bind. Versions go on from
+// there, so they only grow across a restore: a rider's event stream resumed with an
+// id from before it gets exactly the changes that followed, and the log's duplicate
+// detection (by ride and version) never mistakes a new change for an old one. An
+// outstanding offer is not restored: the ride searches again. A Store holding any
+// driver or active ride is left as it is.
 func (e *Engine) restore(ctx context.Context) error {
 	if e.Log == nil {
 		return nil
@@ -34,8 +38,8 @@ func (e *Engine) restore(ctx context.Context) error {
 		if _, err := e.Store.Ride(ctx, r.ID); !errors.Is(err, ErrRideNotFound) {
 			return err // nil when present
 		}
-		r.Version, r.Offer = 0, nil
-		tx := Tx{Rides: []Ride{r}}
+		r.Offer = nil
+		tx := Tx{Restore: []Ride{r}}
 		if !r.Status.Final() && r.Status != RideSearching && r.DriverID != "" {
 			state := DriverEnRoute
 			if r.Status == RideInProgress {

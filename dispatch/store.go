@@ -19,7 +19,7 @@ type Store interface {
 	// Commit writes every record of tx, or none. Each record's Version must equal the
 	// stored version (0: the record must not exist yet), else ErrVersionConflict; tx.Epoch
 	// must be at least the store's fence, else ErrStaleEpoch. Stored versions become
-	// Version+1.
+	// Version+1, except those of tx.Restore, which stay as they are.
 	Commit(ctx context.Context, tx Tx) error
 	// SetLocation records a driver's position without changing its version, so a
 	// location stream never makes a state change retry, and returns the driver's state.
@@ -42,4 +42,8 @@ type Tx struct {
 	Epoch   uint64
 	Drivers []Driver
 	Rides   []Ride
+	// Restore puts back rides the Store lost, as the ride log kept them: each must not
+	// exist (else ErrVersionConflict) and is stored at its own Version (at least 1),
+	// so that a ride's versions only grow across a restore. Only Engine.Open uses it.
+	Restore []Ride
 }

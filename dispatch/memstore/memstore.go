@@ -71,6 +71,11 @@ func (s *Store) Commit(_ context.Context, tx dispatch.Tx) error {
 			return dispatch.ErrVersionConflict
 		}
 	}
+	for _, r := range tx.Restore {
+		if _, ok := s.rides[r.ID]; ok {
+			return dispatch.ErrVersionConflict
+		}
+	}
 	for _, d := range tx.Drivers {
 		if old, ok := s.drivers[d.ID]; ok && old.LocatedAt.After(d.LocatedAt) {
 			// SetLocation ran after this driver was read: keep the newer position.
@@ -83,6 +88,11 @@ func (s *Store) Commit(_ context.Context, tx dispatch.Tx) error {
 	for _, r := range tx.Rides {
 		r = copyRide(r)
 		r.Version++
+		s.rides[r.ID] = r
+	}
+	for _, r := range tx.Restore {
+		r = copyRide(r)
+		r.Version = max(1, r.Version)
 		s.rides[r.ID] = r
 	}
 	return nil

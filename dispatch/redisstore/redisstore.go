@@ -126,15 +126,15 @@ func decodeRide(id string, vals []any) (dispatch.Ride, error) {
 //
 // KEYS: fence, drivers set, active set, then the n driver keys, then the m ride keys.
 // ARGV: epoch, n, then per driver (id, expected version, state, json), then per ride
-// (id, expected version, status, json, final 0/1).
+// (id, expected version, status, json, final 0/1, version to store).
 var commitScript = redis.NewScript(`
 local fence = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) < fence then return 'stale' end
 local n = tonumber(ARGV[2])
 local m = #KEYS - 3 - n
 for i = 1, n + m do
-  local stride, base
-  if i <= n then stride, base = 4, 3 + (i-1)*4 else stride, base = 5, 3 + n*4 + (i-n-1)*5 end
+  local base
+  if i <= n then base = 3 + (i-1)*4 else base = 3 + n*4 + (i-n-1)*6 end
   local cur = tonumber(redis.call('HGET', KEYS[3+i], 'v') or '0')
   if cur ~= tonumber(ARGV[base+1]) then return 'conflict' end
 end
@@ -144,8 +144,8 @@ for i = 1, n do
   redis.call('SADD', KEYS[2], ARGV[base])
 end
 for i = 1, m do
-  local base = 3 + n*4 + (i-1)*5
-  redis.call('HSET', KEYS[3+n+i], 'v', tonumber(ARGV[base+1]) + 1, 's', ARGV[base+2], 'j', ARGV[base+3])
+  local base = 3 + n*4 + (i-1)*6
+  redis.call('HSET', KEYS[3+n+i], 'v', ARGV[base+5], 's', ARGV[base+2], 'j', ARGV[base+3])
   if ARGV[base+4] == '1' then
     redis.call('SREM', KEYS[3], ARGV[base])
   else
@@ -170,8 +170,7 @@ func (s *Store) Commit(ctx context.Context, tx dispatch.Tx) error {
 		keys = append(keys, s.driverKey(d.ID))
 		args = append(args, d.ID, expected, string(d.State), j)
 	}
-	for _, r := range tx.Rides {
-		expected := r.Version
+	ride := func(r dispatch.Ride, expected, next uint64) error {
 		r.Version = 0
 		j, err := json.Marshal(r)
 		if err != nil {
@@ -182,7 +181,18 @@ func (s *Store) Commit(ctx context.Context, tx dispatch.Tx) error {
 			final = 1
 		}
 		keys = append(keys, s.rideKey(r.ID))
-		args = append(args, r.ID, expected, string(r.Status), j, final)
+		args = append(args, r.ID, expected, string(r.Status), j, final, next)
+		return nil
+	}
+	for _, r := range tx.Rides {
+		if err := ride(r, r.Version, r.Version+1); err != nil {
+			return err
+		}
+	}
+	for _, r := range tx.Restore { // must not exist; keeps its version
+		if err := ride(r, 0, max(1, r.Version)); err != nil {
+			return err
+		}
 	}
 	res, err := commitScript.Run(ctx, s.client, keys, args...).Text()
 	if err != nil {

@@ -126,6 +126,52 @@ func Run(t *testing.T, newStore func(tb testing.TB) dispatch.Store) {
 		}
 	})
 
+	t.Run("a restored ride keeps its version", func(t *testing.T) {
+		s := open(t)
+		logged := sampleRide("r-1", now)
+		logged.Status, logged.DriverID, logged.Version = dispatch.RideMatched, "d-1", 7
+		finished := sampleRide("r-2", now)
+		finished.Status, finished.Version = dispatch.RideCompleted, 12
+		bound := dispatch.Driver{ID: "d-1", State: dispatch.DriverEnRoute, RideID: "r-1"}
+		mustCommit(t, s, dispatch.Tx{Epoch: 1, Drivers: []dispatch.Driver{bound}, Restore: []dispatch.Ride{logged, finished}})
+		if got := mustRide(t, s, "r-1"); got.Version != 7 || got.Status != dispatch.RideMatched || got.DriverID != "d-1" {
+			t.Fatalf("restored ride = %+v, want matched at version 7", got)
+		}
+		if got := mustRide(t, s, "r-2"); got.Version != 12 {
+			t.Fatalf("restored finished ride at version %d, want 12", got.Version)
+		}
+		if got := mustDriver(t, s, "d-1"); got.Version != 1 || got.RideID != "r-1" {
+			t.Fatalf("driver written with the restore = %+v", got)
+		}
+		var active []string
+		_ = s.ActiveRides(ctx, func(r dispatch.Ride) error { active = append(active, r.ID); return nil })
+		if fmt.Sprint(active) != "[r-1]" {
+			t.Fatalf("active rides after the restore: %v, want [r-1]", active)
+		}
+		// Restoring a ride the store holds conflicts, and writes nothing else.
+		err := s.Commit(ctx, dispatch.Tx{Epoch: 1, Rides: []dispatch.Ride{sampleRide("r-3", now)}, Restore: []dispatch.Ride{logged}})
+		if !errors.Is(err, dispatch.ErrVersionConflict) {
+			t.Fatalf("restoring a ride present: got %v, want ErrVersionConflict", err)
+		}
+		if _, err := s.Ride(ctx, "r-3"); !errors.Is(err, dispatch.ErrRideNotFound) {
+			t.Fatalf("a failed restore wrote r-3: %v", err)
+		}
+		// Later changes carry on from the restored version.
+		r := mustRide(t, s, "r-1")
+		r.Status = dispatch.RideArrived
+		mustCommit(t, s, dispatch.Tx{Epoch: 1, Rides: []dispatch.Ride{r}})
+		if got := mustRide(t, s, "r-1"); got.Version != 8 || got.Status != dispatch.RideArrived {
+			t.Fatalf("ride after a change = %+v, want arrived at version 8", got)
+		}
+		// And fencing applies to a restore as to any commit.
+		if _, err := s.Fence(ctx, 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx, dispatch.Tx{Epoch: 1, Restore: []dispatch.Ride{sampleRide("r-4", now)}}); !errors.Is(err, dispatch.ErrStaleEpoch) {
+			t.Fatalf("restore under a higher fence: got %v, want ErrStaleEpoch", err)
+		}
+	})
+
 	t.Run("records read are copies", func(t *testing.T) {
 		s := open(t)
 		mustCommit(t, s, dispatch.Tx{Epoch: 1, Rides: []dispatch.Ride{sampleRide("r-1", now)}})
