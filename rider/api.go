@@ -45,6 +45,10 @@ type Config struct {
 	InFlightWait time.Duration
 	// Heartbeat is the interval of comment lines on idle event streams.
 	Heartbeat time.Duration
+	// LocationInterval is how often an event stream of a ride with a driver on the
+	// way or on board looks for a new driver position and, if there is one, sends it
+	// as a location event: at most one per interval, read from the Store.
+	LocationInterval time.Duration
 	// SubscriberBuffer is how many undelivered ride changes an event stream holds;
 	// past that the oldest are dropped (the newest state always gets through).
 	SubscriberBuffer int
@@ -65,6 +69,7 @@ func DefaultConfig() Config {
 		PendingTTL:         time.Minute,
 		InFlightWait:       5 * time.Second,
 		Heartbeat:          15 * time.Second,
+		LocationInterval:   5 * time.Second,
 		SubscriberBuffer:   16,
 		MaxStreamsPerRider: 8,
 		Rate:               10,
@@ -87,6 +92,7 @@ func (c Config) Validate() error {
 	positive("idempotency TTL", c.IdempotencyTTL)
 	positive("pending TTL", c.PendingTTL)
 	positive("heartbeat", c.Heartbeat)
+	positive("location interval", c.LocationInterval)
 	positive("sweep interval", c.SweepInterval)
 	if c.InFlightWait < 0 {
 		errs = append(errs, fmt.Errorf("rider in-flight wait %s: want >= 0", c.InFlightWait))

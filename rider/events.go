@@ -173,6 +173,9 @@ func (s *subscriber) take() []dispatch.Ride {
 
 // rideEvents is GET /v1/rides/{id}/events: a text/event-stream whose first event is
 // the ride's current state and then one event per change of its status or driver.
+// While a driver is on the way or on board, every LocationInterval the stream also
+// reads the driver's position and, if it moved since the stream last showed it, sends
+// a location event: the same ride with the new driver.location.
 // Changes come from the engine's notifications; each heartbeat also re-reads the
 // ride, so a change no notification told of still arrives within one heartbeat.
 // Each event's id is the ride's version; a client resuming with Last-Event-ID gets
@@ -221,20 +224,40 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 		if err := st.send(a.view(ctx, ride), ride.Version); err != nil {
 			return nil // the client went away
 		}
-	} else if err := rc.Flush(); err != nil {
-		return nil
+	} else {
+		// The client has this state; where its driver is now comes with the next
+		// location event.
+		st.track(a.view(ctx, ride))
+		st.loc = nil
+		if err := rc.Flush(); err != nil {
+			return nil
+		}
 	}
 	if ride.Status.Final() {
 		return nil
 	}
 	heartbeat := time.NewTicker(a.Config.Heartbeat)
 	defer heartbeat.Stop()
+	locations := time.NewTicker(a.Config.LocationInterval)
+	defer locations.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.hub.done:
 			return nil
+		case <-locations.C:
+			// While a driver is on the way or on board, its new position, if any.
+			if st.driver == "" {
+				continue
+			}
+			d, err := a.Engine.Driver(ctx, st.driver)
+			if err != nil || d.Location == nil || (st.loc != nil && *st.loc == *d.Location) {
+				continue
+			}
+			if err := st.sendLocation(*d.Location); err != nil {
+				return nil
+			}
 		case <-heartbeat.C:
 			// A safety net for changes this process was not told about (another
 			// replica committed them): re-read the ride; a newer state is the beat.
@@ -272,6 +295,9 @@ type stream struct {
 	status dispatch.RideStatus
 	driver string
 	any    bool
+	// the ride as last sent and the driver position it showed, for location events
+	view Ride
+	loc  *dispatch.Point
 }
 
 // changed reports whether r differs from the last event sent in what a rider sees.
@@ -288,10 +314,32 @@ func (st *stream) send(v Ride, version uint64) error {
 		return err
 	}
 	st.sent, st.status, st.any = version, v.Status, true
-	st.driver = ""
-	if v.Driver != nil {
-		st.driver = v.Driver.ID
+	st.track(v)
+	return st.rc.Flush()
+}
+
+// track makes v the ride that location events show, with the driver position it has.
+func (st *stream) track(v Ride) {
+	st.view, st.driver, st.loc = v, "", nil
+	if v.Driver != nil && !v.Status.Final() {
+		st.driver, st.loc = v.Driver.ID, v.Driver.Location
 	}
+}
+
+// sendLocation sends the ride as last sent with its driver at p, as a location event.
+// It has no id: Last-Event-ID stays the version of the last ride event, so a resumed
+// stream neither skips nor repeats a change of the ride.
+func (st *stream) sendLocation(p dispatch.Point) error {
+	v := st.view
+	v.Driver = &Driver{ID: st.driver, Location: &p}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(st.w, "event: location\ndata: %s\n\n", b); err != nil {
+		return err
+	}
+	st.loc = &p
 	return st.rc.Flush()
 }
 

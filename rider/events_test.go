@@ -2,12 +2,15 @@ package rider_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
+	"github.com/understudy/understudy/rider"
 )
 
 // assignedTrip has alice request a ride that driver d-1 is offered (not yet answered).
@@ -193,4 +196,92 @@ func TestEventsCatchChangesNoNotificationToldOf(t *testing.T) {
 		t.Fatalf("event %s id %s, want cancelled at version %d", got.Status, id, stored.Version+1)
 	}
 	s.ended(t)
+}
+
+// The driver's position shows the same way on GET and on the stream: in the ride at
+// each change, and, while the driver is on the way or on board, in location events
+// (no id) when it moved.
+func TestEventsShowTheDriverWhereItIs(t *testing.T) {
+	e := mustOpenAPI(t, func(e *env) { e.api.Config.LocationInterval = 5 * time.Millisecond })
+	ctx := context.Background()
+	alice, rideID, offerID := assignedTrip(t, e)
+	start := dispatch.Point{Lat: 37.567, Lng: 126.979}
+	s := e.openEvents(alice, rideID, "")
+	if got, _ := s.nextRide(t); got.Driver != nil {
+		t.Fatalf("searching ride shows a driver: %+v", got.Driver)
+	}
+	if _, err := e.engine.Accept(ctx, "d-1", offerID); err != nil {
+		t.Fatal(err)
+	}
+	matched, _ := s.nextRide(t)
+	if matched.Status != dispatch.RideMatched || matched.Driver == nil || matched.Driver.Location == nil || *matched.Driver.Location != start {
+		t.Fatalf("matched event %+v, want driver d-1 at %v", matched, start)
+	}
+
+	moved := dispatch.Point{Lat: 37.5668, Lng: 126.9785}
+	if err := e.engine.UpdateLocation(ctx, "d-1", moved); err != nil {
+		t.Fatal(err)
+	}
+	loc := s.nextLocation(t)
+	if loc.Status != dispatch.RideMatched || loc.ID != rideID || loc.Driver == nil || loc.Driver.ID != "d-1" || *loc.Driver.Location != moved {
+		t.Fatalf("location event %+v, want the matched ride with d-1 at %v", loc, moved)
+	}
+	if _, b := e.do("GET", "/v1/rides/"+rideID, alice, ""); *decode[rider.Ride](t, b).Driver.Location != moved {
+		t.Fatalf("GET after the move: %s, want the driver at %v", b, moved)
+	}
+	// A driver standing still sends nothing: the next event is the next change.
+	if _, err := e.engine.Arrived(ctx, "d-1", rideID); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := s.next(t)
+	arrived := decode[rider.Ride](t, []byte(f.Data))
+	if f.Event != "" || arrived.Status != dispatch.RideArrived || *arrived.Driver.Location != moved {
+		t.Fatalf("after standing still: %+v, want the arrived event with the driver at %v", f, moved)
+	}
+	s.close()
+
+	// A stream resumed with nothing new to say still follows the driver.
+	s = e.openEvents(alice, rideID, f.ID)
+	again := dispatch.Point{Lat: 37.5666, Lng: 126.9782}
+	if err := e.engine.UpdateLocation(ctx, "d-1", again); err != nil {
+		t.Fatal(err)
+	}
+	dispatchtest.Eventually(t, func() error { // the first one may still show the earlier position
+		if loc := s.nextLocation(t); *loc.Driver.Location != again || loc.Status != dispatch.RideArrived {
+			return fmt.Errorf("location event %+v, want the arrived ride with its driver at %v", loc, again)
+		}
+		return nil
+	})
+	if _, err := e.engine.Start(ctx, "d-1", rideID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.engine.Complete(ctx, "d-1", rideID); err != nil {
+		t.Fatal(err)
+	}
+	var last rider.Ride
+	for f := range s.frames {
+		if f.Comment == "" && f.Event == "" {
+			last = decode[rider.Ride](t, []byte(f.Data))
+		}
+	}
+	if last.Status != dispatch.RideCompleted || last.Driver == nil || last.Driver.Location != nil {
+		t.Fatalf("last event %+v, want completed with the driver's location no longer shown", last)
+	}
+}
+
+// nextLocation returns the next location event's ride, which carries no id.
+func (s *sseStream) nextLocation(tb testing.TB) rider.Ride {
+	tb.Helper()
+	for {
+		f, ok := s.next(tb)
+		if !ok {
+			tb.Fatal("the stream ended before a location event")
+		}
+		if f.Event == "location" {
+			if f.ID != "" {
+				tb.Fatalf("location event with id %q: Last-Event-ID must stay the ride's version", f.ID)
+			}
+			return decode[rider.Ride](tb, []byte(f.Data))
+		}
+	}
 }

@@ -160,7 +160,7 @@ func (c *clock) Advance(d time.Duration) {
 
 // sseFrame is one server-sent event, or a comment line (Comment set).
 type sseFrame struct {
-	ID, Data, Comment string
+	ID, Event, Data, Comment string
 }
 
 // sseStream reads frames from an open event stream until it ends.
@@ -202,6 +202,8 @@ func (e *env) openEvents(token, rideID, lastID string) *sseStream {
 				f.Comment = strings.TrimSpace(line[1:])
 			case strings.HasPrefix(line, "id: "):
 				f.ID = line[4:]
+			case strings.HasPrefix(line, "event: "):
+				f.Event = line[7:]
 			case strings.HasPrefix(line, "data: "):
 				f.Data = line[6:]
 			}

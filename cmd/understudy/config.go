@@ -170,6 +170,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.Rider.Burst, "rider-burst", c.Rider.Burst, "rider API burst per caller")
 	fs.DurationVar(&c.Rider.IdempotencyTTL, "idempotency-ttl", c.Rider.IdempotencyTTL, "how long Idempotency-Keys are remembered")
 	fs.DurationVar(&c.Rider.Heartbeat, "sse-heartbeat", c.Rider.Heartbeat, "event stream heartbeat interval")
+	fs.DurationVar(&c.Rider.LocationInterval, "sse-location-interval", c.Rider.LocationInterval, "how often event streams send a moved driver's position")
 	fs.IntVar(&c.Dispatch.H3Resolution, "h3-res", c.Dispatch.H3Resolution, "H3 `resolution` of the supply index")
 	fs.DurationVar(&c.Dispatch.MatchInterval, "match-interval", c.Dispatch.MatchInterval, "batching window; 0 matches each request at once")
 	fs.DurationVar(&c.Dispatch.OfferTimeout, "offer-timeout", c.Dispatch.OfferTimeout, "how long a driver has to answer an offer")
