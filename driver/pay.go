@@ -18,6 +18,9 @@ import (
 type Pay struct {
 	Ledger   dispatch.Ledger
 	Verifier dispatch.Verifier
+	// WriteTimeout, if set, bounds each line of the ledger's NDJSON instead of the
+	// whole answer (the server's write timeout), so a long export is not cut short.
+	WriteTimeout time.Duration
 }
 
 // Routes mounts the pay routes on mux.
@@ -134,8 +137,12 @@ func (p *Pay) ledger(w http.ResponseWriter, r *http.Request) {
 	// Entries stream as they are read. An error before the first line is a problem
 	// answer; after it, it can only cut the stream short.
 	enc := json.NewEncoder(w)
+	rc := http.NewResponseController(w)
 	wrote := false
 	err = p.Ledger.Entries(r.Context(), from, "", func(e dispatch.LedgerEntry) error {
+		if p.WriteTimeout > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(p.WriteTimeout))
+		}
 		if !wrote {
 			w.Header().Set("Content-Type", "application/x-ndjson")
 			wrote = true

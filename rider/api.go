@@ -49,6 +49,10 @@ type Config struct {
 	// way or on board looks for a new driver position and, if there is one, sends it
 	// as a location event: at most one per interval, read from the Store.
 	LocationInterval time.Duration
+	// StreamWriteTimeout bounds each write of an event stream: a write that waits
+	// longer (the client stopped reading) ends the stream, which otherwise lasts as
+	// long as the ride.
+	StreamWriteTimeout time.Duration
 	// SubscriberBuffer is how many undelivered ride changes an event stream holds;
 	// past that the oldest are dropped (the newest state always gets through).
 	SubscriberBuffer int
@@ -70,6 +74,7 @@ func DefaultConfig() Config {
 		InFlightWait:       5 * time.Second,
 		Heartbeat:          15 * time.Second,
 		LocationInterval:   5 * time.Second,
+		StreamWriteTimeout: 30 * time.Second,
 		SubscriberBuffer:   16,
 		MaxStreamsPerRider: 8,
 		Rate:               10,
@@ -93,6 +98,7 @@ func (c Config) Validate() error {
 	positive("pending TTL", c.PendingTTL)
 	positive("heartbeat", c.Heartbeat)
 	positive("location interval", c.LocationInterval)
+	positive("stream write timeout", c.StreamWriteTimeout)
 	positive("sweep interval", c.SweepInterval)
 	if c.InFlightWait < 0 {
 		errs = append(errs, fmt.Errorf("rider in-flight wait %s: want >= 0", c.InFlightWait))

@@ -211,15 +211,11 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 		return nil
 	}
 
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{}) // a stream outlives any server write timeout
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // tell nginx-like proxies not to buffer
+	// A stream outlives the server's write timeout: each write gets its own instead.
+	st := &stream{w: w, rc: http.NewResponseController(w), timeout: a.Config.StreamWriteTimeout, sent: last}
+	st.extend()
+	setStreamHeaders(w.Header())
 	w.WriteHeader(http.StatusOK)
-
-	st := &stream{w: w, rc: rc, sent: last}
 	if ride.Version > last {
 		if err := st.send(a.view(ctx, ride), ride.Version); err != nil {
 			return nil // the client went away
@@ -229,7 +225,7 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 		// location event.
 		st.track(a.view(ctx, ride))
 		st.loc = nil
-		if err := rc.Flush(); err != nil {
+		if err := st.rc.Flush(); err != nil {
 			return nil
 		}
 	}
@@ -286,11 +282,19 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 	}
 }
 
+// setStreamHeaders sets the headers of an event stream's answer.
+func setStreamHeaders(h http.Header) {
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // tell nginx-like proxies not to buffer
+}
+
 // stream writes server-sent events.
 type stream struct {
-	w    http.ResponseWriter
-	rc   *http.ResponseController
-	sent uint64 // version of the last event sent (or the client's Last-Event-ID)
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration // each write's deadline
+	sent    uint64        // version of the last event sent (or the client's Last-Event-ID)
 	// what the last event sent showed, to skip versions the rider cannot tell apart
 	status dispatch.RideStatus
 	driver string
@@ -305,11 +309,15 @@ func (st *stream) changed(r dispatch.Ride) bool {
 	return !st.any || r.Status != st.status || r.DriverID != st.driver
 }
 
+// extend gives the next write its own deadline (ignored where the connection has none).
+func (st *stream) extend() { _ = st.rc.SetWriteDeadline(time.Now().Add(st.timeout)) }
+
 func (st *stream) send(v Ride, version uint64) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
+	st.extend()
 	if _, err := fmt.Fprintf(st.w, "id: %d\ndata: %s\n\n", version, b); err != nil {
 		return err
 	}
@@ -336,6 +344,7 @@ func (st *stream) sendLocation(p dispatch.Point) error {
 	if err != nil {
 		return err
 	}
+	st.extend()
 	if _, err := fmt.Fprintf(st.w, "event: location\ndata: %s\n\n", b); err != nil {
 		return err
 	}
@@ -344,6 +353,7 @@ func (st *stream) sendLocation(p dispatch.Point) error {
 }
 
 func (st *stream) comment(text string) error {
+	st.extend()
 	if _, err := fmt.Fprintf(st.w, ": %s\n\n", text); err != nil {
 		return err
 	}

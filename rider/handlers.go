@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 
 	"github.com/understudy/understudy/dispatch"
 )
@@ -111,6 +112,9 @@ func (a *API) readRideRequest(w http.ResponseWriter, r *http.Request) (RideReque
 	if err != nil {
 		if errBodyTooLarge(err) {
 			return RideRequest{}, dispatch.Errorf(dispatch.ECodeTooLarge, "request body is over %d bytes", a.Config.MaxBodyBytes)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return RideRequest{}, invalid("the request body did not arrive in time")
 		}
 		return RideRequest{}, invalid("reading the request body failed")
 	}

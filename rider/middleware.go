@@ -14,8 +14,9 @@ import (
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
-// wrap turns fn into a route handler: metrics, panic recovery, bearer authentication
-// (role rider or admin), the caller's rate limit, and errors written as problems.
+// wrap turns fn into a route handler: metrics, panic recovery, the body checks, bearer
+// authentication (role rider or admin), the caller's rate limit, and errors written as
+// problems.
 func (a *API) wrap(route Route, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) http.Handler {
 	pattern := route.Pattern()
 	streaming := route == RouteRideEvents
@@ -53,6 +54,9 @@ func (a *API) wrap(route Route, fn func(http.ResponseWriter, *http.Request, disp
 }
 
 func (a *API) serve(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) error {
+	if err := a.checkBody(r); err != nil {
+		return err
+	}
 	id, err := a.Verifier.Verify(bearer(r))
 	if err != nil {
 		if dispatch.ErrorCode(err) != dispatch.ECodeUnauthorized {
@@ -89,6 +93,16 @@ func (a *API) allow(ctx context.Context, who string) (time.Duration, bool) {
 func rateLimited(wait time.Duration) error {
 	s := int((wait + time.Second - 1) / time.Second)
 	return &dispatch.Error{Code: dispatch.ECodeRateLimited, Message: "too many requests; retry later", RetryAfterS: max(s, 1)}
+}
+
+// checkBody refuses, from the headers alone, a body declared larger than MaxBodyBytes
+// (413): the body is never read, so a client that sent Expect: 100-continue gets no
+// 100 Continue.
+func (a *API) checkBody(r *http.Request) error {
+	if r.ContentLength > a.Config.MaxBodyBytes {
+		return dispatch.Errorf(dispatch.ECodeTooLarge, "request body of %d bytes is over %d", r.ContentLength, a.Config.MaxBodyBytes)
+	}
+	return nil
 }
 
 // bearer returns the token of an "Authorization: Bearer <token>" header, or "".

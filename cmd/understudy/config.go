@@ -36,6 +36,7 @@ type Config struct {
 	DriverGrace time.Duration
 	Rider       rider.Config
 	Dispatch    dispatch.Config
+	HTTP        HTTPConfig // timeouts and the connection cap
 }
 
 func defaultConfig() Config {
@@ -48,6 +49,7 @@ func defaultConfig() Config {
 		Rider:           rider.DefaultConfig(),
 		LogLevel:        "info",
 		Dispatch:        dispatch.DefaultConfig(),
+		HTTP:            defaultHTTPConfig(),
 	}
 }
 
@@ -178,6 +180,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Dispatch.SweepInterval, "sweep-interval", c.Dispatch.SweepInterval, "how often replicas look for rides a dead replica left; 0 never")
 	fs.IntVar(&c.Dispatch.MaxMissedOffers, "max-missed-offers", c.Dispatch.MaxMissedOffers, "take a driver offline after this many offers in a row expire unanswered; 0 never")
 	fs.Float64Var(&c.Dispatch.MaxRadiusM, "max-radius", c.Dispatch.MaxRadiusM, "farthest pickup distance offered, in `metres`")
+	c.HTTP.bind(fs)
 }
 
 // applyEnv reads UNDERSTUDY_<FLAG> for every flag of fs (dashes become underscores),
@@ -220,6 +223,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Dispatch.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HTTP.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)

@@ -44,6 +44,7 @@ func (s *server) openRiderAPI() (component, error) {
 		Metrics:     rider.NewMetrics(s.registry),
 		Config:      s.cfg.Rider,
 	}
+	api.Config.StreamWriteTimeout = s.cfg.HTTP.WriteTimeout
 	if err := api.Open(); err != nil {
 		return component{}, err
 	}

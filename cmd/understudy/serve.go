@@ -43,6 +43,7 @@ type server struct {
 	bus        *natsbus.Bus   // the region's other replicas
 	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
+	maxConns   int // the listener's cap on open connections
 	http       *http.Server
 }
 
@@ -110,12 +111,9 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
-	s.listener = ln
-	s.http = &http.Server{
-		Handler:           s.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	s.maxConns = cfg.HTTP.maxConns()
+	s.listener = newLimitListener(ln, s.maxConns, newConnMetrics(s.registry, s.maxConns))
+	s.http = s.newHTTPServer()
 	return s, nil
 }
 
@@ -183,7 +181,7 @@ func (s *server) routes() http.Handler {
 			c.routes(mux)
 		}
 	}
-	return mux
+	return refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, mux)
 }
 
 // ready answers 200 while the region can serve: its store answers and its log is
@@ -286,7 +284,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return err
 	}
 	log.Info("understudy serving", slog.String("addr", s.Addr()), slog.String("version", version),
-		slog.String("data_dir", cfg.DataDir), slog.String("store", s.storeName()), slog.String("region", cfg.Region))
+		slog.String("data_dir", cfg.DataDir), slog.String("store", s.storeName()), slog.String("region", cfg.Region),
+		slog.Int("max_conns", s.maxConns))
 	fmt.Fprintf(stdout, "understudy listening on http://%s\n", s.Addr())
 	if ready != nil {
 		ready(s)
