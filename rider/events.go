@@ -181,7 +181,8 @@ func (s *subscriber) take() []dispatch.Ride {
 // Each event's id is the ride's version; a client resuming with Last-Event-ID gets
 // only states newer than that (an id above the ride's version starts over). The
 // stream ends after a final status; a client that already has the final state gets
-// 204, which tells EventSource to stop reconnecting.
+// 204, which tells EventSource to stop reconnecting. HEAD answers the same status and
+// headers at once, and holds no stream.
 func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Identity) error {
 	ctx := r.Context()
 	ride, err := a.ownedRide(ctx, id, r.PathValue("id"))
@@ -191,6 +192,17 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 	last, err := lastEventID(r)
 	if err != nil {
 		return err
+	}
+	if r.Method == http.MethodHead {
+		// The headers a GET would answer (204 as below), and nothing more: no stream
+		// is held.
+		if ride.Status.Final() && ride.Version == last {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		setStreamHeaders(w.Header())
+		w.WriteHeader(http.StatusOK)
+		return nil
 	}
 	sub, err := a.hub.subscribe(ride.ID, string(id.Role)+":"+id.Subject)
 	if err != nil {

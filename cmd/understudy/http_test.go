@@ -281,6 +281,56 @@ func TestHTTPStreamsOutliveServerTimeouts(t *testing.T) {
 	}
 }
 
+func TestHTTPHeadOfEventsEndsAtOnce(t *testing.T) {
+	s := mustServe(t, "--match-interval", "0")
+	alice := riderClient(t, s, "u-alice", dispatch.RoleRider)
+	ride, err := alice.RequestRide(riderCtx(t), riderTrip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := []string{"Authorization", "Bearer " + mustToken(t, s, "u-alice", dispatch.RoleRider)}
+
+	// HEAD, then GET pipelined behind it on one connection: both are answered.
+	conn, br := rawConn(t, s)
+	var b strings.Builder
+	for _, m := range []struct{ method, path string }{
+		{"HEAD", "/v1/rides/" + ride.ID + "/events"},
+		{"GET", "/v1/rides/" + ride.ID},
+	} {
+		fmt.Fprintf(&b, "%s %s HTTP/1.1\r\nHost: understudy\r\n%s: %s\r\n\r\n", m.method, m.path, auth[0], auth[1])
+	}
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	head, body := rawRead(t, br, "HEAD")
+	if head.StatusCode != 200 || head.Header.Get("Content-Type") != "text/event-stream" || len(body) != 0 {
+		t.Fatalf("HEAD events = %d %v %q, want 200 text/event-stream and no body", head.StatusCode, head.Header, body)
+	}
+	got, body := rawRead(t, br, "GET")
+	if got.StatusCode != 200 || !strings.Contains(string(body), `"id":"`+ride.ID+`"`) {
+		t.Fatalf("GET behind HEAD = %d %s", got.StatusCode, body)
+	}
+
+	// HEADs hold none of the rider's streams: after as many as the rider may hold
+	// streams, on connections still open, a stream is still granted.
+	for range rideStreamsPerRider {
+		conn, br := rawConn(t, s)
+		rawSend(t, conn, "HEAD", "/v1/rides/"+ride.ID+"/events", auth...)
+		if resp, _ := rawRead(t, br, "HEAD"); resp.StatusCode != 200 {
+			t.Fatalf("HEAD events = %d", resp.StatusCode)
+		}
+	}
+	conn, br = rawConn(t, s)
+	rawSend(t, conn, "GET", "/v1/rides/"+ride.ID+"/events", auth...)
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil || resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("a stream after %d HEADs: %v %v, want 200", rideStreamsPerRider, resp, err)
+	}
+}
+
+// rideStreamsPerRider is the default cap on a rider's open event streams.
+const rideStreamsPerRider = 8
+
 func TestHTTPConfigErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string
