@@ -25,6 +25,11 @@ const (
 	ECodeInternal       ECode = "internal"             // a bug or an infrastructure failure
 )
 
+// Error codes only HTTP produces: requests refused before any route handles them.
+const (
+	ECodeMethod ECode = "method_not_allowed" // a known path asked with a method it does not serve
+)
+
 // CodeInfo is how one error code is expressed on each transport.
 type CodeInfo struct {
 	HTTPStatus int    // status of the application/problem+json response
@@ -39,6 +44,7 @@ var codeTable = map[ECode]CodeInfo{
 	ECodeUnauthorized:   {401, "Unauthorized", 0},
 	ECodeForbidden:      {403, "Forbidden", 0},
 	ECodeNotFound:       {404, "Not found", 0},
+	ECodeMethod:         {405, "Method not allowed", 0},
 	ECodeConflict:       {409, "Illegal state change", 0},
 	ECodeTooLarge:       {413, "Too large", 1009},
 	ECodeIdempotency:    {422, "Idempotency key reused", 0},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/problem"
 )
 
 // Engine is what the API needs from the dispatcher; *dispatch.Engine implements it.
@@ -202,11 +203,12 @@ func (a *API) Register(mux *http.ServeMux) {
 	}
 }
 
-// Handler is a mux with only the API's routes, for tests and embedding.
+// Handler serves only the API's routes, for tests and embedding; unknown paths and
+// methods are answered as problems too.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	a.Register(mux)
-	return mux
+	return problem.Routes(mux)
 }
 
 // Run frees idle rate limiters and expired idempotency keys every SweepInterval until

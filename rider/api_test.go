@@ -60,6 +60,8 @@ func TestBadRequestsAnswerProblems(t *testing.T) {
 		{"estimate out of range", "POST", "/v1/estimates", alice, body(point, `{"lat":-91,"lng":0}`), nil, 400, dispatch.ECodeInvalid},
 		{"oversized body", "POST", "/v1/rides", alice, `{"pickup":` + strings.Repeat(" ", 20<<10) + point + `}`, nil, 413, dispatch.ECodeTooLarge},
 		{"oversized estimate", "POST", "/v1/estimates", alice, strings.Repeat("[", 17<<10), nil, 413, dispatch.ECodeTooLarge},
+		{"unknown path", "GET", "/v1/ride", alice, ``, nil, 404, dispatch.ECodeNotFound},
+		{"unknown method", "DELETE", "/v1/rides/" + ride.ID, alice, ``, nil, 405, dispatch.ECodeMethod},
 		{"empty idempotency key", "POST", "/v1/rides", alice, seoulTrip, []string{"Idempotency-Key", ""}, 400, dispatch.ECodeInvalid},
 		{"idempotency key with spaces", "POST", "/v1/rides", alice, seoulTrip, []string{"Idempotency-Key", "a b"}, 400, dispatch.ECodeInvalid},
 		{"idempotency key too long", "POST", "/v1/rides", alice, seoulTrip, []string{"Idempotency-Key", strings.Repeat("k", 256)}, 400, dispatch.ECodeInvalid},

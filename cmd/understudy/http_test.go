@@ -331,6 +331,31 @@ func TestHTTPHeadOfEventsEndsAtOnce(t *testing.T) {
 // rideStreamsPerRider is the default cap on a rider's open event streams.
 const rideStreamsPerRider = 8
 
+func TestHTTPUnknownRoutesAnswerProblems(t *testing.T) {
+	s := mustServe(t)
+	for _, c := range []struct {
+		method, path string
+		status       int
+		code         dispatch.ECode
+		allow        string
+	}{
+		{"GET", "/nope", 404, dispatch.ECodeNotFound, ""},
+		{"GET", "/v1/ride", 404, dispatch.ECodeNotFound, ""},
+		{"DELETE", "/v1/rides", 405, dispatch.ECodeMethod, "POST"},
+		{"PUT", "/v1/rides/r_x", 405, dispatch.ECodeMethod, "GET, HEAD"},
+		{"POST", "/healthz", 405, dispatch.ECodeMethod, "GET, HEAD"},
+		{"POST", "/v1/driver/trips", 405, dispatch.ECodeMethod, "GET, HEAD"},
+	} {
+		conn, br := rawConn(t, s)
+		rawSend(t, conn, c.method, c.path)
+		resp, b := rawRead(t, br, c.method)
+		p := mustProblem(t, resp, b, c.status, c.code)
+		if resp.Header.Get("Allow") != c.allow || p.Instance != c.path || p.Detail == "" {
+			t.Errorf("%s %s: Allow %q, problem %+v; want Allow %q", c.method, c.path, resp.Header.Get("Allow"), p, c.allow)
+		}
+	}
+}
+
 func TestHTTPConfigErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string

@@ -23,6 +23,7 @@ import (
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/natsbus"
 	"github.com/understudy/understudy/dispatch/natslog"
+	"github.com/understudy/understudy/dispatch/problem"
 	"github.com/understudy/understudy/dispatch/prommetrics"
 	"github.com/understudy/understudy/dispatch/redisstore"
 )
@@ -181,7 +182,7 @@ func (s *server) routes() http.Handler {
 			c.routes(mux)
 		}
 	}
-	return refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, mux)
+	return refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, problem.Routes(mux))
 }
 
 // ready answers 200 while the region can serve: its store answers and its log is
