@@ -131,6 +131,9 @@ type API struct {
 	Limiter dispatch.RateLimiter
 	// Now is the clock of in-process rate limits; nil means time.Now.
 	Now func() time.Time
+	// AllowedOrigins lists the Origins whose browser pages may call the API (CORS;
+	// "*" for any): the same list as the driver socket's. Empty allows none.
+	AllowedOrigins []string
 
 	hub     *hub
 	limiter *limiter
@@ -187,8 +190,22 @@ func (a *API) Open() error {
 	return nil
 }
 
-// Register mounts the API's routes on mux.
+// Register mounts the API's routes on mux, and OPTIONS on each of their paths for
+// CORS preflights.
 func (a *API) Register(mux *http.ServeMux) {
+	var (
+		paths   []string
+		methods = map[string][]string{}
+	)
+	for _, r := range Routes() {
+		if methods[r.Path] == nil {
+			paths = append(paths, r.Path)
+		}
+		methods[r.Path] = append(methods[r.Path], r.Method)
+	}
+	for _, p := range paths {
+		mux.Handle(http.MethodOptions+" "+p, a.options(methods[p]))
+	}
 	for _, h := range []struct {
 		route Route
 		fn    func(http.ResponseWriter, *http.Request, dispatch.Identity) error

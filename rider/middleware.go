@@ -14,15 +14,16 @@ import (
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
-// wrap turns fn into a route handler: metrics, panic recovery, the body checks, bearer
-// authentication (role rider or admin), the caller's rate limit, and errors written as
-// problems.
+// wrap turns fn into a route handler: metrics, panic recovery, CORS headers, the body
+// checks, bearer authentication (role rider or admin), the caller's rate limit, and
+// errors written as problems.
 func (a *API) wrap(route Route, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) http.Handler {
 	pattern := route.Pattern()
 	streaming := route == RouteRideEvents
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w}
+		a.allowOrigin(rec, r)
 		defer func() {
 			if p := recover(); p != nil {
 				if p == http.ErrAbortHandler {

@@ -29,8 +29,9 @@ type Config struct {
 	Secret string
 	// PublicKeys is a PEM file of Ed25519/RSA public keys for production tokens.
 	PublicKeys string
-	// AllowedOrigins lists the Origins a browser may open the driver socket from;
-	// empty allows same-host origins and non-browser clients only.
+	// AllowedOrigins lists the Origins a browser may open the driver socket from and
+	// call the rider API from (CORS); empty allows same-host origins and non-browser
+	// clients only on the socket, and no other origin on the API.
 	AllowedOrigins []string
 	// DriverGrace is how long a dropped driver keeps its session before going offline.
 	DriverGrace time.Duration
@@ -162,7 +163,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS `URL` for the durable log (default: embedded)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.PublicKeys, "jwt-public-keys", c.PublicKeys, "PEM `file` of Ed25519/RSA keys that verify production tokens")
-	fs.Func("allowed-origin", "an Origin a browser may open the driver socket from (repeatable)", func(v string) error {
+	fs.Func("allowed-origin", "an Origin whose browser pages may open the driver socket and call the rider API (repeatable)", func(v string) error {
 		c.AllowedOrigins = append(c.AllowedOrigins, v)
 		return nil
 	})

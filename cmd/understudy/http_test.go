@@ -341,8 +341,8 @@ func TestHTTPUnknownRoutesAnswerProblems(t *testing.T) {
 	}{
 		{"GET", "/nope", 404, dispatch.ECodeNotFound, ""},
 		{"GET", "/v1/ride", 404, dispatch.ECodeNotFound, ""},
-		{"DELETE", "/v1/rides", 405, dispatch.ECodeMethod, "POST"},
-		{"PUT", "/v1/rides/r_x", 405, dispatch.ECodeMethod, "GET, HEAD"},
+		{"DELETE", "/v1/rides", 405, dispatch.ECodeMethod, "OPTIONS, POST"},
+		{"PUT", "/v1/rides/r_x", 405, dispatch.ECodeMethod, "GET, HEAD, OPTIONS"},
 		{"POST", "/healthz", 405, dispatch.ECodeMethod, "GET, HEAD"},
 		{"POST", "/v1/driver/trips", 405, dispatch.ECodeMethod, "GET, HEAD"},
 	} {
@@ -353,6 +353,69 @@ func TestHTTPUnknownRoutesAnswerProblems(t *testing.T) {
 		if resp.Header.Get("Allow") != c.allow || p.Instance != c.path || p.Detail == "" {
 			t.Errorf("%s %s: Allow %q, problem %+v; want Allow %q", c.method, c.path, resp.Header.Get("Allow"), p, c.allow)
 		}
+	}
+}
+
+func TestHTTPRiderAPIAnswersCORS(t *testing.T) {
+	const app = "https://app.example"
+	s := mustServe(t, "--match-interval", "0", "--allowed-origin", app)
+	tok := mustToken(t, s, "u-alice", dispatch.RoleRider)
+	call := func(method, path string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		conn, br := rawConn(t, s)
+		rawSend(t, conn, method, path, hdr...)
+		return rawRead(t, br, method)
+	}
+	for _, c := range []struct{ path, method string }{
+		{"/v1/rides", "POST"}, {"/v1/estimates", "POST"}, {"/v1/rides/r_x", "GET"},
+		{"/v1/rides/r_x/cancel", "POST"}, {"/v1/rides/r_x/events", "GET"},
+	} {
+		resp, b := call("OPTIONS", c.path, "Origin", app, "Access-Control-Request-Method", c.method,
+			"Access-Control-Request-Headers", "authorization, content-type, idempotency-key, last-event-id")
+		h := resp.Header
+		if resp.StatusCode != 204 || h.Get("Access-Control-Allow-Origin") != app ||
+			!strings.Contains(h.Get("Access-Control-Allow-Methods"), c.method) || h.Get("Access-Control-Max-Age") == "" {
+			t.Errorf("preflight %s %s = %d %v %s", c.method, c.path, resp.StatusCode, h, b)
+		}
+		for _, want := range []string{"Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"} {
+			if !strings.Contains(h.Get("Access-Control-Allow-Headers"), want) {
+				t.Errorf("preflight %s %s allows headers %q, missing %s", c.method, c.path, h.Get("Access-Control-Allow-Headers"), want)
+			}
+		}
+	}
+	// Another origin's preflight is refused, and so is a method the path does not serve.
+	resp, b := call("OPTIONS", "/v1/rides", "Origin", "https://evil.example", "Access-Control-Request-Method", "POST")
+	if mustProblem(t, resp, b, 403, dispatch.ECodeForbidden); resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("another origin's preflight allowed: %v", resp.Header)
+	}
+	resp, b = call("OPTIONS", "/v1/rides", "Origin", app, "Access-Control-Request-Method", "DELETE")
+	mustProblem(t, resp, b, 405, dispatch.ECodeMethod)
+
+	// The actual requests name the origin and expose the headers a page needs.
+	body := riderBody(`{"lat":37.5665,"lng":126.978}`)
+	conn, br := rawConn(t, s)
+	rawSend(t, conn, "POST", "/v1/rides", "Origin", app, "Authorization", "Bearer "+tok, "Content-Type", "application/json",
+		"Content-Length", fmt.Sprint(len(body)))
+	if _, err := io.WriteString(conn, body); err != nil {
+		t.Fatal(err)
+	}
+	resp, b = rawRead(t, br, "POST")
+	if resp.StatusCode != 201 || resp.Header.Get("Access-Control-Allow-Origin") != app || !strings.Contains(resp.Header.Get("Vary"), "Origin") {
+		t.Fatalf("POST /v1/rides from %s = %d %v %s", app, resp.StatusCode, resp.Header, b)
+	}
+	for _, want := range []string{"Location", "Retry-After", "Idempotent-Replayed"} {
+		if !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), want) {
+			t.Errorf("exposed headers %q lack %s", resp.Header.Get("Access-Control-Expose-Headers"), want)
+		}
+	}
+	// Errors too, so a page can read the problem.
+	resp, b = call("GET", "/v1/rides/r_x", "Origin", app)
+	if mustProblem(t, resp, b, 401, dispatch.ECodeUnauthorized); resp.Header.Get("Access-Control-Allow-Origin") != app {
+		t.Errorf("401 from %s lacks Access-Control-Allow-Origin: %v", app, resp.Header)
+	}
+	resp, _ = call("GET", "/v1/rides/r_x", "Origin", "https://evil.example", "Authorization", "Bearer "+tok)
+	if resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("another origin allowed: %v", resp.Header)
 	}
 }
 

@@ -43,6 +43,8 @@ func (s *server) openRiderAPI() (component, error) {
 		Logger:      s.log.With(slog.String("component", "rider")),
 		Metrics:     rider.NewMetrics(s.registry),
 		Config:      s.cfg.Rider,
+		// One list for the browser origins of the driver socket and the rider API.
+		AllowedOrigins: s.cfg.AllowedOrigins,
 	}
 	api.Config.StreamWriteTimeout = s.cfg.HTTP.WriteTimeout
 	if err := api.Open(); err != nil {
