@@ -27,7 +27,8 @@ const (
 
 // Error codes only HTTP produces: requests refused before any route handles them.
 const (
-	ECodeMethod ECode = "method_not_allowed" // a known path asked with a method it does not serve
+	ECodeMethod    ECode = "method_not_allowed"     // a known path asked with a method it does not serve
+	ECodeMediaType ECode = "unsupported_media_type" // a body that is not JSON, or in an encoding not decoded
 )
 
 // CodeInfo is how one error code is expressed on each transport.
@@ -47,6 +48,7 @@ var codeTable = map[ECode]CodeInfo{
 	ECodeMethod:         {405, "Method not allowed", 0},
 	ECodeConflict:       {409, "Illegal state change", 0},
 	ECodeTooLarge:       {413, "Too large", 1009},
+	ECodeMediaType:      {415, "Unsupported media type", 0},
 	ECodeIdempotency:    {422, "Idempotency key reused", 0},
 	ECodeRateLimited:    {429, "Rate limited", 1008},
 	ECodeOutsideRegions: {421, "Outside every region", 0},

@@ -58,7 +58,8 @@ func (a *API) getRide(w http.ResponseWriter, r *http.Request, id dispatch.Identi
 	return nil
 }
 
-// cancelRide is POST /v1/rides/{id}/cancel. A body, if any, is ignored.
+// cancelRide is POST /v1/rides/{id}/cancel. A body, if any, is ignored (once checked
+// like every body: JSON, within the limit).
 func (a *API) cancelRide(w http.ResponseWriter, r *http.Request, id dispatch.Identity) error {
 	ctx := r.Context()
 	ride, err := a.ownedRide(ctx, id, r.PathValue("id"))

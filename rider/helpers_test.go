@@ -90,6 +90,9 @@ func (e *env) do(method, path, token, body string, hdr ...string) (*http.Respons
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Add(hdr[i], hdr[i+1])
 	}
+	if _, set := req.Header["Content-Type"]; body != "" && !set {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		e.tb.Fatalf("%s %s: %v", method, path, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -96,12 +97,34 @@ func rateLimited(wait time.Duration) error {
 	return &dispatch.Error{Code: dispatch.ECodeRateLimited, Message: "too many requests; retry later", RetryAfterS: max(s, 1)}
 }
 
-// checkBody refuses, from the headers alone, a body declared larger than MaxBodyBytes
-// (413): the body is never read, so a client that sent Expect: 100-continue gets no
-// 100 Continue.
+// checkBody refuses, from the headers alone, a body the API would not take: one
+// declared larger than MaxBodyBytes (413: the body is never read, so a client that
+// sent Expect: 100-continue gets no 100 Continue), and one that is not JSON
+// (Content-Type application/json, with any parameters; a charset must be utf-8) or
+// comes in a Content-Encoding the API does not decode (415). A request without a body
+// passes.
 func (a *API) checkBody(r *http.Request) error {
 	if r.ContentLength > a.Config.MaxBodyBytes {
 		return dispatch.Errorf(dispatch.ECodeTooLarge, "request body of %d bytes is over %d", r.ContentLength, a.Config.MaxBodyBytes)
+	}
+	if r.ContentLength == 0 {
+		return nil
+	}
+	for _, enc := range r.Header.Values("Content-Encoding") {
+		if e := strings.TrimSpace(enc); e != "" && !strings.EqualFold(e, "identity") {
+			return dispatch.Errorf(dispatch.ECodeMediaType, "Content-Encoding %q is not decoded here: send the body uncompressed", truncate(e, 32))
+		}
+	}
+	ct := r.Header.Get("Content-Type")
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		if ct == "" {
+			return dispatch.Errorf(dispatch.ECodeMediaType, "a request body needs Content-Type: application/json")
+		}
+		return dispatch.Errorf(dispatch.ECodeMediaType, "Content-Type %q: want application/json", truncate(ct, 64))
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return dispatch.Errorf(dispatch.ECodeMediaType, "charset %q: want utf-8", truncate(cs, 32))
 	}
 	return nil
 }

@@ -419,6 +419,43 @@ func TestHTTPRiderAPIAnswersCORS(t *testing.T) {
 	}
 }
 
+func TestHTTPRiderBodiesMustBeJSON(t *testing.T) {
+	s := mustServe(t, "--match-interval", "0")
+	tok := mustToken(t, s, "u-alice", dispatch.RoleRider)
+	body := riderBody(`{"lat":37.5665,"lng":126.978}`)
+	post := func(path string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		conn, br := rawConn(t, s)
+		rawSend(t, conn, "POST", path, append([]string{"Authorization", "Bearer " + tok,
+			"Content-Length", fmt.Sprint(len(body))}, hdr...)...)
+		if _, err := io.WriteString(conn, body); err != nil {
+			t.Fatal(err)
+		}
+		return rawRead(t, br, "POST")
+	}
+	for _, c := range []struct {
+		name, path string
+		hdr        []string
+	}{
+		{"curl's default form type", "/v1/rides", []string{"Content-Type", "application/x-www-form-urlencoded"}},
+		{"no type", "/v1/rides", nil},
+		{"text", "/v1/estimates", []string{"Content-Type", "text/plain"}},
+		{"another charset", "/v1/rides", []string{"Content-Type", "application/json; charset=iso-8859-1"}},
+		{"gzip", "/v1/rides", []string{"Content-Type", "application/json", "Content-Encoding", "gzip"}},
+		{"cancel with a form", "/v1/rides/r_x/cancel", []string{"Content-Type", "application/x-www-form-urlencoded"}},
+	} {
+		resp, b := post(c.path, c.hdr...)
+		if p := mustProblem(t, resp, b, http.StatusUnsupportedMediaType, dispatch.ECodeMediaType); p.Detail == "" {
+			t.Errorf("%s: no detail", c.name)
+		}
+	}
+	for _, ct := range []string{"application/json", "application/json; charset=utf-8", "Application/JSON; charset=UTF-8"} {
+		if resp, b := post("/v1/estimates", "Content-Type", ct); resp.StatusCode != 200 {
+			t.Errorf("estimate as %q = %d %s", ct, resp.StatusCode, b)
+		}
+	}
+}
+
 func TestHTTPConfigErrors(t *testing.T) {
 	for _, c := range []struct {
 		args []string

@@ -127,6 +127,7 @@ func benchRequestToOffer(b *testing.B, s *server, nDrivers, nRiders int) {
 				})
 				req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/rides", bytes.NewReader(body))
 				req.Header.Set("Authorization", "Bearer "+tok)
+				req.Header.Set("Content-Type", "application/json")
 				sent := time.Now()
 				resp, err := hc.Do(req)
 				if err != nil {

@@ -110,6 +110,7 @@ func TestIdempotencyKeysLiveInRedis(t *testing.T) {
 		body := `{"pickup":{"lat":33.4996,"lng":126.5312},"dropoff":{"lat":33.5104,"lng":126.4913}}`
 		req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/rides", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", "retry-me")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -145,6 +146,7 @@ func TestRateLimitSharedAcrossProcesses(t *testing.T) {
 		body := `{"pickup":{"lat":35.5384,"lng":129.3114},"dropoff":{"lat":35.5396,"lng":129.3320}}`
 		req, _ := http.NewRequest("POST", "http://"+servers[i%2].Addr()+"/v1/estimates", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

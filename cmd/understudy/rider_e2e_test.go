@@ -272,6 +272,7 @@ func riderPost(tb testing.TB, s *server, token, key, body string) (int, rider.Ri
 	tb.Helper()
 	req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/rides", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
 	if key != "" {
 		req.Header.Set(rider.IdempotencyKeyHeader, key)
 	}
@@ -516,6 +517,9 @@ func riderCall(tb testing.TB, s *server, method, path, token, body string) (int,
 	req, _ := http.NewRequest(method, "http://"+s.Addr()+path, strings.NewReader(body))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := riderHTTP(tb, s).Do(req)
 	if err != nil {
