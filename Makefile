@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test deps vet bench fuzz
+.PHONY: run test deps vet openapi-lint bench fuzz
 
 # Root installs directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -10,8 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run:
 	$(GO) run ./cmd/understudy
 
-## test: vet, the whole suite under the race detector, and one pass of every benchmark
-test: deps vet
+## test: vet, the OpenAPI lint, the whole suite under the race detector, and one pass of every benchmark
+test: deps vet openapi-lint
 	$(GO) test -race -count=1 -timeout 8m ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
@@ -19,6 +19,21 @@ vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+## openapi-lint: docs/openapi.yaml against Redocly's recommended rules (docs/redocly.yaml); any error fails
+REDOCLY := .ci/node_modules/.bin/redocly
+openapi-lint: .ci/node_modules/.installed
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint --config docs/redocly.yaml --format=stylish
+
+# The linter at the version pinned in .ci/package-lock.json, installed once into
+# .ci/node_modules (not in git) and again only when the lock changes. Node.js and npm
+# come from Debian's packages when the machine has none.
+.ci/node_modules/.installed: .ci/package.json .ci/package-lock.json
+	@command -v npm >/dev/null || { \
+	  echo "npm not found: installing Node.js and npm from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
+	npm ci --prefix .ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 ## bench: the figures in docs/performance.md
 bench:
