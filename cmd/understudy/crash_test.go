@@ -164,7 +164,9 @@ func (w *crashWorld) api(method, path string, body any, wantStatus int) map[stri
 	req, _ := http.NewRequest(method, "http://"+w.proc.addr+path, rd)
 	req.Header.Set("Authorization", "Bearer "+w.token("u-1", dispatch.RoleRider))
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	hc := openAPIClient(w.tb) // the real binary's answers, held to docs/openapi.yaml
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		w.tb.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -298,7 +298,10 @@ func handshake(tb testing.TB, s *server, header http.Header) (int, string, strin
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := (&http.Client{Timeout: frameWait}).Do(req)
+	hc := openAPIClient(tb)
+	hc.Timeout = frameWait
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}

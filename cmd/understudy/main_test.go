@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -70,9 +69,12 @@ func stopServer(tb testing.TB, s *server) {
 	stop.(func())()
 }
 
+// get GETs url anonymously and validates the exchange against docs/openapi.yaml.
 func get(tb testing.TB, url string) (int, string) {
 	tb.Helper()
-	resp, err := http.Get(url)
+	hc := openAPIClient(tb)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(url)
 	if err != nil {
 		tb.Fatalf("GET %s: %v", url, err)
 	}

@@ -13,7 +13,8 @@ import (
 	"github.com/understudy/understudy/driver"
 )
 
-// authGet GETs path on s with a token for sub and role ("" role: no token).
+// authGet GETs path on s with a token for sub and role ("" role: no token), and
+// validates the exchange against docs/openapi.yaml.
 func authGet(tb testing.TB, s *server, path, sub string, role dispatch.Role) (int, http.Header, string) {
 	tb.Helper()
 	req, _ := http.NewRequest("GET", "http://"+s.Addr()+path, nil)
@@ -24,7 +25,9 @@ func authGet(tb testing.TB, s *server, path, sub string, role dispatch.Role) (in
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := openAPIClient(tb)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		tb.Fatal(err)
 	}

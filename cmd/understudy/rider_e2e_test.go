@@ -34,12 +34,13 @@ const riderWait = 5 * time.Second
 
 // riderHTTPClients holds one HTTP client per server, whose idle connections are closed
 // before the server shuts down: a connection the transport dialled but never used
-// would otherwise hold http.Server.Shutdown for 5 s.
+// would otherwise hold http.Server.Shutdown for 5 s. Every exchange is validated
+// against docs/openapi.yaml.
 var riderHTTPClients sync.Map // *server -> *http.Client
 
 func riderHTTP(tb testing.TB, s *server) *http.Client {
 	tb.Helper()
-	hc := &http.Client{Transport: &http.Transport{}}
+	hc := openAPIClient(tb)
 	if c, loaded := riderHTTPClients.LoadOrStore(s, hc); loaded {
 		return c.(*http.Client)
 	}
