@@ -222,6 +222,25 @@ func (d *openAPIDoc) hasOperation(req *http.Request) bool {
 	return ok
 }
 
+// checkProblem holds an answer outside the document's operations to its rule that
+// every error is an application/problem+json Problem.
+func (c *openAPICheck) checkProblem(req *http.Request, resp *http.Response, body []byte) {
+	if ct := resp.Header.Get("Content-Type"); ct != "application/problem+json" {
+		c.tb.Errorf("%s %s answered %d as %q, want application/problem+json", req.Method, req.URL.RequestURI(), resp.StatusCode, ct)
+		return
+	}
+	p, ok := c.doc.model.Components.Schemas.Get("Problem")
+	if !ok || p.Schema() == nil {
+		c.tb.Errorf("docs/openapi.yaml has no schema Problem")
+		return
+	}
+	if ok, errs := c.doc.schemas.ValidateSchemaBytes(p.Schema(), body); !ok {
+		for _, e := range errs {
+			c.tb.Errorf("%s %s answered %d with a body that is not a Problem of docs/openapi.yaml:\n%s", req.Method, req.URL.RequestURI(), resp.StatusCode, describe(e))
+		}
+	}
+}
+
 // documented returns the document's response to req with status, nil if none.
 func (d *openAPIDoc) documented(req *http.Request, status int) *v3.Response {
 	item, _, _ := paths.FindPath(req, d.model, nil)
@@ -241,7 +260,10 @@ func (d *openAPIDoc) documented(req *http.Request, status int) *v3.Response {
 // validate checks one exchange and records its route.
 func (c *openAPICheck) validate(req *http.Request, resp *http.Response, body []byte) {
 	if !c.doc.hasOperation(req) && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed) {
-		return // the router refused a route the document does not have: nothing to hold it to
+		// The router refused a route the document does not have; the document says
+		// that every error, these too, is a Problem.
+		c.checkProblem(req, resp, body)
+		return
 	}
 	var errs []*valerrors.ValidationError
 	if resp.StatusCode < 300 {
@@ -425,6 +447,7 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(401, "POST", "/v1/estimates", "", trip)
 	expect(403, "POST", "/v1/estimates", drv, trip)
 	expect(413, "POST", "/v1/estimates", alice, huge)
+	expect(415, "POST", "/v1/estimates", alice, trip, "Content-Type", "application/x-www-form-urlencoded")
 
 	t.Log("requests, with and without an idempotency key")
 	first := ride(expect(201, "POST", "/v1/rides", alice, trip, "Idempotency-Key", "k-1"))
@@ -436,6 +459,7 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(401, "POST", "/v1/rides", "", trip)
 	expect(403, "POST", "/v1/rides", drv, trip)
 	expect(413, "POST", "/v1/rides", alice, huge)
+	expect(415, "POST", "/v1/rides", alice, trip, "Content-Type", "text/plain")
 
 	t.Log("reads")
 	ridePath := "/v1/rides/" + first.ID
@@ -494,6 +518,8 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(401, "POST", "/v1/rides/"+second.ID+"/cancel", "", "")
 	expect(403, "POST", "/v1/rides/"+second.ID+"/cancel", drv, "")
 	expect(404, "POST", "/v1/rides/"+second.ID+"/cancel", bob, "")
+	expect(413, "POST", "/v1/rides/"+second.ID+"/cancel", alice, huge)
+	expect(415, "POST", "/v1/rides/"+second.ID+"/cancel", alice, "{}", "Content-Encoding", "gzip")
 	expect(200, "POST", "/v1/rides/"+second.ID+"/cancel", alice, "")
 
 	t.Log("pay, with the trip in the ledger")
@@ -511,6 +537,10 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(400, "GET", "/v1/admin/ledger?since=yesterday", admin, "")
 	expect(401, "GET", "/v1/admin/ledger", "", "")
 	expect(403, "GET", "/v1/admin/ledger", drv, "")
+
+	t.Log("the router's refusals")
+	expect(404, "GET", "/v1/nope", alice, "")
+	expect(405, "DELETE", ridePath, alice, "")
 
 	t.Log("the driver socket's handshake")
 	upgrade := []string{"Connection", "Upgrade", "Upgrade", "websocket", "Sec-WebSocket-Version", "13",
