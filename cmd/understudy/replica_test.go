@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/redisstore"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
@@ -166,8 +168,12 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 		rides   = 300
 	)
 	// The drivers here go silent at random: keep them in dispatch however often they do
-	// (taking silent drivers offline has its own tests).
-	rs := mustStartReplicas(t, 2, "--offer-timeout", "1s", "--max-missed-offers", "0")
+	// (taking silent drivers offline has its own tests). Offers last 3 s, so that the
+	// answers mostly beat them even on a busy machine; a ride whose offers all expire
+	// there ends as no_driver after maxSearch, well within the time the test gives a
+	// ride to end.
+	const maxSearch = 30 * time.Second
+	rs := mustStartReplicas(t, 2, "--offer-timeout", "3s", "--max-missed-offers", "0", "--max-search", maxSearch.String())
 	st := rs.store(t)
 	bg := context.Background()
 	rng := rand.New(rand.NewPCG(5, 5))
@@ -191,8 +197,11 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "every driver in both replicas' supply", func() bool {
-		return rs.servers[0].engine.Available() == drivers && rs.servers[1].engine.Available() == drivers
+	dispatchtest.Eventually(t, func() error {
+		if a, b := rs.servers[0].engine.Available(), rs.servers[1].engine.Available(); a != drivers || b != drivers {
+			return fmt.Errorf("%d and %d drivers in the replicas' supply, want %d in each", a, b, drivers)
+		}
+		return nil
 	})
 
 	ctx, stop := context.WithCancel(bg)
@@ -210,44 +219,75 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 		failed.CompareAndSwap(nil, fmt.Sprintf(format, args...))
 		stop()
 	}
-	// Each replica answers for its own drivers, as its gateway would.
+	// Each replica answers for its own drivers, as its gateway would: a pass reads every
+	// driver at once and answers for each in a goroutine of its own, as each driver's
+	// socket would. An offered driver accepts (60%), declines (30%) or lets the offer
+	// expire (10%). The engine may refuse an answer with a conflict (the offer expired
+	// or went meanwhile); any other error fails the test.
+	var silent sync.Map // offers left to expire
+	answer := func(s *server, d dispatch.Driver, p int) error {
+		refused := func(err error) error {
+			if dispatch.ErrorCode(err) == dispatch.ECodeConflict {
+				return nil
+			}
+			return err
+		}
+		switch d.State {
+		case dispatch.DriverOffered:
+			if _, ok := silent.Load(d.OfferID); ok {
+				return nil
+			}
+			answers.Add(1)
+			switch {
+			case p < 6:
+				r, err := s.engine.Accept(ctx, d.ID, d.OfferID)
+				if err != nil {
+					return refused(err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if prev, ok := acceptedBy[r.ID]; ok {
+					return fmt.Errorf("ride %s accepted by %s and %s", r.ID, prev, d.ID)
+				}
+				acceptedBy[r.ID] = d.ID
+			case p < 9:
+				return refused(s.engine.Decline(ctx, d.ID, d.OfferID))
+			default:
+				silent.Store(d.OfferID, true)
+			}
+		case dispatch.DriverEnRoute:
+			if _, err := s.engine.Arrived(ctx, d.ID, d.RideID); err != nil {
+				return err
+			}
+			_, err := s.engine.Start(ctx, d.ID, d.RideID)
+			return err
+		case dispatch.DriverOnTrip:
+			_, err := s.engine.Complete(ctx, d.ID, d.RideID)
+			return err
+		}
+		return nil
+	}
 	for w, s := range rs.servers {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(w), 9))
 			for ctx.Err() == nil {
-				for id, h := range home {
-					if h != s {
-						continue
-					}
-					d, err := s.engine.Driver(ctx, id)
-					if err != nil {
-						continue
-					}
-					switch d.State {
-					case dispatch.DriverOffered:
-						switch p := rng.IntN(10); {
-						case p < 6:
-							r, err := s.engine.Accept(ctx, id, d.OfferID)
-							if err != nil {
-								continue // expired or raced: the engine said no
+				var pass sync.WaitGroup
+				err := st.Drivers(ctx, func(d dispatch.Driver) error {
+					if home[d.ID] == s {
+						p := rng.IntN(10)
+						pass.Go(func() {
+							if err := answer(s, d, p); err != nil && ctx.Err() == nil {
+								fail("driver %s (%s): %v", d.ID, d.State, err)
 							}
-							mu.Lock()
-							if prev, ok := acceptedBy[r.ID]; ok {
-								fail("ride %s accepted by %s and %s", r.ID, prev, id)
-							}
-							acceptedBy[r.ID] = id
-							mu.Unlock()
-						case p < 9:
-							_ = s.engine.Decline(ctx, id, d.OfferID)
-						} // else: silence, the offer expires
-						answers.Add(1)
-					case dispatch.DriverEnRoute:
-						_, _ = s.engine.Arrived(ctx, id, d.RideID)
-						_, _ = s.engine.Start(ctx, id, d.RideID)
-					case dispatch.DriverOnTrip:
-						_, _ = s.engine.Complete(ctx, id, d.RideID)
+						})
 					}
+					return nil
+				})
+				pass.Wait()
+				if err != nil && ctx.Err() == nil {
+					fail("read the drivers: %v", err)
 				}
+				time.Sleep(5 * time.Millisecond) // pacing the passes, not waiting for a condition
 			}
 		})
 	}
@@ -270,6 +310,7 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 			time.Sleep(20 * time.Millisecond) // pacing the watcher, not waiting for a condition
 		}
 	})
+	began := time.Now()
 	for i := range rides {
 		s := rs.servers[i%2]
 		r, err := s.engine.RequestRide(bg, fmt.Sprintf("u-%d", i), spot(), dropoff)
@@ -280,21 +321,34 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 		requested[r.ID] = s
 		mu.Unlock()
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for ctx.Err() == nil {
-		done := 0
-		for id := range requested {
-			if r, err := st.Ride(bg, id); err == nil && r.Status.Final() {
-				done++
+	// Wait for every ride to end, however slow the machine: the test fails when no ride
+	// ends for a whole dispatchtest.Patience (longer than maxSearch, by which every ride
+	// ends), never on how long all of them take.
+	open := maps.Clone(requested) // the rides not final yet; final is for good
+	for len(open) > 0 && ctx.Err() == nil {
+		before := len(open)
+		err := dispatchtest.Within(dispatchtest.Patience, 50*time.Millisecond, func() error {
+			waiting := map[dispatch.RideStatus]int{}
+			for id := range open {
+				r, err := st.Ride(bg, id)
+				switch {
+				case err != nil:
+					return fmt.Errorf("read ride %s: %w", id, err)
+				case r.Status.Final():
+					delete(open, id)
+				default:
+					waiting[r.Status]++
+				}
 			}
+			if len(open) < before || len(open) == 0 || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("no ride became final for %s: %d of %d final, the others %v",
+				dispatchtest.Patience, rides-len(open), rides, waiting)
+		})
+		if err != nil {
+			fail("%v", err)
 		}
-		if done == rides {
-			break
-		}
-		if time.Now().After(deadline) {
-			fail("%d of %d rides final after 20 s", done, rides)
-		}
-		time.Sleep(50 * time.Millisecond) // polling with a deadline
 	}
 	stop()
 	wg.Wait()
@@ -303,13 +357,19 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 	}
 
 	// The final state, read through the Store: every ride completed by the driver whose
-	// accept won, every driver free, and some rides served across replicas each way.
+	// accept won, or (no accept won) ended without a driver; every driver free; and some
+	// rides served across replicas each way.
 	cross := map[string]int{} // requesting replica → rides a driver of the other one served
 	name := map[*server]string{rs.servers[0]: "A", rs.servers[1]: "B"}
+	unserved := 0
 	for id, origin := range requested {
 		r, err := st.Ride(bg, id)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if acceptedBy[id] == "" && r.Status == dispatch.RideNoDriver && r.DriverID == "" {
+			unserved++
+			continue
 		}
 		if r.Status != dispatch.RideCompleted || r.DriverID == "" || acceptedBy[id] != r.DriverID {
 			t.Fatalf("ride %s = %s by %q, accept won by %q", id, r.Status, r.DriverID, acceptedBy[id])
@@ -330,7 +390,8 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 	if len(cross) != 2 {
 		t.Fatalf("rides served across replicas, by requesting replica: %v; want some each way", cross)
 	}
-	t.Logf("%d rides, %d answers, %d consistent snapshots, cross-replica rides %v", rides, answers.Load(), snapshots.Load(), cross)
+	t.Logf("%d rides final after %s (%d without a driver), %d answers, %d consistent snapshots, cross-replica rides %v",
+		rides, time.Since(began).Round(time.Millisecond), unserved, answers.Load(), snapshots.Load(), cross)
 }
 
 func redisClient(tb testing.TB, url string) *redis.Client {
