@@ -381,21 +381,27 @@ func TestOneOfferPerDriverAndRide(t *testing.T) {
 	}
 }
 
-// Two rides and two drivers placed so that nearest-first is worse than the batch optimum.
+// Two rides and two drivers placed so that every greedy rule (cheapest pair first, or
+// each ride its nearest driver) is clearly worse than the batch optimum: the engine
+// must use the optimal solver.
 func TestBatchBeatsGreedy(t *testing.T) {
 	te := mustOpenEngine(t, nil)
-	// Along a north-south line: A at 0 m, d-1 at 100 m, B at 200 m, d-2 at -800 m.
-	// Greedy for A takes d-1 (100 m), leaving B with d-2 (1000 m): 1100 m.
-	// Optimal: A takes d-2 (800 m), B takes d-1 (100 m): 900 m.
+	// Along a north-south line: A at 0 m, d-1 at 100 m, B at 250 m, d-2 at -1000 m.
+	// Greedy takes the cheapest pair, A and d-1 (100 m), leaving B with d-2 (1250 m):
+	// 1350 m in all. Optimal: A takes d-2 (1000 m), B takes d-1 (150 m): 1150 m.
 	te.online(t, "d-1", near(gangnam, 100, 0))
-	te.online(t, "d-2", near(gangnam, -800, 0))
+	te.online(t, "d-2", near(gangnam, -1000, 0))
 	a := te.request(t, gangnam)
-	b := te.request(t, near(gangnam, 200, 0))
+	b := te.request(t, near(gangnam, 250, 0))
 	te.step(t)
 	o1 := te.offerTo(t, "d-1")
 	o2 := te.offerTo(t, "d-2")
 	if o1.RideID != b.ID || o2.RideID != a.ID {
-		t.Fatalf("d-1 got %s, d-2 got %s; want d-1→B (%s), d-2→A (%s)", o1.RideID, o2.RideID, b.ID, a.ID)
+		t.Fatalf("d-1 got %s (%v m), d-2 got %s (%v m); want d-1→B (%s), d-2→A (%s), 1150 m in all",
+			o1.RideID, o1.PickupM, o2.RideID, o2.PickupM, b.ID, a.ID)
+	}
+	if total := o1.PickupM + o2.PickupM; total < 1140 || total > 1160 {
+		t.Fatalf("pickups of %v m and %v m, want about 150 m and 1000 m", o1.PickupM, o2.PickupM)
 	}
 }
 
