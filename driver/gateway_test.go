@@ -3,6 +3,7 @@ package driver_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/driver"
@@ -285,16 +287,26 @@ func TestSlowDriverIsDisconnected(t *testing.T) {
 }
 
 // TestDrain: drivers are told to reconnect (1012), new handshakes are refused with 503,
-// and a socket that never answers the close is cut at ctx's deadline.
+// a socket that never answers the close is cut at ctx's deadline, and every driver
+// stays as it was (available here), to resume on another replica.
 func TestDrain(t *testing.T) {
 	r := mustOpenRegion(t, func(g *driver.Gateway) { g.CloseTimeout = time.Minute })
-	polite, _ := r.dial(t, "d-1", client.Dialer{})
-	// A socket that never reads, so it never answers the close frame.
+	polite := r.online(t, "d-1", near)
+	// A socket that never reads, so it never answers the close frame; its driver is made
+	// available through the engine.
 	h := http.Header{"Authorization": {"Bearer " + r.token(t, "d-2")}}
 	mute, _, err := websocket.DefaultDialer.Dial(r.url(), h)
 	must(t, err)
 	defer mute.Close()
-	eventually(t, "both connected", func() bool { return r.gw.Connected() == 2 })
+	dispatchtest.Eventually(t, func() error {
+		if n := r.gw.Connected(); n != 2 {
+			return fmt.Errorf("%d sockets connected, want 2", n)
+		}
+		return nil
+	})
+	must(t, r.engine.UpdateLocation(context.Background(), "d-2", farther))
+	_, err = r.engine.SetAvailable(context.Background(), "d-2")
+	must(t, err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -318,8 +330,10 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("dial while draining: %v, want 503", err)
 	}
 	must(t, r.gw.Drain(context.Background())) // again: nothing left to drain
-	if got := r.driverState(t, "d-1"); got != dispatch.DriverOffline {
-		t.Fatalf("d-1 is %s", got)
+	for _, id := range []string{"d-1", "d-2"} {
+		if got := r.driverState(t, id); got != dispatch.DriverAvailable {
+			t.Errorf("%s is %s after Drain, want still available", id, got)
+		}
 	}
 	if r.timers.count() != 0 {
 		t.Fatalf("drain started %d grace timers; drivers resume elsewhere", r.timers.count())
