@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -545,6 +546,10 @@ func TestReopenRebuildsFromStore(t *testing.T) {
 	if evs := te.rec.take(dispatch.EventOfferRevoked, "d-1"); len(evs) != 1 || evs[0].Offer.ID != o.ID {
 		t.Fatalf("revocations after rebuild = %+v", evs)
 	}
+	if r, err := e2.Ride(ctx, offered.ID); err != nil || r.Status != dispatch.RideSearching ||
+		(r.Offer != nil && r.Offer.ID == o.ID) || !slices.Contains(r.Declined, "d-1") {
+		t.Fatalf("the expired offer's ride after rebuild = %+v, %v; want searching on, d-1 declined", r, err)
+	}
 	// The first engine's epoch is fenced off: it can no longer assign.
 	if _, err := te.Accept(ctx, "d-2", "whatever"); err == nil {
 		t.Fatal("accept of an unknown offer succeeded")
@@ -552,7 +557,6 @@ func TestReopenRebuildsFromStore(t *testing.T) {
 	if _, err := te.RequestRide(ctx, "u-1", gangnam, seoulStn); !errors.Is(err, dispatch.ErrStaleEpoch) {
 		t.Fatalf("old engine wrote after being fenced: %v", err)
 	}
-	_ = offered
 }
 
 func TestRunMatchesAtOnceWithZeroInterval(t *testing.T) {

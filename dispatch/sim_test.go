@@ -137,7 +137,10 @@ func runSimulation(t *testing.T, nDrivers, workers, rounds int, interval time.Du
 	// The run must have exercised the interesting paths.
 	var completed, cancelled, noDriver int
 	for _, id := range st.rides {
-		r, _ := store.Ride(ctx, id)
+		r, err := store.Ride(ctx, id)
+		if err != nil {
+			t.Fatalf("ride %s: %v", id, err)
+		}
 		switch r.Status {
 		case dispatch.RideCompleted:
 			completed++
@@ -235,7 +238,9 @@ func simDriver(ctx context.Context, e *dispatch.Engine, id string, r *rand.Rand,
 func checkInvariants(t *testing.T, ctx context.Context, store *memstore.Store, st *simState) {
 	t.Helper()
 	drivers := map[string]dispatch.Driver{}
-	_ = store.Drivers(ctx, func(d dispatch.Driver) error { drivers[d.ID] = d; return nil })
+	if err := store.Drivers(ctx, func(d dispatch.Driver) error { drivers[d.ID] = d; return nil }); err != nil {
+		t.Fatalf("read the drivers: %v", err)
+	}
 	rideOf := map[string]string{} // ride → the driver holding it
 	for _, d := range drivers {
 		switch d.State {

@@ -247,22 +247,24 @@ func (w *crashWorld) trip(id, rideID string, steps ...string) {
 	}
 	for _, s := range steps {
 		var err error
+		answer := driver.TypeRide
 		switch s {
 		case "accept":
+			answer = driver.TypeAssigned
 			err = c.Accept(ctx, o.OfferID)
-			w.next(id, driver.TypeAssigned)
-			continue
 		case "arrived":
 			err = c.Arrived(ctx, rideID)
 		case "start":
 			err = c.Start(ctx, rideID)
 		case "complete":
 			err = c.Complete(ctx, rideID)
+		default:
+			w.tb.Fatalf("unknown trip step %q", s)
 		}
 		if err != nil {
-			w.tb.Fatal(err)
+			w.tb.Fatalf("driver %s: send %s for ride %s: %v", id, s, rideID, err)
 		}
-		w.next(id, driver.TypeRide)
+		w.next(id, answer)
 	}
 }
 

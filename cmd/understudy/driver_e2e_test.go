@@ -577,7 +577,10 @@ func TestDriverAcceptRaces(t *testing.T) {
 		if assigned+revoked != 1 {
 			t.Fatalf("race %d: driver heard %d assigned and %d offer_revoked: %s", i, assigned, revoked, frames)
 		}
-		r, _ := s.engine.Ride(context.Background(), ride.ID)
+		r, err := s.engine.Ride(context.Background(), ride.ID)
+		if err != nil {
+			t.Fatalf("race %d: %v", i, err)
+		}
 		if assigned == 1 {
 			outcomes[kind+": accept won"]++
 			if r.MatchedAt.IsZero() || r.DriverID != "d-1" {
@@ -601,7 +604,9 @@ func TestDriverAcceptRaces(t *testing.T) {
 				t.Fatalf("race %d: driver heard offer_revoked but the ride was matched: %+v", i, r)
 			}
 			if r.Status == dispatch.RideSearching {
-				_, _ = s.engine.CancelRide(context.Background(), ride.ID)
+				if _, err := s.engine.CancelRide(context.Background(), ride.ID); err != nil {
+					t.Fatalf("race %d: cancel the ride left searching: %v", i, err)
+				}
 			}
 		}
 		eventually(t, "driver available again", func() bool {

@@ -133,9 +133,12 @@ func TestConfigPrecedence(t *testing.T) {
 func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.json")
-	_ = os.WriteFile(bad, []byte(`{"offer_timout":"20s"}`), 0o600)
 	badDur := filepath.Join(dir, "dur.json")
-	_ = os.WriteFile(badDur, []byte(`{"offer_timeout":"soon"}`), 0o600)
+	for name, text := range map[string]string{bad: `{"offer_timout":"20s"}`, badDur: `{"offer_timeout":"soon"}`} {
+		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		want string

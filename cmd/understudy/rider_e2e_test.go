@@ -347,12 +347,15 @@ func TestRiderIdempotencyEndToEnd(t *testing.T) {
 		}
 	}
 	rides := 0
-	_ = s.store.ActiveRides(context.Background(), func(r dispatch.Ride) error {
+	err := s.store.ActiveRides(context.Background(), func(r dispatch.Ride) error {
 		if strings.HasPrefix(r.RiderID, "u-bob-") {
 			rides++
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatalf("read the active rides: %v", err)
+	}
 	if rides != rounds {
 		t.Fatalf("the bobs have %d rides in the store, want %d (one per key)", rides, rounds)
 	}

@@ -244,7 +244,9 @@ func Run(t *testing.T, newStore func(tb testing.TB) dispatch.Store) {
 			t.Fatalf("the winner's ride was not written with its claim: %v", err)
 		}
 		rides := 0
-		_ = s.ActiveRides(ctx, func(dispatch.Ride) error { rides++; return nil })
+		if err := s.ActiveRides(ctx, func(dispatch.Ride) error { rides++; return nil }); err != nil {
+			t.Fatalf("ActiveRides: %v", err)
+		}
 		if rides != 1 {
 			t.Fatalf("%d rides written, want only the winner's", rides)
 		}
