@@ -1,7 +1,15 @@
-// Package redistest gives tests a real Redis: REDIS_URL when set (its database is
-// FLUSHED by every test that asks: never point it at data you keep), otherwise a
-// redis-server it starts on a free port in a temporary directory and stops at cleanup.
-// With neither it fails the test with what to install; it never skips.
+// Package redistest gives tests a real Redis: the server at REDIS_URL when set,
+// otherwise a redis-server it starts on a free port in a temporary directory and stops
+// at cleanup. With neither it fails the test with what to install; it never skips.
+//
+// With REDIS_URL, each call to URL claims one of that server's databases (0 to its
+// `databases` setting less one, whatever database the URL names) that no other test
+// holds, FLUSHES it, and holds it until the test's cleanup. The claim is a lock file
+// in the temporary directory, so tests of packages that `go test` runs in parallel
+// processes on this machine never share, or flush, each other's database; a test
+// waits while every database is held. Any database of that server may be flushed:
+// point REDIS_URL only at a Redis kept for tests, and not one that tests on other
+// machines use at the same time.
 package redistest
 
 import (
@@ -18,12 +26,12 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// URL returns the URL of a Redis the test may use, with an empty database.
+// URL returns the URL of a Redis the test may use, with an empty database that is
+// its own until the test ends.
 func URL(tb testing.TB) string {
 	tb.Helper()
 	if u := os.Getenv("REDIS_URL"); u != "" {
-		flush(tb, u)
-		return u
+		return claim(tb, u)
 	}
 	return Start(tb)
 }
@@ -83,19 +91,6 @@ func waitReady(url string, exited <-chan struct{}) bool {
 		time.Sleep(20 * time.Millisecond) // polling a starting server, bounded by the deadline
 	}
 	return false
-}
-
-func flush(tb testing.TB, url string) {
-	tb.Helper()
-	opts, err := redis.ParseURL(url)
-	if err != nil {
-		tb.Fatalf("REDIS_URL: %v", err)
-	}
-	c := redis.NewClient(opts)
-	defer c.Close()
-	if err := c.FlushDB(context.Background()).Err(); err != nil {
-		tb.Fatalf("REDIS_URL %s: %v", url, err)
-	}
 }
 
 func freePort(tb testing.TB) int {
