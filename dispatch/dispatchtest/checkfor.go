@@ -27,6 +27,20 @@ func Eventually(tb testing.TB, f func() error) {
 	CheckFor(tb, Patience, 10*time.Millisecond, f)
 }
 
+// Await is Eventually for a condition that yields a value: it calls f every 10 ms
+// until f returns a nil error, and returns the value of that call. It fails tb with
+// f's last error if that has not happened within Patience.
+func Await[T any](tb testing.TB, f func() (T, error)) T {
+	tb.Helper()
+	var v T
+	Eventually(tb, func() error {
+		var err error
+		v, err = f()
+		return err
+	})
+	return v
+}
+
 // Within calls f every interval until it returns nil and returns nil, or returns f's
 // last error once total has passed. For goroutines other than the test's, which must
 // not call tb.Fatal.
