@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/memstore"
 )
 
@@ -568,13 +569,12 @@ func TestRunMatchesAtOnceWithZeroInterval(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	te.online(t, "d-1", gangnam)
 	te.request(t, gangnam)
-	deadline := time.Now().Add(5 * time.Second)
-	for len(te.rec.take(dispatch.EventOffer, "d-1")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no offer within 5 s of the request")
+	dispatchtest.Eventually(t, func() error {
+		if len(te.rec.take(dispatch.EventOffer, "d-1")) == 0 {
+			return errors.New("no offer to d-1 since the request")
 		}
-		time.Sleep(time.Millisecond) // polling with a deadline, not waiting on a guess
-	}
+		return nil
+	})
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -2,6 +2,7 @@ package natsbus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/natsbus"
 	"github.com/understudy/understudy/dispatch/natslog"
@@ -34,16 +36,20 @@ func (r *recorder) events() []dispatch.Event {
 	return append([]dispatch.Event(nil), r.evs...)
 }
 
-// waitFor polls check until it holds, failing the test after 5 s.
-func waitFor(tb testing.TB, what string, check func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !check() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("no %s within 5 s", what)
-		}
-		time.Sleep(2 * time.Millisecond) // polling with a deadline
+// heard fails unless r has at least n events.
+func (r *recorder) heard(name string, n int) error {
+	if got := len(r.events()); got < n {
+		return fmt.Errorf("%s heard %d events, want %d", name, got, n)
 	}
+	return nil
+}
+
+// available fails unless e's supply holds n drivers.
+func available(e *dispatch.Engine, n int) error {
+	if got := e.Available(); got != n {
+		return fmt.Errorf("%d drivers in the supply, want %d", got, n)
+	}
+	return nil
 }
 
 // mustStartNATS starts an embedded NATS server for tb and returns its URL.
@@ -139,7 +145,9 @@ func TestEventsReachTheRegionsOtherReplicas(t *testing.T) {
 	for i := range n {
 		a.Notify(offerEvent(i))
 	}
-	waitFor(t, "every event on B", func() bool { return len(b.local.events()) == n && len(b.engine.events()) == n })
+	dispatchtest.Eventually(t, func() error {
+		return errors.Join(b.local.heard("B's gateway", n), b.engine.heard("B's engine", n))
+	})
 	for i, ev := range b.local.events() {
 		want := offerEvent(i)
 		if ev.Type != want.Type || ev.DriverID != want.DriverID || ev.Ride.ID != want.Ride.ID ||
@@ -151,7 +159,7 @@ func TestEventsReachTheRegionsOtherReplicas(t *testing.T) {
 	}
 	// A round trip from each makes sure anything misrouted would have arrived.
 	b.Notify(dispatch.Event{Type: dispatch.EventRideChanged, Ride: dispatch.Ride{ID: "r-b"}})
-	waitFor(t, "B's event on A", func() bool { return len(a.local.events()) == 1 })
+	dispatchtest.Eventually(t, func() error { return a.local.heard("A's gateway", 1) })
 	if got := len(other.local.events()) + len(other.engine.events()); got != 0 {
 		t.Fatalf("busan got %d of seoul's events", got)
 	}
@@ -176,7 +184,7 @@ func TestSupplyChangesAreCoalescedPerDriver(t *testing.T) {
 	a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-2", Location: &gangnam})
 	a.Notify(dispatch.Event{Type: dispatch.EventDriverAway, DriverID: "d-2"})
 	a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-3"})
-	waitFor(t, "the flush", func() bool { return len(b.engine.events()) >= 4 })
+	dispatchtest.Eventually(t, func() error { return b.engine.heard("B's engine", 4) })
 	byDriver := map[string][]dispatch.Event{}
 	for _, ev := range b.engine.events() {
 		byDriver[ev.DriverID] = append(byDriver[ev.DriverID], ev)
@@ -231,7 +239,7 @@ func TestNotifyNeverBlocksAndMessagesFit(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
-	waitFor(t, "the queued events on B", func() bool { return len(b.local.events()) >= 300 })
+	dispatchtest.Eventually(t, func() error { return b.local.heard("B's gateway", 300) })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -285,7 +293,7 @@ func TestEnginesJoinedByTheBus(t *testing.T) {
 	if _, err := ea.SetAvailable(ctx, "d-1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "d-1 in B's supply", func() bool { return eb.Available() == 1 })
+	dispatchtest.Eventually(t, func() error { return available(eb, 1) })
 	r, err := eb.RequestRide(ctx, "u-1", gangnam, seoul)
 	if err != nil {
 		t.Fatal(err)
@@ -293,27 +301,25 @@ func TestEnginesJoinedByTheBus(t *testing.T) {
 	if err := eb.Step(ctx); err != nil {
 		t.Fatal(err)
 	}
-	var offer *dispatch.Offer
-	waitFor(t, "B's offer on A", func() bool {
+	offer := dispatchtest.Await(t, func() (*dispatch.Offer, error) {
 		for _, ev := range a.local.events() {
 			if ev.Type == dispatch.EventOffer && ev.DriverID == "d-1" {
-				offer = ev.Offer
-				return true
+				return ev.Offer, nil
 			}
 		}
-		return false
+		return nil, fmt.Errorf("no offer to d-1 among A's %d events", len(a.local.events()))
 	})
-	waitFor(t, "d-1 out of A's supply", func() bool { return ea.Available() == 0 })
+	dispatchtest.Eventually(t, func() error { return available(ea, 0) })
 	if _, err := ea.Accept(ctx, "d-1", offer.ID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "A's accept on B", func() bool {
+	dispatchtest.Eventually(t, func() error {
 		for _, ev := range b.local.events() {
 			if ev.Type == dispatch.EventRideChanged && ev.Ride.ID == r.ID && ev.Ride.Status == dispatch.RideMatched {
-				return true
+				return nil
 			}
 		}
-		return false
+		return fmt.Errorf("ride %s not matched in B's %d events", r.ID, len(b.local.events()))
 	})
 }
 
@@ -349,7 +355,12 @@ func BenchmarkBusOffers(b *testing.B) {
 	for i := 1; i <= b.N; i++ {
 		a.Notify(ev)
 		if i%1024 == 0 || i == b.N { // a window, so the receiver's pending limits hold
-			waitFor(b, "the offers sent", func() bool { return got.Load() == int64(i) })
+			dispatchtest.CheckFor(b, dispatchtest.Patience, time.Millisecond, func() error {
+				if n := got.Load(); n != int64(i) {
+					return fmt.Errorf("%d of %d offers heard", n, i)
+				}
+				return nil
+			})
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/redisstore"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
 	"github.com/understudy/understudy/dispatch/storetest"
@@ -88,14 +89,11 @@ func TestRateLimiterIsShared(t *testing.T) {
 		t.Fatal("another caller was limited by u-1's bucket")
 	}
 	// The bucket refills at 20 a second.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok, _ := b.Allow(ctx, "rider:u-1"); ok {
-			break
+	dispatchtest.Eventually(t, func() error {
+		wait, ok, err := b.Allow(ctx, "rider:u-1")
+		if err != nil || !ok {
+			return fmt.Errorf("u-1's bucket has not refilled: Allow = %s, %v, %v", wait, ok, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the bucket did not refill")
-		}
-		time.Sleep(10 * time.Millisecond) // polling with a deadline
-	}
+		return nil
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 )
 
 // RunIdempotency checks the dispatch.IdempotencyStore behaviour the rider API relies
@@ -129,9 +130,12 @@ func RunIdempotency(t *testing.T, newStore func(tb testing.TB) dispatch.Idempote
 			t.Fatal(err)
 		}
 		for _, key := range []string{"pending", "done"} {
-			pollUntil(t, fmt.Sprintf("key %q to expire", key), func() bool {
-				_, err := s.Lookup(ctx, "u-1", key)
-				return errors.Is(err, dispatch.ErrIdempotencyKeyNotFound)
+			dispatchtest.Eventually(t, func() error {
+				rec, err := s.Lookup(ctx, "u-1", key)
+				if errors.Is(err, dispatch.ErrIdempotencyKeyNotFound) {
+					return nil
+				}
+				return fmt.Errorf("key %q past its TTL: Lookup = %+v, %v; want not found", key, rec, err)
 			})
 		}
 		if err := s.Complete(ctx, "u-1", "pending", "fp-a", "r-1", day); !errors.Is(err, dispatch.ErrIdempotencyNotReserved) {
@@ -180,17 +184,5 @@ func mustReserve(tb testing.TB, s dispatch.IdempotencyStore, scope, key, fp stri
 	rec, ok, err := s.Reserve(context.Background(), scope, key, fp, ttl)
 	if err != nil || !ok {
 		tb.Fatalf("Reserve(%s, %s, %s) = %+v, %v, %v; want a fresh reservation", scope, key, fp, rec, ok, err)
-	}
-}
-
-// pollUntil polls cond until it holds or 5 s pass.
-func pollUntil(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -15,6 +15,7 @@ package redistest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -24,6 +25,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 )
 
 // URL returns the URL of a Redis the test may use, with an empty database that is
@@ -56,7 +59,8 @@ func Start(tb testing.TB) string {
 		url := fmt.Sprintf("redis://127.0.0.1:%d/0", port)
 		exited := make(chan struct{})
 		go func() { _ = cmd.Wait(); close(exited) }()
-		if waitReady(url, exited) {
+		err := waitReady(url, exited)
+		if err == nil {
 			tb.Cleanup(func() {
 				_ = cmd.Process.Kill()
 				<-exited
@@ -65,32 +69,37 @@ func Start(tb testing.TB) string {
 		}
 		_ = cmd.Process.Kill()
 		<-exited
-		tb.Logf("redis-server on port %d did not start (retrying): %s", port, out.String())
+		tb.Logf("redis-server on port %d did not start (retrying): %v: %s", port, err, out.String())
 	}
 	tb.Fatal("redis-server did not start after 5 attempts")
 	return ""
 }
 
-func waitReady(url string, exited <-chan struct{}) bool {
-	opts, _ := redis.ParseURL(url)
+// waitReady waits until the redis-server at url answers, and says why not if it
+// exited first or did not answer within dispatchtest.Patience.
+func waitReady(url string, exited <-chan struct{}) error {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return err
+	}
 	c := redis.NewClient(opts)
 	defer c.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
+	err = dispatchtest.Within(dispatchtest.Patience, 20*time.Millisecond, func() error {
 		select {
 		case <-exited:
-			return false
+			return nil // nothing left to wait for
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return true
-		}
-		time.Sleep(20 * time.Millisecond) // polling a starting server, bounded by the deadline
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return c.Ping(ctx).Err()
+	})
+	select {
+	case <-exited:
+		return errors.New("redis-server exited")
+	default:
 	}
-	return false
+	return err
 }
 
 func freePort(tb testing.TB) int {
