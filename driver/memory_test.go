@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
@@ -135,7 +136,7 @@ func measureIdle(tb testing.TB, n int) idleMemory {
 	// Warm up: one driver connects and leaves, so pools and one-off state exist.
 	warm, _ := r.dial(tb, "warm-up", client.Dialer{})
 	_ = warm.Close()
-	eventually(tb, "warm-up gone", func() bool { return r.gw.Connected() == 0 })
+	dispatchtest.Eventually(tb, connected(r.gw, 0))
 
 	before := sample()
 	child := exec.Command(os.Args[0], "-test.run=^$")
@@ -149,7 +150,7 @@ func measureIdle(tb testing.TB, n int) idleMemory {
 	defer func() {
 		_ = stdin.Close()
 		_ = child.Wait()
-		eventually(tb, "idle drivers gone", func() bool { return r.gw.Connected() == 0 })
+		dispatchtest.Eventually(tb, connected(r.gw, 0))
 	}()
 	ready := make(chan error, 1)
 	go func() {
@@ -168,13 +169,12 @@ func measureIdle(tb testing.TB, n int) idleMemory {
 	case <-time.After(2 * time.Minute):
 		tb.Fatal("idle drivers did not connect within 2 minutes")
 	}
-	deadline := time.Now().Add(time.Minute)
-	for welcomed(tb, reg) < float64(n+1) || r.gw.Connected() != n {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%d of %d connected, %v welcomed", r.gw.Connected(), n, welcomed(tb, reg)-1)
+	dispatchtest.Eventually(tb, func() error {
+		if w, c := welcomed(tb, reg)-1, r.gw.Connected(); w < float64(n) || c != n {
+			return fmt.Errorf("%d of %d connected, %v welcomed", c, n, w)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	after := sample()
 	per := func(a, b uint64) float64 { return (float64(a) - float64(b)) / float64(n) }
 	m := idleMemory{

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/driver"
@@ -22,8 +24,6 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-const wait = 5 * time.Second
 
 // gateway serves a driver gateway; gate, if set, may answer a handshake itself.
 type gateway struct {
@@ -197,7 +197,12 @@ func TestCloseStopsClient(t *testing.T) {
 	if err := c.Available(context.Background()); !errors.Is(err, client.ErrClosed) {
 		t.Fatalf("send after Close = %v, want ErrClosed", err)
 	}
-	eventually(t, func() bool { return g.gw.Connected() == 0 })
+	dispatchtest.Eventually(t, func() error {
+		if n := g.gw.Connected(); n != 0 {
+			return fmt.Errorf("%d sockets still connected after Close", n)
+		}
+		return nil
+	})
 }
 
 func TestDialRefused(t *testing.T) {
@@ -206,16 +211,5 @@ func TestDialRefused(t *testing.T) {
 	var he *client.HandshakeError
 	if !errors.As(err, &he) || he.Status != 401 || he.Code != dispatch.ECodeUnauthorized || he.Detail == "" {
 		t.Fatalf("dial with a bad token: %v, want 401 unauthorized with a detail", err)
-	}
-}
-
-func eventually(tb testing.TB, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatal("condition not met in time")
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }

@@ -9,12 +9,14 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
 )
 
-// Wait is how long a helper waits before it fails the test.
-const Wait = 5 * time.Second
+// Wait is how long a helper waits for a frame, or the end, before it fails the test:
+// generous, as a correctness test must not fail because the machine is busy.
+const Wait = dispatchtest.Patience
 
 // Next returns c's next frame, which must be of type typ.
 func Next(tb testing.TB, c *client.Client, typ string) driver.Message {
