@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/problem"
 	"github.com/understudy/understudy/rider"
@@ -281,8 +282,8 @@ func (g *gatedEngine) RequestRide(ctx context.Context, riderID string, pickup, d
 	if g.gate != nil {
 		select {
 		case <-g.gate:
-		case <-time.After(5 * time.Second): // a test that went wrong fails rather than hangs
-			return dispatch.Ride{}, errors.New("gatedEngine: held for 5 s")
+		case <-time.After(dispatchtest.Patience): // a test that went wrong fails rather than hangs
+			return dispatch.Ride{}, fmt.Errorf("gatedEngine: held for %s", dispatchtest.Patience)
 		}
 	}
 	if err := g.fail.Load(); err != nil {
@@ -331,9 +332,12 @@ func TestConcurrentDuplicatesWaitForTheFirstAndGetItsRide(t *testing.T) {
 			answers <- answer{resp.StatusCode, r}
 		}()
 	}
-	waitFor(t, "the first request to reserve the key", func() bool {
+	dispatchtest.Eventually(t, func() error {
 		rec, err := e.idem.Lookup(context.Background(), "u-alice", "dup")
-		return err == nil && !rec.Done()
+		if err != nil || rec.Done() {
+			return fmt.Errorf("key dup = %+v, %v; want reserved by the first request, not done", rec, err)
+		}
+		return nil
 	})
 	g.open()
 	wg.Wait()
@@ -360,7 +364,12 @@ func TestDuplicateOfASlowRequestAnswers409(t *testing.T) {
 		resp, _ := e.do("POST", "/v1/rides", alice, seoulTrip, "Idempotency-Key", "slow")
 		first <- resp.StatusCode
 	}()
-	waitFor(t, "the first request to reach the engine", func() bool { return g.requests.Load() == 1 })
+	dispatchtest.Eventually(t, func() error {
+		if n := g.requests.Load(); n != 1 {
+			return fmt.Errorf("%d requests reached the engine, want the first one", n)
+		}
+		return nil
+	})
 	resp, b := e.do("POST", "/v1/rides", alice, seoulTrip, "Idempotency-Key", "slow")
 	checkProblem(t, resp, b, 409, dispatch.ECodeConflict)
 	if resp.Header.Get("Retry-After") == "" {
@@ -438,8 +447,11 @@ func TestMetricsCountRequestsByRouteAndStatus(t *testing.T) {
 		}
 	}
 	s.close()
-	waitFor(t, "the stream to unsubscribe", func() bool {
-		return metricValue(t, reg, "understudy_rider_sse_subscribers", nil) == 0
+	dispatchtest.Eventually(t, func() error {
+		if n := metricValue(t, reg, "understudy_rider_sse_subscribers", nil); n != 0 {
+			return fmt.Errorf("understudy_rider_sse_subscribers = %v after the stream closed, want 0", n)
+		}
+		return nil
 	})
 }
 

@@ -170,10 +170,13 @@ func TestStreamsPerRiderAreCapped(t *testing.T) {
 	resp, body := e.do("GET", "/v1/rides/"+r.ID+"/events", alice, "")
 	checkProblem(t, resp, body, 429, dispatch.ECodeRateLimited)
 	a.close()
-	waitFor(t, "a stream slot to free", func() bool {
+	dispatchtest.Eventually(t, func() error {
 		s := e.openEvents(alice, r.ID, "")
 		defer s.close()
-		return s.resp.StatusCode == http.StatusOK
+		if s.resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("a stream after one closed: %s, want 200 once its slot is free", s.resp.Status)
+		}
+		return nil
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/rider"
@@ -225,7 +226,7 @@ func (s *sseStream) close() {
 // next returns the next event (skipping comments), or ok false if the stream ended.
 func (s *sseStream) next(tb testing.TB) (f sseFrame, ok bool) {
 	tb.Helper()
-	deadline := time.After(5 * time.Second)
+	deadline := time.After(dispatchtest.Patience)
 	for {
 		select {
 		case f, ok := <-s.frames:
@@ -233,7 +234,7 @@ func (s *sseStream) next(tb testing.TB) (f sseFrame, ok bool) {
 				return f, ok
 			}
 		case <-deadline:
-			tb.Fatal("no event within 5 s")
+			tb.Fatalf("no event within %s", dispatchtest.Patience)
 		}
 	}
 }
@@ -253,17 +254,5 @@ func (s *sseStream) ended(tb testing.TB) {
 	tb.Helper()
 	if f, ok := s.next(tb); ok {
 		tb.Fatalf("stream goes on with %+v, want its end", f)
-	}
-}
-
-// waitFor polls cond until it holds or 5 s pass.
-func waitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
