@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
@@ -99,8 +100,8 @@ func startProcEnv(tb testing.TB, env []string, args ...string) *proc {
 		return p
 	case <-p.exited:
 		tb.Fatalf("understudy exited at start: %s", p.stderr())
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("understudy did not listen within 30 s: %s", p.stderr())
+	case <-time.After(dispatchtest.Patience):
+		tb.Fatalf("understudy did not listen within %s: %s", dispatchtest.Patience, p.stderr())
 	}
 	return nil
 }
@@ -217,7 +218,7 @@ func (w *crashWorld) online(id string, p dispatch.Point) {
 // next returns driver id's next frame of type typ, skipping other frames.
 func (w *crashWorld) next(id, typ string) driver.Message {
 	w.tb.Helper()
-	deadline := time.After(15 * time.Second)
+	deadline := time.After(dispatchtest.Patience)
 	for {
 		select {
 		case m, ok := <-w.drivers[id].Frames():
@@ -231,7 +232,7 @@ func (w *crashWorld) next(id, typ string) driver.Message {
 				w.tb.Fatalf("driver %s: error frame %s %s waiting for %s", id, m.Code, m.Message, typ)
 			}
 		case <-deadline:
-			w.tb.Fatalf("driver %s: no %s frame within 15 s", id, typ)
+			w.tb.Fatalf("driver %s: no %s frame within %s", id, typ, dispatchtest.Patience)
 		}
 	}
 }
@@ -428,7 +429,12 @@ func TestCrashKeepsNoDriverRides(t *testing.T) {
 			}
 			w.proc = startProc(t, w.args...)
 			id := w.request(dispatch.Point{Lat: 35.1796, Lng: 129.0756}) // nobody near
-			waitFor(t, "no_driver", func() (string, bool) { s := w.status(id); return s, s == "no_driver" })
+			dispatchtest.Eventually(t, func() error {
+				if s := w.status(id); s != "no_driver" {
+					return fmt.Errorf("ride %s is %s, want no_driver after its 300 ms search", id, s)
+				}
+				return nil
+			})
 			w.proc.kill()
 			w.proc = startProc(t, w.args...)
 			if got := w.status(id); got != "no_driver" {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 )
 
 type syncBuffer struct {
@@ -38,17 +40,25 @@ func TestDriveAutoCompletesATrip(t *testing.T) {
 			t.Errorf("drive: %v", err)
 		}
 	}()
-	waitFor(t, "the demo driver to be available", func() (int, bool) { return 0, s.engine.Available() == 1 })
+	dispatchtest.Eventually(t, supplied(s.engine, 1))
 	ride, err := s.engine.RequestRide(context.Background(), "u-1", dispatch.Point{Lat: 37.5665, Lng: 126.978}, dispatch.Point{Lat: 37.5512, Lng: 126.9882})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the trip to complete", func() (dispatch.Ride, bool) {
+	dispatchtest.Eventually(t, func() error {
 		r, err := s.engine.Ride(context.Background(), ride.ID)
-		return r, err == nil && r.Status == dispatch.RideCompleted
+		if err == nil && r.Status != dispatch.RideCompleted {
+			err = fmt.Errorf("ride %s is %s, want completed by the demo driver", ride.ID, r.Status)
+		}
+		return err
 	})
-	waitFor(t, "the frames to be printed", func() (int, bool) {
+	dispatchtest.Eventually(t, func() error {
 		o := out.String()
-		return 0, strings.Contains(o, `"type":"welcome"`) && strings.Contains(o, `"type":"offer"`) && strings.Contains(o, `"status":"completed"`)
+		for _, want := range []string{`"type":"welcome"`, `"type":"offer"`, `"status":"completed"`} {
+			if !strings.Contains(o, want) {
+				return fmt.Errorf("drive printed no %s in %q", want, o)
+			}
+		}
+		return nil
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
@@ -28,7 +30,9 @@ var (
 	farther = dispatch.Point{Lat: 37.5700, Lng: 126.9820}
 )
 
-const frameWait = 5 * time.Second
+// frameWait is how long a test waits for a frame or a send: generous, as a correctness
+// test must not fail because the machine is busy.
+const frameWait = dispatchtest.Patience
 
 func driverURL(s *server) string { return "ws://" + s.Addr() + driver.Path }
 
@@ -80,18 +84,6 @@ func send(tb testing.TB, err error) {
 	tb.Helper()
 	if err != nil {
 		tb.Fatalf("send: %v", err)
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(frameWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("%s: not within %s", what, frameWait)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -208,9 +200,12 @@ func TestDriverResumeAfterOfferExpired(t *testing.T) {
 	ride := request(t, s, "u-1")
 	o := drivertest.Next(t, c, driver.TypeOffer)
 	c.Drop()
-	eventually(t, "offer expires", func() bool {
+	dispatchtest.Eventually(t, func() error {
 		r, err := s.engine.Ride(context.Background(), ride.ID)
-		return err == nil && r.Offer == nil
+		if err == nil && r.Offer != nil {
+			err = fmt.Errorf("ride %s still has offer %s, past its 200 ms", ride.ID, r.Offer.ID)
+		}
+		return err
 	})
 
 	c2, w := mustDial(t, s, "d-1", client.Dialer{})
@@ -540,9 +535,12 @@ func TestDriverAcceptRaces(t *testing.T) {
 		send(t, c.Accept(ctx(t), o.OfferID))
 		wg.Wait()
 		if expiry {
-			eventually(t, "offer answered or expired", func() bool {
+			dispatchtest.Eventually(t, func() error {
 				r, err := s.engine.Ride(context.Background(), ride.ID)
-				return err == nil && (r.Offer == nil || r.Offer.ID != o.OfferID)
+				if err == nil && r.Offer != nil && r.Offer.ID == o.OfferID {
+					err = fmt.Errorf("race %d: offer %s neither answered nor expired", i, o.OfferID)
+				}
+				return err
 			})
 		}
 		// A ref'd location is answered after every frame the races queued.
@@ -609,9 +607,12 @@ func TestDriverAcceptRaces(t *testing.T) {
 				}
 			}
 		}
-		eventually(t, "driver available again", func() bool {
+		dispatchtest.Eventually(t, func() error {
 			d, err := s.engine.Driver(context.Background(), "d-1")
-			return err == nil && d.State == dispatch.DriverAvailable
+			if err == nil && d.State != dispatch.DriverAvailable {
+				err = fmt.Errorf("race %d: d-1 is %s, want available again", i, d.State)
+			}
+			return err
 		})
 	}
 	t.Logf("outcomes: %v", outcomes)

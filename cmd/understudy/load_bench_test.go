@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
@@ -98,7 +99,7 @@ func benchRequestToOffer(b *testing.B, s *server, nDrivers, nRiders int) {
 			}
 		}()
 	}
-	waitFor(b, "the drivers to be available", func() (int, bool) { return 0, s.engine.Available() == nDrivers })
+	dispatchtest.Eventually(b, supplied(s.engine, nDrivers))
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: nRiders}}
 	defer hc.CloseIdleConnections()

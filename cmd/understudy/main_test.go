@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 )
 
 func TestMain(m *testing.M) {
@@ -49,9 +51,9 @@ func mustServe(tb testing.TB, args ...string) *server {
 	case err := <-done:
 		cancel()
 		tb.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
+	case <-time.After(dispatchtest.Patience):
 		cancel()
-		tb.Fatal("serve did not start within 10 s")
+		tb.Fatalf("serve did not start within %s", dispatchtest.Patience)
 	}
 	return nil
 }
@@ -171,19 +173,13 @@ func TestVersionAndUnknownCommand(t *testing.T) {
 	}
 }
 
-// waitFor polls check until it reports true, failing the test after 10 s.
-func waitFor[T any](tb testing.TB, what string, check func() (T, bool)) T {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		v, ok := check()
-		if ok {
-			return v
+// supplied is the condition that e's supply index holds n drivers.
+func supplied(e *dispatch.Engine, n int) func() error {
+	return func() error {
+		if got := e.Available(); got != n {
+			return fmt.Errorf("%d drivers in the supply, want %d", got, n)
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("no %s within 10 s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // polling with a deadline
+		return nil
 	}
 }
 
@@ -205,9 +201,12 @@ func engineOnline(tb testing.TB, e *dispatch.Engine, id string, p dispatch.Point
 // waitOffered waits until ride id has an outstanding offer and returns the ride.
 func waitOffered(tb testing.TB, e *dispatch.Engine, id string) dispatch.Ride {
 	tb.Helper()
-	return waitFor(tb, "an offer", func() (dispatch.Ride, bool) {
+	return dispatchtest.Await(tb, func() (dispatch.Ride, error) {
 		r, err := e.Ride(context.Background(), id)
-		return r, err == nil && r.Offer != nil
+		if err == nil && r.Offer == nil {
+			err = fmt.Errorf("ride %s is %s without an offer", id, r.Status)
+		}
+		return r, err
 	})
 }
 

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -66,7 +67,7 @@ func TestReplicasServeOneRegionTogether(t *testing.T) {
 	rs := mustStartReplicas(t, 2)
 	a, b := rs.servers[0], rs.servers[1]
 	d := mustOnline(t, a, "d-1", near)
-	eventually(t, "d-1 in B's supply", func() bool { return b.engine.Available() == 1 })
+	dispatchtest.Eventually(t, supplied(b.engine, 1))
 
 	ride, err := b.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
 	if err != nil {
@@ -106,9 +107,7 @@ func TestReplicasServeOneRegionTogether(t *testing.T) {
 			t.Errorf("B's rider stream saw %v, without %s", seen, want)
 		}
 	}
-	eventually(t, "d-1 back in both replicas' supply", func() bool {
-		return a.engine.Available() == 1 && b.engine.Available() == 1
-	})
+	dispatchtest.Eventually(t, func() error { return errors.Join(supplied(a.engine, 1)(), supplied(b.engine, 1)()) })
 }
 
 func contains[T comparable](xs []T, x T) bool {
@@ -198,10 +197,7 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 		}
 	}
 	dispatchtest.Eventually(t, func() error {
-		if a, b := rs.servers[0].engine.Available(), rs.servers[1].engine.Available(); a != drivers || b != drivers {
-			return fmt.Errorf("%d and %d drivers in the replicas' supply, want %d in each", a, b, drivers)
-		}
-		return nil
+		return errors.Join(supplied(rs.servers[0].engine, drivers)(), supplied(rs.servers[1].engine, drivers)())
 	})
 
 	ctx, stop := context.WithCancel(bg)
@@ -493,7 +489,7 @@ func TestSurvivorCarriesOnStoppedReplicasRides(t *testing.T) {
 	a, b := rs.servers[0], rs.servers[1]
 	d1 := mustOnline(t, b, "d-1", near)
 	d2 := mustOnline(t, b, "d-2", farther)
-	eventually(t, "both drivers in A's supply", func() bool { return a.engine.Available() == 2 })
+	dispatchtest.Eventually(t, supplied(a.engine, 2))
 
 	offered, err := a.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
 	if err != nil {
@@ -507,7 +503,12 @@ func TestSurvivorCarriesOnStoppedReplicasRides(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "A queueing the far ride", func() bool { return a.engine.Pending() == 1 })
+	dispatchtest.Eventually(t, func() error {
+		if n := a.engine.Pending(); n != 1 {
+			return fmt.Errorf("A queues %d rides, want the far one", n)
+		}
+		return nil
+	})
 	stopServer(t, a)
 
 	if m := drivertest.Next(t, d1, driver.TypeOfferRevoked); m.OfferID != o1.OfferID || m.Reason != dispatch.ReasonExpired {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/problem"
 	"github.com/understudy/understudy/rider"
@@ -30,7 +32,9 @@ var (
 	riderFarOff = dispatch.Point{Lat: 37.5750, Lng: 126.978}
 )
 
-const riderWait = 5 * time.Second
+// riderWait is how long a test waits for an event: generous, as a correctness test
+// must not fail because the machine is busy.
+const riderWait = dispatchtest.Patience
 
 // riderHTTPClients holds one HTTP client per server, whose idle connections are closed
 // before the server shuts down: a connection the transport dialled but never used
@@ -85,25 +89,15 @@ func riderDriverAt(tb testing.TB, s *server, id string, p dispatch.Point) {
 	}
 }
 
-// riderWaitFor polls cond until it holds or riderWait passes.
-func riderWaitFor(tb testing.TB, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(riderWait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // riderOfferTo waits until driver id holds an offer for rideID and returns its id.
 func riderOfferTo(tb testing.TB, s *server, id, rideID string) string {
 	tb.Helper()
-	var d dispatch.Driver
-	riderWaitFor(tb, "an offer to "+id, func() bool {
-		d, _ = s.engine.Driver(context.Background(), id)
-		return d.State == dispatch.DriverOffered && d.RideID == rideID
+	d := dispatchtest.Await(tb, func() (dispatch.Driver, error) {
+		d, err := s.engine.Driver(context.Background(), id)
+		if err == nil && (d.State != dispatch.DriverOffered || d.RideID != rideID) {
+			err = fmt.Errorf("driver %s is %s with ride %q, want offered ride %s", id, d.State, d.RideID, rideID)
+		}
+		return d, err
 	})
 	return d.OfferID
 }
@@ -127,7 +121,7 @@ func riderNext(tb testing.TB, st *riderclient.Stream) rider.Ride {
 		}
 		return r
 	case <-time.After(riderWait):
-		tb.Fatal("no ride event within 5 s")
+		tb.Fatalf("no ride event within %s", riderWait)
 	}
 	return rider.Ride{}
 }
@@ -258,9 +252,12 @@ func TestRiderNoDriverAfterMaxSearch(t *testing.T) {
 	if _, ok := <-st.C; ok || st.Err() != nil {
 		t.Fatalf("stream after no_driver: open %v, err %v", ok, st.Err())
 	}
-	riderWaitFor(t, "GET to show no_driver", func() bool {
+	dispatchtest.Eventually(t, func() error {
 		r, err := alice.Ride(ctx, ride.ID)
-		return err == nil && r.Status == dispatch.RideNoDriver
+		if err == nil && r.Status != dispatch.RideNoDriver {
+			err = fmt.Errorf("GET shows %s after the stream's no_driver", r.Status)
+		}
+		return err
 	})
 	if _, err := alice.Cancel(ctx, ride.ID); riderclient.Code(err) != "conflict" {
 		t.Fatalf("cancel after no_driver: %v, want conflict", err)
@@ -563,9 +560,12 @@ func TestRiderMetricsAreServed(t *testing.T) {
 	}
 	for range st.C {
 	}
-	riderWaitFor(t, "the subscriber gauge to fall", func() bool {
+	dispatchtest.Eventually(t, func() error {
 		_, body := get(t, "http://"+s.Addr()+"/metrics")
-		return strings.Contains(body, "understudy_rider_sse_subscribers 0")
+		if !strings.Contains(body, "understudy_rider_sse_subscribers 0") {
+			return errors.New("/metrics lacks understudy_rider_sse_subscribers 0 after the stream ended")
+		}
+		return nil
 	})
 }
 
