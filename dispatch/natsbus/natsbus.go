@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/internal/subject"
 )
 
 // Engine is what the bus feeds other replicas' events to; *dispatch.Engine implements it.
@@ -36,7 +37,8 @@ var (
 	_ Engine            = (*dispatch.Engine)(nil)
 )
 
-// SubjectPrefix starts every subject of the bus: SubjectPrefix + "<region>.<replica>".
+// SubjectPrefix starts every subject of the bus: SubjectPrefix + "<region>.<replica>",
+// each name one token (see subject.Token).
 const SubjectPrefix = "understudy.events."
 
 // Bus publishes one replica's engine events on its region's subject and hands the
@@ -114,8 +116,8 @@ func (b *Bus) Open() error {
 	if b.Logger == nil {
 		b.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	region := SubjectPrefix + token(b.Region)
-	b.subject = region + "." + token(b.ID)
+	region := SubjectPrefix + subject.Token(b.Region)
+	b.subject = region + "." + subject.Token(b.ID)
 	b.kick = make(chan struct{}, 1)
 	b.armed = make(chan struct{}, 1)
 	sub, err := b.Conn.Subscribe(region+".*", b.receive)
@@ -340,17 +342,6 @@ func (b *Bus) Close() error {
 		return fmt.Errorf("unsubscribe from %s: %w", b.sub.Subject, err)
 	}
 	return nil
-}
-
-// token makes s safe as one subject token.
-func token(s string) string {
-	return strings.Map(func(r rune) rune {
-		switch r {
-		case '.', '*', '>', ' ', '\t', '\r', '\n':
-			return '_'
-		}
-		return r
-	}, s)
 }
 
 // wireEvent is a dispatch.Event on the bus.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -362,5 +363,46 @@ func BenchmarkBusOffers(b *testing.B) {
 				return nil
 			})
 		}
+	}
+}
+
+// Region names are one subject token each, whatever they hold: a long name used to
+// make a subject over the server's control line limit (and the client then closed its
+// connection for good), and "a.b" shared the bus of "a_b".
+func TestRegionNamesAreOneSubjectToken(t *testing.T) {
+	url := mustStartNATS(t)
+	long := strings.Repeat("r", 5<<10)
+	a := mustOpenBus(t, url, long, nil)
+	b := mustOpenBus(t, url, long, nil)
+	dotted := mustOpenBus(t, url, "a.b", nil)
+	dotted2 := mustOpenBus(t, url, "a.b", nil)
+	under := mustOpenBus(t, url, "a_b", nil)
+	for _, bus := range []*testBus{a, b, dotted, dotted2, under} {
+		if st := bus.Conn.Status(); st != nats.CONNECTED {
+			t.Fatalf("bus of a %d-byte region: connection %s: %v", len(bus.Region), st, bus.Conn.LastError())
+		}
+		if n := len(bus.Subject()); n > 1024 {
+			t.Fatalf("bus of a %d-byte region publishes on a %d-byte subject", len(bus.Region), n)
+		}
+	}
+	a.Notify(offerEvent(1))
+	dotted.Notify(offerEvent(2))
+	dispatchtest.Eventually(t, func() error {
+		if n, m := len(b.local.events()), len(dotted2.local.events()); n != 1 || m != 1 {
+			return fmt.Errorf("the long region's other replica has %d events, a.b's has %d; want 1 each", n, m)
+		}
+		return nil
+	})
+	// A round trip on a_b makes sure a misrouted event would have arrived.
+	under2 := mustOpenBus(t, url, "a_b", nil)
+	under2.Notify(offerEvent(3))
+	dispatchtest.Eventually(t, func() error {
+		if evs := under.local.events(); len(evs) == 0 || evs[len(evs)-1].Ride.ID != "r-3" {
+			return fmt.Errorf("a_b's replica has %d events and not r-3 last", len(evs))
+		}
+		return nil
+	})
+	if evs := under.local.events(); len(evs) != 1 {
+		t.Fatalf("a_b heard %d events, want only r-3: the first is %s", len(evs), evs[0].Ride.ID)
 	}
 }

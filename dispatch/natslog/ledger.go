@@ -2,7 +2,6 @@ package natslog
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,12 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/internal/subject"
 )
 
 var _ dispatch.Ledger = (*Ledger)(nil)
 
 // LedgerStream is the JetStream stream that holds the ledger; one subject per trip,
-// understudy.ledger.<driver>.<ride>.
+// understudy.ledger.<driver>.<ride>, each id one token (see subject.Token).
 const LedgerStream = "UNDERSTUDY_LEDGER"
 
 const ledgerPrefix = "understudy.ledger."
@@ -55,22 +55,8 @@ func OpenLedger(ctx context.Context, nc *nats.Conn, replicas int) (*Ledger, erro
 	return &Ledger{js: js, stream: stream, FetchWait: 5 * time.Second}, nil
 }
 
-// subjectToken makes an id safe as one subject token: ids of letters, digits, - and _
-// stay as they are (the usual case), anything else is hex with a ~ in front.
-func subjectToken(id string) string {
-	for _, c := range id {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return "~" + hex.EncodeToString([]byte(id))
-		}
-	}
-	if id == "" {
-		return "~"
-	}
-	return id
-}
-
 func entrySubject(driverID, rideID string) string {
-	return ledgerPrefix + subjectToken(driverID) + "." + subjectToken(rideID)
+	return ledgerPrefix + subject.Token(driverID) + "." + subject.Token(rideID)
 }
 
 // Record implements dispatch.Ledger.
@@ -86,7 +72,7 @@ func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.L
 	subj := entrySubject(e.DriverID, e.RideID)
 	ack, err := l.js.Publish(ctx, subj, body,
 		jetstream.WithExpectLastSequencePerSubject(0), // only if the trip has no entry yet
-		jetstream.WithMsgID("trip-"+e.RideID))
+		jetstream.WithMsgID("trip-"+subject.Token(e.RideID)))
 	switch {
 	case err == nil && !ack.Duplicate:
 		e.Seq = ack.Sequence
@@ -128,7 +114,7 @@ func (l *Ledger) Entries(ctx context.Context, since time.Time, driverID string, 
 		cfg.OptStartTime = &start
 	}
 	if driverID != "" {
-		cfg.FilterSubjects = []string{ledgerPrefix + subjectToken(driverID) + ".*"}
+		cfg.FilterSubjects = []string{ledgerPrefix + subject.Token(driverID) + ".*"}
 	}
 	err := readAll(ctx, l.stream, cfg, l.FetchWait, func(data []byte, seq uint64) error {
 		var e dispatch.LedgerEntry

@@ -10,13 +10,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/internal/subject"
 )
 
 var _ dispatch.RideLog = (*RideLog)(nil)
 
 // RideStream is the JetStream stream of ride changes; one subject per ride,
-// understudy.rides.<region>.<ride>, holding that ride's recent history. Regions that
-// share a NATS deployment share the stream and read only their own subjects.
+// understudy.rides.<region>.<ride> (each id one token, see subject.Token), holding
+// that ride's recent history. Regions that share a NATS deployment share the stream
+// and read only their own subjects.
 const RideStream = "UNDERSTUDY_RIDES"
 
 const ridePrefix = "understudy.rides."
@@ -48,7 +50,7 @@ func OpenRideLog(ctx context.Context, nc *nats.Conn, region string, replicas int
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", RideStream, err)
 	}
-	return &RideLog{js: js, stream: stream, prefix: ridePrefix + subjectToken(region) + ".", FetchWait: 5 * time.Second}, nil
+	return &RideLog{js: js, stream: stream, prefix: ridePrefix + subject.Token(region) + ".", FetchWait: 5 * time.Second}, nil
 }
 
 // Append implements dispatch.RideLog: it returns once JetStream has stored every ride.
@@ -59,8 +61,8 @@ func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 		if err != nil {
 			return fmt.Errorf("encode ride %s: %w", r.ID, err)
 		}
-		f, err := l.js.PublishAsync(l.prefix+subjectToken(r.ID), body,
-			jetstream.WithMsgID(fmt.Sprintf("%s/%d", r.ID, r.Version)))
+		id := subject.Token(r.ID)
+		f, err := l.js.PublishAsync(l.prefix+id, body, jetstream.WithMsgID(fmt.Sprintf("%s/%d", id, r.Version)))
 		if err != nil {
 			return fmt.Errorf("log ride %s: %w", r.ID, err)
 		}
