@@ -28,8 +28,8 @@ func forge(tb testing.TB, s *server, claims jwt.MapClaims) string {
 	return tok
 }
 
-// call makes a request to s with tok as its bearer token and returns the status and
-// the problem's code and detail.
+// call makes a request to s with tok as its bearer token, holds the answer to
+// docs/openapi.yaml, and returns the status and the problem's code and detail.
 func call(tb testing.TB, s *server, method, path, tok, body string) (int, string, string) {
 	tb.Helper()
 	req, _ := http.NewRequest(method, "http://"+s.Addr()+path, strings.NewReader(body))
@@ -37,7 +37,9 @@ func call(tb testing.TB, s *server, method, path, tok, body string) (int, string
 	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := openAPIClient(tb)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
 	if err != nil {
 		tb.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -358,9 +358,7 @@ func (d *openAPIDoc) documentedRoutes() []string {
 // bring about from outside, each with the reason. Every other documented answer (but
 // 500, a bug or an infrastructure failure) must occur there and match the document.
 var openAPIUnprovoked = map[string]string{
-	"POST /v1/rides 409":             "a duplicate waits 5 s for the first request before it answers 409; rider's TestDuplicateOfASlowRequestAnswers409 holds the first one back",
-	"POST /v1/rides 503":             "needs the region to lose its lease for the area",
-	"POST /v1/rides/{id}/cancel 503": "needs the region to lose its lease for the area",
+	"POST /v1/rides 409": "a duplicate waits 5 s for the first request before it answers 409; rider's TestDuplicateOfASlowRequestAnswers409 holds the first one back",
 }
 
 // TestOpenAPIEveryAnswer drives the real server through every documented route and
@@ -368,7 +366,11 @@ var openAPIUnprovoked = map[string]string{
 // success bodies, problem+json errors, the event stream (each event's data is a Ride)
 // and the ledger's NDJSON.
 func TestOpenAPIEveryAnswer(t *testing.T) {
-	s := mustServe(t, "--match-interval", "0")
+	// The region's NATS is external, so that the test can take it away at the end.
+	natsPort, natsDir := freePort(t), t.TempDir()
+	ns := startNATS(t, natsPort, natsDir)
+	t.Cleanup(func() { stopNATS(ns) }) // after the region's own cleanup
+	s := mustServe(t, "--match-interval", "0", "--nats", fmt.Sprintf("nats://127.0.0.1:%d", natsPort))
 	// A second region whose callers have one request each, for the 429s.
 	tight := mustServe(t, "--match-interval", "0", "--rider-rate", "0.001", "--rider-burst", "1")
 	oc := newOpenAPICheck(t)
@@ -595,8 +597,20 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	}
 	expect(503, "GET", "/v1/rides/"+third.ID+"/events", carol, "")
 	expect(503, "GET", "/v1/driver/ws", drv, "", upgrade...)
-	s.nats.Close()
+	stopNATS(ns)
+	dispatchtest.Eventually(t, func() error {
+		if code, body := get(t, "http://"+s.Addr()+"/readyz"); code != 503 {
+			return fmt.Errorf("/readyz = %d %q after its nats stopped", code, body)
+		}
+		return nil
+	})
 	expect(503, "GET", "/readyz", "", "")
+	// What would wait on the log is refused at once.
+	expect(503, "POST", "/v1/rides", alice, trip)
+	expect(503, "POST", "/v1/rides/"+third.ID+"/cancel", carol, "")
+	expect(503, "GET", "/v1/driver/trips", drv, "")
+	expect(503, "GET", "/v1/driver/earnings", drv, "")
+	expect(503, "GET", "/v1/admin/ledger", admin, "")
 
 	for _, r := range oc.doc.documentedRoutes() {
 		if strings.HasSuffix(r, " 500") || openAPIUnprovoked[r] != "" || oc.Seen(r) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,6 +50,12 @@ type server struct {
 	listener   net.Listener
 	maxConns   int // the listener's cap on open connections
 	http       *http.Server
+	// natsGone is closed when the NATS connection closes without close asking: it
+	// cannot be reopened, so run ends and the process exits for its supervisor to
+	// start it again (see openLog).
+	natsGone chan struct{}
+	natsLost atomic.Pointer[natsLoss] // nil while connected
+	closing  atomic.Bool              // close has begun
 }
 
 // component is a part mounted on the server (the driver gateway, the rider API): its
@@ -122,33 +132,116 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 // server embedded in this process with JetStream in the data directory, whose URL
 // is written to the data directory for `understudy ledger export`.
 func (s *server) openLog(ctx context.Context) error {
-	var (
-		nc  *nats.Conn
-		err error
-	)
+	log := s.log.With(slog.String("component", "nats"))
+	opts, connected := s.natsOptions(log)
 	if s.cfg.NATSURL != "" {
-		if nc, err = natslog.Connect(s.cfg.NATSURL); err != nil {
-			return err
-		}
-	} else {
-		emb, err := natslog.StartEmbedded(filepath.Join(s.cfg.DataDir, "nats"), "127.0.0.1:0")
+		nc, err := natslog.Connect(s.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
 			return err
 		}
-		s.closers = append(s.closers, func() error { emb.Close(); return nil })
-		if err := os.WriteFile(filepath.Join(s.cfg.DataDir, natsURLFile), []byte(emb.URL()+"\n"), 0o600); err != nil {
-			return fmt.Errorf("write nats url: %w", err)
-		}
-		if nc, err = emb.Connect(); err != nil {
-			return fmt.Errorf("connect to embedded nats: %w", err)
-		}
+		s.nats = nc
+		s.closers = append(s.closers, func() error { nc.Close(); return nil })
+		return s.awaitStreams(ctx, log, connected)
+	}
+	emb, err := natslog.StartEmbedded(filepath.Join(s.cfg.DataDir, "nats"), "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.closers = append(s.closers, func() error { emb.Close(); return nil })
+	if err := os.WriteFile(filepath.Join(s.cfg.DataDir, natsURLFile), []byte(emb.URL()+"\n"), 0o600); err != nil {
+		return fmt.Errorf("write nats url: %w", err)
+	}
+	nc, err := emb.Connect(opts...)
+	if err != nil {
+		return fmt.Errorf("connect to embedded nats: %w", err)
 	}
 	s.nats = nc
 	s.closers = append(s.closers, func() error { nc.Close(); return nil })
-	if s.ledger, err = natslog.OpenLedger(ctx, nc, 1); err != nil {
+	return s.openStreams(ctx)
+}
+
+// natsOptions returns the options of the region's NATS connection, which reconnects
+// forever with backoff (natslog.Connect) and logs what happens to it, and a channel
+// that hears each (re)connect. nats.go closes a connection for good on some protocol
+// errors (no request can cause one any more: every subject is bounded); then
+// natsGone is closed and run ends with an error rather than keep a region that
+// cannot write.
+func (s *server) natsOptions(log *slog.Logger) ([]nats.Option, <-chan struct{}) {
+	s.natsGone = make(chan struct{})
+	var gone sync.Once
+	connected := make(chan struct{}, 1)
+	return []nats.Option{
+		natslog.Logged(log),
+		func(o *nats.Options) error { // after Logged: keep its callbacks
+			up := func(nc *nats.Conn) {
+				s.natsLost.Store(nil)
+				select {
+				case connected <- struct{}{}:
+				default:
+				}
+			}
+			o.ConnectedCB, o.ReconnectedCB = chain(o.ConnectedCB, up), chain(o.ReconnectedCB, up)
+			logged := o.DisconnectedErrCB
+			o.DisconnectedErrCB = func(nc *nats.Conn, err error) {
+				s.natsLost.Store(&natsLoss{at: time.Now(), err: err})
+				if logged != nil {
+					logged(nc, err)
+				}
+			}
+			return nil
+		},
+		nats.ClosedHandler(func(nc *nats.Conn) {
+			if s.closing.Load() {
+				return
+			}
+			log.Error("nats connection closed for good: stopping the region", slog.Any("err", nc.LastError()))
+			gone.Do(func() { close(s.natsGone) })
+		}),
+	}, connected
+}
+
+// natsLoss is when and why the NATS connection was lost, for /readyz.
+type natsLoss struct {
+	at  time.Time
+	err error
+}
+
+// chain returns a handler that runs first, then then.
+func chain(first, then nats.ConnHandler) nats.ConnHandler {
+	return func(nc *nats.Conn) {
+		if first != nil {
+			first(nc)
+		}
+		then(nc)
+	}
+}
+
+// awaitStreams opens the ledger and the ride log on the deployment's NATS, waiting
+// (and logging why) until it answers, so a region may start before its NATS.
+func (s *server) awaitStreams(ctx context.Context, log *slog.Logger, connected <-chan struct{}) error {
+	for attempt := 1; ; attempt++ {
+		var err error
+		if st := s.nats.Status(); st != nats.CONNECTED {
+			err = fmt.Errorf("connection %s: %v", strings.ToLower(st.String()), s.nats.LastError())
+		} else if err = s.openStreams(ctx); err == nil {
+			return nil
+		}
+		log.Warn("waiting for nats jetstream", slog.String("url", s.cfg.NATSURL), slog.Int("attempt", attempt), slog.Any("err", err))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for nats at %s: %w", s.cfg.NATSURL, ctx.Err())
+		case <-connected:
+		case <-time.After(5 * time.Second):
+		}
+	}
+}
+
+// openStreams opens the ledger and the ride log.
+func (s *server) openStreams(ctx context.Context) (err error) {
+	if s.ledger, err = natslog.OpenLedger(ctx, s.nats, 1); err != nil {
 		return err
 	}
-	if s.rideLog, err = natslog.OpenRideLog(ctx, nc, s.cfg.Region, 1); err != nil {
+	if s.rideLog, err = natslog.OpenRideLog(ctx, s.nats, s.cfg.Region, 1); err != nil {
 		return err
 	}
 	return nil
@@ -159,6 +252,7 @@ const natsURLFile = "nats.url"
 
 // close releases what openServer opened, last first.
 func (s *server) close() error {
+	s.closing.Store(true)
 	var errs []error
 	for i := len(s.closers) - 1; i >= 0; i-- {
 		if err := s.closers[i](); err != nil {
@@ -182,11 +276,11 @@ func (s *server) routes() http.Handler {
 			c.routes(mux)
 		}
 	}
-	return refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, problem.Routes(mux))
+	return refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, s.whileNATSAway(problem.Routes(mux)))
 }
 
 // ready answers 200 while the region can serve: its store answers and its log is
-// connected.
+// connected. Otherwise 503, and the body says what is missing.
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
@@ -196,12 +290,59 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 		_, _ = fmt.Fprintf(w, "store: %v\n", err)
 		return
 	}
-	if st := s.nats.Status(); st != nats.CONNECTED {
+	if why := s.natsAway(); why != "" {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = fmt.Fprintf(w, "nats: %s\n", st)
+		_, _ = fmt.Fprintf(w, "nats: %s\n", why)
 		return
 	}
 	_, _ = io.WriteString(w, "ready\n")
+}
+
+// natsAway says why the NATS connection cannot be used now, or "" if it can.
+func (s *server) natsAway() string {
+	st := s.nats.Status()
+	if st == nats.CONNECTED {
+		return ""
+	}
+	why := strings.ToLower(st.String())
+	if url := cmp.Or(s.nats.ConnectedUrlRedacted(), s.cfg.NATSURL); url != "" {
+		why += " to " + url
+	}
+	if lost := s.natsLost.Load(); lost != nil {
+		why += fmt.Sprintf(", away for %s (%v)", time.Since(lost.at).Round(time.Second), lost.err)
+	}
+	if err := s.nats.LastError(); err != nil {
+		why += ": " + err.Error()
+	}
+	return why
+}
+
+// whileNATSAway answers 503 (Retry-After 1) to requests that would wait on the durable
+// log while NATS is away: those that change rides or drivers (every write but an
+// estimate) and pay reads. Reads of rides, their event streams and the driver socket
+// go on from the Store.
+func (s *server) whileNATSAway(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if needsLog(r) {
+			if why := s.natsAway(); why != "" {
+				w.Header().Set("Retry-After", "1")
+				problem.Write(w, r, dispatch.Errorf(dispatch.ECodeUnavailable, "the durable log is away (nats %s): retry shortly", why))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// needsLog reports whether r waits on the durable log (see whileNATSAway).
+func needsLog(r *http.Request) bool {
+	switch r.URL.Path {
+	case "/v1/driver/trips", "/v1/driver/earnings", "/v1/admin/ledger":
+		return true
+	case "/v1/estimates":
+		return false
+	}
+	return strings.HasPrefix(r.URL.Path, "/v1/") && r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions
 }
 
 // openStore returns the hot-state Store: Redis with --redis, else in memory.
@@ -236,6 +377,14 @@ func (s *server) run(ctx context.Context) error {
 	defer stopBus()
 	g.Go(func() error { return s.bus.Run(busCtx) })
 	g.Go(func() error { return s.engine.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case <-s.natsGone:
+			return fmt.Errorf("nats connection closed for good (%v): restart the region", s.nats.LastError())
+		}
+	})
 	for _, c := range s.components {
 		if c.run != nil {
 			g.Go(func() error { return c.run(gctx) })

@@ -61,23 +61,14 @@ func StartEmbedded(dir, addr string) (*Embedded, error) {
 // URL is the client URL of the server.
 func (e *Embedded) URL() string { return e.srv.ClientURL() }
 
-// Connect opens a client connection to the server, in process.
-func (e *Embedded) Connect() (*nats.Conn, error) {
-	return nats.Connect(e.URL(), nats.InProcessServer(e.srv), nats.Name("understudy"))
+// Connect opens a client connection to the server, in process, reconnecting forever
+// as Connect does; opts come after those defaults.
+func (e *Embedded) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	return nats.Connect(e.URL(), append([]nats.Option{nats.InProcessServer(e.srv), reconnectForever()}, opts...)...)
 }
 
 // Close stops the server and waits until it has.
 func (e *Embedded) Close() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
-}
-
-// Connect opens a connection to the NATS server or cluster at url, reconnecting
-// forever if it drops.
-func Connect(url string) (*nats.Conn, error) {
-	nc, err := nats.Connect(url, nats.Name("understudy"), nats.MaxReconnects(-1), nats.Timeout(5*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", url, err)
-	}
-	return nc, nil
 }
