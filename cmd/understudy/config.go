@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/rider"
 )
 
@@ -29,6 +30,8 @@ type Config struct {
 	Secret string
 	// PublicKeys is a PEM file of Ed25519/RSA public keys for production tokens.
 	PublicKeys string
+	// MaxTokenLifetime bounds how long a token may be valid (exp - iat, and exp - now).
+	MaxTokenLifetime time.Duration
 	// AllowedOrigins lists the Origins a browser may open the driver socket from and
 	// call the rider API from (CORS); empty allows same-host origins and non-browser
 	// clients only on the socket, and no other origin on the API.
@@ -51,6 +54,8 @@ func defaultConfig() Config {
 		LogLevel:        "info",
 		Dispatch:        dispatch.DefaultConfig(),
 		HTTP:            defaultHTTPConfig(),
+
+		MaxTokenLifetime: jwtauth.DefaultMaxLifetime,
 	}
 }
 
@@ -64,6 +69,7 @@ type fileConfig struct {
 	NATS            *string  `json:"nats"`
 	LogLevel        *string  `json:"log_level"`
 	PublicKeys      *string  `json:"jwt_public_keys"`
+	MaxTokenLife    *string  `json:"max_token_lifetime"`
 	AllowedOrigins  []string `json:"allowed_origins"`
 	ShutdownTimeout *string  `json:"shutdown_timeout"`
 	DriverGrace     *string  `json:"driver_grace"`
@@ -119,6 +125,7 @@ func (c *Config) applyFile(path string) error {
 	}{
 		{&c.ShutdownTimeout, f.ShutdownTimeout, "shutdown_timeout"},
 		{&c.DriverGrace, f.DriverGrace, "driver_grace"},
+		{&c.MaxTokenLifetime, f.MaxTokenLife, "max_token_lifetime"},
 		{&c.Dispatch.MatchInterval, f.MatchInterval, "match_interval"},
 		{&c.Dispatch.OfferTimeout, f.OfferTimeout, "offer_timeout"},
 		{&c.Dispatch.MaxSearch, f.MaxSearch, "max_search"},
@@ -163,6 +170,7 @@ func (c *Config) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS `URL` for the durable log (default: embedded)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.PublicKeys, "jwt-public-keys", c.PublicKeys, "PEM `file` of Ed25519/RSA keys that verify production tokens")
+	fs.DurationVar(&c.MaxTokenLifetime, "max-token-lifetime", c.MaxTokenLifetime, "refuse tokens valid for longer than this (exp - iat, exp - now)")
 	fs.Func("allowed-origin", "an Origin whose browser pages may open the driver socket and call the rider API (repeatable)", func(v string) error {
 		c.AllowedOrigins = append(c.AllowedOrigins, v)
 		return nil
@@ -213,6 +221,9 @@ func (c Config) Validate() error {
 	}
 	if c.DriverGrace <= 0 {
 		errs = append(errs, fmt.Errorf("driver-grace %s: want > 0", c.DriverGrace))
+	}
+	if c.MaxTokenLifetime <= 0 {
+		errs = append(errs, fmt.Errorf("max-token-lifetime %s: want > 0", c.MaxTokenLifetime))
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -143,7 +143,7 @@ func (w *crashWorld) token(id string, role dispatch.Role) string {
 	keys := w.keys
 	if keys == nil {
 		var err error
-		if keys, err = loadKeys(Config{DataDir: w.dataDir}); err != nil {
+		if keys, _, err = clientKeys(Config{DataDir: w.dataDir}); err != nil {
 			w.tb.Fatal(err)
 		}
 	}

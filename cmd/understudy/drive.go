@@ -28,7 +28,8 @@ func drive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	lng := fs.Float64("lng", 126.9783, "longitude")
 	auto := fs.Bool("auto", false, "accept every offer and complete the trip")
 	step := fs.Duration("step", 2*time.Second, "with --auto, the pause between trip steps")
-	dataDir := fs.String("data-dir", defaultConfig().DataDir, "`directory` holding the development secret")
+	dataDir := fs.String("data-dir", defaultConfig().DataDir, "the server's `directory`, holding its development secret")
+	maxLife := maxLifetimeFlag(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -36,11 +37,12 @@ func drive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := at.Validate(); err != nil {
 		return err
 	}
-	keys, err := loadKeys(Config{DataDir: *dataDir, Secret: os.Getenv("UNDERSTUDY_SECRET")})
+	keys, source, err := clientKeys(Config{DataDir: *dataDir, Secret: os.Getenv("UNDERSTUDY_SECRET"), MaxTokenLifetime: *maxLife})
 	if err != nil {
 		return err
 	}
-	tok, err := keys.Sign(dispatch.Identity{Subject: *sub, Role: dispatch.RoleDriver}, 24*time.Hour)
+	fmt.Fprintf(stderr, "understudy drive: token signed with %s\n", source)
+	tok, err := keys.Sign(dispatch.Identity{Subject: *sub, Role: dispatch.RoleDriver}, *maxLife)
 	if err != nil {
 		return err
 	}

@@ -116,7 +116,7 @@ func TestServeFailsFastOnBusyAddress(t *testing.T) {
 func TestConfigPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	file := filepath.Join(dir, "understudy.json")
-	if err := os.WriteFile(file, []byte(`{"addr":"127.0.0.1:1","offer_timeout":"20s","max_search":"3m","fare":{"base":3000}}`), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte(`{"addr":"127.0.0.1:1","offer_timeout":"20s","max_search":"3m","max_token_lifetime":"2h","fare":{"base":3000}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{"UNDERSTUDY_MAX_SEARCH": "4m", "UNDERSTUDY_ADDR": "127.0.0.1:2"}
@@ -127,7 +127,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	d := cfg.Dispatch
 	if cfg.Addr != "127.0.0.1:3" || d.OfferTimeout != 20*time.Second || d.MaxSearch != 4*time.Minute ||
-		d.MatchInterval != 0 || d.Fare.Base != 3000 || d.Fare.PerKm != 760 {
+		d.MatchInterval != 0 || d.Fare.Base != 3000 || d.Fare.PerKm != 760 || cfg.MaxTokenLifetime != 2*time.Hour {
 		t.Fatalf("flags > env > file > defaults broken: %+v", cfg)
 	}
 }
@@ -151,6 +151,7 @@ func TestConfigErrors(t *testing.T) {
 		{[]string{"--region", "seoul:1"}, "region"},
 		{[]string{"--sse-heartbeat", "0s"}, "heartbeat"},
 		{[]string{"--driver-grace", "0s"}, "driver-grace"},
+		{[]string{"--max-token-lifetime", "0s"}, "max-token-lifetime"},
 		{[]string{"--config", bad}, "unknown field"},
 		{[]string{"--config", badDur}, "offer_timeout"},
 		{[]string{"--config", filepath.Join(dir, "missing.json")}, "read config"},

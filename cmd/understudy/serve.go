@@ -52,10 +52,12 @@ type server struct {
 	http       *http.Server
 	// natsGone is closed when the NATS connection closes without close asking: it
 	// cannot be reopened, so run ends and the process exits for its supervisor to
-	// start it again (see openLog).
+	// start it again (see natsOptions).
 	natsGone chan struct{}
 	natsLost atomic.Pointer[natsLoss] // nil while connected
 	closing  atomic.Bool              // close has begun
+	// secretSource says where the development secret came from, for the start-up log.
+	secretSource string
 }
 
 // component is a part mounted on the server (the driver gateway, the rider API): its
@@ -80,7 +82,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if s.keys, err = loadKeys(cfg); err != nil {
+	if s.keys, s.secretSource, err = loadKeys(cfg); err != nil {
 		return nil, err
 	}
 	if s.store, err = openStore(ctx, cfg); err != nil {
@@ -435,7 +437,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	}
 	log.Info("understudy serving", slog.String("addr", s.Addr()), slog.String("version", version),
 		slog.String("data_dir", cfg.DataDir), slog.String("store", s.storeName()), slog.String("region", cfg.Region),
-		slog.Int("max_conns", s.maxConns))
+		slog.Int("max_conns", s.maxConns), slog.String("dev_secret", s.secretSource))
 	fmt.Fprintf(stdout, "understudy listening on http://%s\n", s.Addr())
 	if ready != nil {
 		ready(s)
