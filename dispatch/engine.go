@@ -53,6 +53,7 @@ type Engine struct {
 
 	supply *supply.Index
 	wake   chan struct{}
+	seq    sequencer // a driver's events in commit order (sequencer.go)
 
 	// mu guards the pending queue, the timers, the presence map and the sweep's state.
 	// It is never held across a Store call or a notification, nor while the supply
@@ -214,15 +215,16 @@ func (e *Engine) Pending() int {
 }
 
 // retry runs op until it commits without a version conflict (a bounded number of
-// times), then runs the returned after func (index updates and notifications).
+// times). The after func op returns (index updates and notifications, and the release
+// of a sequencer slot) always runs, even when op reports an error with it.
 func (e *Engine) retry(ctx context.Context, op func(now time.Time) (Ride, func(), error)) (Ride, error) {
 	for attempt := 0; ; attempt++ {
 		r, after, err := op(e.Now())
-		if errors.Is(err, ErrVersionConflict) && attempt < 16 && ctx.Err() == nil {
-			continue
-		}
 		if after != nil {
 			after()
+		}
+		if errors.Is(err, ErrVersionConflict) && attempt < 16 && ctx.Err() == nil {
+			continue
 		}
 		return r, err
 	}

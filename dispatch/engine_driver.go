@@ -175,13 +175,15 @@ func (e *Engine) Accept(ctx context.Context, driverID, offerID string) (Ride, er
 			return Ride{}, nil, err
 		}
 		d.RideID, d.MissedOffers = r.ID, 0
-		if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+		release, err := e.commitFor(ctx, d.ID, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}, e.commit)
+		if err != nil {
 			return Ride{}, nil, err
 		}
 		r.Version++
 		return r, func() {
 			e.Metrics.OfferOutcome(OutcomeAccepted)
 			e.publish(r, now, Event{Type: EventAssigned, DriverID: d.ID})
+			release()
 		}, nil
 	})
 }
@@ -353,17 +355,20 @@ func (e *Engine) revoke(ctx context.Context, d Driver, r Ride, reason string, no
 	if err := d.moveTo(next, now); err != nil {
 		return Ride{}, nil, err
 	}
-	if err := e.commit(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+	release, err := e.commitFor(ctx, d.ID, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}, e.commit)
+	if err != nil {
 		return Ride{}, nil, err
 	}
 	r.Version++
 	return r, func() {
 		e.Metrics.OfferOutcome(OutcomeExpired)
-		e.makeAvailable(d)
-		e.requeue(r.ID)
 		e.Notifier.Notify(Event{Type: EventOfferRevoked, DriverID: d.ID, Ride: r, Offer: offer, Reason: reason, At: now})
 		if next == DriverOffline {
 			e.Notifier.Notify(Event{Type: EventDriverOffline, DriverID: d.ID, Reason: ReasonMissedOffers, At: now})
 		}
+		release()
+		// Only now may the driver be offered another ride: it has heard of this one.
+		e.makeAvailable(d)
+		e.requeue(r.ID)
 	}, nil
 }

@@ -114,19 +114,26 @@ func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
 			}
 		}
 		tx.Rides = append(tx.Rides, r)
-		if err := e.commit(ctx, tx); err != nil {
+		release := func() {}
+		if freed != nil {
+			var err error
+			if release, err = e.commitFor(ctx, freed.ID, tx, e.commit); err != nil {
+				return Ride{}, nil, err
+			}
+		} else if err := e.commit(ctx, tx); err != nil {
 			return Ride{}, nil, err
 		}
 		r.Version++
 		return r, func() {
-			if freed != nil {
-				e.makeAvailable(*freed)
-			}
 			if offer != nil {
 				e.Metrics.OfferOutcome(OutcomeRevoked)
 			}
 			e.Metrics.RideEnded(RideCancelled)
 			e.publish(r, now, events...)
+			release()
+			if freed != nil {
+				e.makeAvailable(*freed) // only once it has heard of the cancel
+			}
 		}, nil
 	})
 }

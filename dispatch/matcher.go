@@ -67,19 +67,28 @@ func (e *Engine) endSearch(ctx context.Context, r Ride, now time.Time) (Ride, fu
 		return Ride{}, nil, err
 	}
 	tx.Rides = append(tx.Rides, r)
-	if err := e.commit(ctx, tx); err != nil {
+	release := func() {}
+	if freed != nil {
+		var err error
+		if release, err = e.commitFor(ctx, freed.ID, tx, e.commit); err != nil {
+			return Ride{}, nil, err
+		}
+	} else if err := e.commit(ctx, tx); err != nil {
 		return Ride{}, nil, err
 	}
 	r.Version++
 	return r, func() {
 		var evs []Event
 		if freed != nil {
-			e.makeAvailable(*freed)
 			e.Metrics.OfferOutcome(OutcomeRevoked)
 			evs = append(evs, Event{Type: EventOfferRevoked, DriverID: freed.ID, Offer: offer, Reason: ReasonTaken})
 		}
 		e.Metrics.RideEnded(RideNoDriver)
 		e.publish(r, now, evs...)
+		release()
+		if freed != nil {
+			e.makeAvailable(*freed) // once it has heard
+		}
 	}, nil
 }
 
@@ -213,9 +222,11 @@ func (e *Engine) offer(ctx context.Context, r Ride, driverID string, pickupM flo
 	d.OfferID, d.RideID = o.ID, r.ID
 	r.Offer = &o
 	r.UpdatedAt = now
-	if err := e.claim(ctx, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}); err != nil {
+	release, err := e.commitFor(ctx, driverID, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}, e.claim)
+	if err != nil {
 		return fmt.Errorf("claim driver %s for ride %s: %w", driverID, r.ID, err)
 	}
+	defer release()
 	r.Version++
 	e.supplyOut(driverID, true)
 	e.mu.Lock()
