@@ -208,8 +208,9 @@ func (b *Bus) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			b.send(b.takeEvents())
-			b.send(b.takeDrivers())
+			evs, changes := b.takeAll()
+			b.send(evs)
+			b.send(changes)
 			return nil
 		case <-b.kick:
 			b.send(b.takeEvents())
@@ -220,7 +221,13 @@ func (b *Bus) Run(ctx context.Context) error {
 			}
 		case <-tick:
 			tick = nil
-			b.send(b.takeDrivers())
+			// The events queued before these changes go first: a driver freed by a
+			// cancel is back in supply only after the cancel was published, and the
+			// other replicas must hear it in that order, or one of them could offer
+			// the driver a ride before its gateway told it the last one is over.
+			evs, changes := b.takeAll()
+			b.send(evs)
+			b.send(changes)
 		}
 	}
 }
@@ -233,11 +240,19 @@ func (b *Bus) takeEvents() []dispatch.Event {
 	return evs
 }
 
-func (b *Bus) takeDrivers() []dispatch.Event {
+// takeAll takes the queued events and the coalesced changes at once, so that every
+// event queued before one of the changes is among the events.
+func (b *Bus) takeAll() (evs, changes []dispatch.Event) {
 	b.mu.Lock()
-	changes := b.drivers
+	evs, b.queue = b.queue, nil
+	drivers := b.drivers
 	b.drivers = nil
 	b.mu.Unlock()
+	return evs, driverEvents(drivers)
+}
+
+// driverEvents turns coalesced changes into events: presence, then supply, per driver.
+func driverEvents(changes map[string]driverChange) []dispatch.Event {
 	evs := make([]dispatch.Event, 0, 2*len(changes))
 	for id, c := range changes {
 		if c.presence != "" {

@@ -1,0 +1,44 @@
+package natsbus_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
+	"github.com/understudy/understudy/dispatch/natsbus"
+)
+
+// A driver freed by a cancel is put back into supply after the cancel is published:
+// the other replicas must hear the cancel first, or one of them may offer the driver
+// a new ride before its gateway has told the driver the old one is over. So an event
+// queued before a supply change is never sent after it, however the flush timer falls.
+func TestEventsGoOutBeforeLaterSupplyChanges(t *testing.T) {
+	url := mustStartNATS(t)
+	a := mustOpenBus(t, url, "seoul", func(b *natsbus.Bus) { b.FlushInterval = 50 * time.Microsecond })
+	b := mustOpenBus(t, url, "seoul", nil)
+	const n = 10000
+	for i := range n {
+		id := fmt.Sprintf("d-%d", i)
+		a.Notify(dispatch.Event{Type: dispatch.EventRideCancelled, DriverID: id, Ride: dispatch.Ride{ID: fmt.Sprintf("r-%d", i)}})
+		a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: id, Location: &gangnam})
+	}
+	dispatchtest.Eventually(t, func() error {
+		if got := len(b.engine.events()); got != 2*n {
+			return fmt.Errorf("B's engine heard %d of %d events", got, 2*n)
+		}
+		return nil
+	})
+	cancelled := make(map[string]bool)
+	for k, ev := range b.engine.events() {
+		switch ev.Type {
+		case dispatch.EventRideCancelled:
+			cancelled[ev.DriverID] = true
+		case dispatch.EventSupply:
+			if !cancelled[ev.DriverID] {
+				t.Fatalf("event %d: %s back in supply before its ride_cancelled was sent", k, ev.DriverID)
+			}
+		}
+	}
+}
