@@ -41,10 +41,14 @@ type conn struct {
 	wdone chan struct{} // closed when writeLoop ends
 }
 
-// outFrame is a frame waiting for the writer; v is JSON-encoded there.
+// outFrame is a frame waiting for the writer; v is JSON-encoded there. A frame that
+// shows a ride names it and the ride's version, so a welcome can drop the older
+// frames queued behind it.
 type outFrame struct {
-	typ string
-	v   any
+	typ     string
+	v       any
+	ride    string
+	version uint64
 }
 
 // maxCloseReason is the longest close reason a control frame carries.
@@ -91,11 +95,21 @@ func (c *conn) send(f outFrame) {
 }
 
 // begin puts the welcome frames at the head of the queue and lets the writer start.
-// Queued events that repeat them (the redelivered offer, the revoked one) are dropped.
+// Queued events that repeat them (the redelivered offer, the revoked one) are dropped,
+// and so are those showing an older version of a ride the welcome frames show.
 // Called with Gateway.mu held.
 func (c *conn) begin(first []outFrame, redelivered, revoked string) {
+	shown := make(map[string]uint64, 2)
+	for _, f := range first {
+		if f.ride != "" {
+			shown[f.ride] = max(shown[f.ride], f.version)
+		}
+	}
 	c.mu.Lock()
 	for _, f := range c.queue {
+		if v, ok := shown[f.ride]; ok && f.version < v {
+			continue
+		}
 		switch v := f.v.(type) {
 		case Offer:
 			if v.OfferID == redelivered {
@@ -344,7 +358,7 @@ func (c *conn) readFrame(mt int, r io.Reader) error {
 	}
 	if mt != websocket.TextMessage {
 		g.Metrics.frameIn("invalid")
-		c.send(outFrame{TypeError, NewError(invalid("send JSON text frames, not binary"), "")})
+		c.send(outFrame{typ: TypeError, v: NewError(invalid("send JSON text frames, not binary"), "")})
 		return nil
 	}
 	c.handle(buf[:n])
@@ -398,7 +412,7 @@ func (c *conn) handle(data []byte) {
 	f, err := DecodeFrame(data)
 	if err != nil {
 		g.Metrics.frameIn(inLabel(f.Type))
-		c.send(outFrame{TypeError, NewError(err, refOf(f))})
+		c.send(outFrame{typ: TypeError, v: NewError(err, refOf(f))})
 		return
 	}
 	g.Metrics.frameIn(f.Type)
@@ -442,19 +456,19 @@ func (c *conn) handle(data []byte) {
 		}
 		var r dispatch.Ride
 		if r, err = step(ctx, id, f.RideID); err == nil {
-			c.send(outFrame{TypeRide, RideUpdate{Type: TypeRide, Ride: NewRide(r, g.location(c.sess)), Ref: f.RefOr()}})
+			g.answerRide(c, r, f.RefOr())
 		}
 	}
 	if err != nil {
 		g.logErr("driver frame "+f.Type, id, err)
-		c.send(outFrame{TypeError, NewError(err, f.RefOr())})
+		c.send(outFrame{typ: TypeError, v: NewError(err, f.RefOr())})
 		if code := dispatch.ErrorCode(err).Info().WSClose; code != 0 {
 			c.closeWith(code, dispatch.ErrorMessage(err))
 		}
 	}
 }
 
-func (c *conn) ack(f Frame) { c.send(outFrame{TypeAck, Ack{Type: TypeAck, Ref: f.RefOr()}}) }
+func (c *conn) ack(f Frame) { c.send(outFrame{typ: TypeAck, v: Ack{Type: TypeAck, Ref: f.RefOr()}}) }
 
 // refOf is the ref of a frame that failed to decode: whatever of it was readable.
 func refOf(f Frame) string {

@@ -240,7 +240,15 @@ func (g *Gateway) Notify(ev dispatch.Event) {
 	if s == nil {
 		return // not connected here: the welcome of its next connection carries its state
 	}
-	var f outFrame
+	if ev.Type != dispatch.EventDriverOffline && !s.hear(ev.Ride) {
+		// Another replica's event that crossed a newer one on the bus: the app heard
+		// a later state of this ride already, and must not be shown an older one.
+		g.Metrics.stale(string(ev.Type))
+		g.Logger.Debug("driver event older than what the driver heard: not sent", slog.String("driver_id", ev.DriverID),
+			slog.String("type", string(ev.Type)), slog.String("ride_id", ev.Ride.ID), slog.Uint64("version", ev.Ride.Version))
+		return
+	}
+	f := outFrame{ride: ev.Ride.ID, version: ev.Ride.Version}
 	switch ev.Type {
 	case dispatch.EventOffer:
 		if ev.Offer == nil {
@@ -248,7 +256,7 @@ func (g *Gateway) Notify(ev dispatch.Event) {
 		}
 		s.offer, s.revoked = ev.Offer, ""
 		s.gen++
-		f = outFrame{TypeOffer, NewOffer(*ev.Offer)}
+		f.typ, f.v = TypeOffer, NewOffer(*ev.Offer)
 	case dispatch.EventOfferRevoked:
 		if ev.Offer == nil {
 			return
@@ -261,15 +269,15 @@ func (g *Gateway) Notify(ev dispatch.Event) {
 			}
 		}
 		s.gen++
-		f = outFrame{TypeOfferRevoked, OfferRevoked{Type: TypeOfferRevoked, OfferID: ev.Offer.ID, Reason: ev.Reason}}
+		f.typ, f.v = TypeOfferRevoked, OfferRevoked{Type: TypeOfferRevoked, OfferID: ev.Offer.ID, Reason: ev.Reason}
 	case dispatch.EventAssigned:
 		s.offer, s.revoked = nil, ""
 		s.gen++
-		f = outFrame{TypeAssigned, Assigned{Type: TypeAssigned, Ride: NewRide(ev.Ride, s.loc)}}
+		f.typ, f.v = TypeAssigned, Assigned{Type: TypeAssigned, Ride: NewRide(ev.Ride, s.loc)}
 	case dispatch.EventRideCancelled:
-		f = outFrame{TypeRideCancelled, RideCancelled{Type: TypeRideCancelled, RideID: ev.Ride.ID, Ride: NewRide(ev.Ride, s.loc)}}
+		f.typ, f.v = TypeRideCancelled, RideCancelled{Type: TypeRideCancelled, RideID: ev.Ride.ID, Ride: NewRide(ev.Ride, s.loc)}
 	case dispatch.EventDriverOffline:
-		f = outFrame{TypeState, State{Type: TypeState, State: dispatch.DriverOffline, Reason: ev.Reason}}
+		f.typ, f.v = TypeState, State{Type: TypeState, State: dispatch.DriverOffline, Reason: ev.Reason}
 	}
 	if s.conn != nil {
 		s.conn.send(f)

@@ -14,6 +14,7 @@ type Metrics struct {
 	framesOut *prometheus.CounterVec
 	closes    *prometheus.CounterVec
 	refused   *prometheus.CounterVec
+	stales    *prometheus.CounterVec
 }
 
 // NewMetrics creates the gateway's series and registers them on reg.
@@ -39,8 +40,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "understudy_driver_handshakes_refused_total",
 			Help: "Socket handshakes refused before the upgrade, by problem code.",
 		}, []string{"code"}),
+		stales: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "understudy_driver_stale_events_total",
+			Help: "Ride events not sent to a driver, by type, because it had been told a newer version of the ride (ride: a trip step answered with the newer ride).",
+		}, []string{"type"}),
 	}
-	reg.MustRegister(m.connected, m.framesIn, m.framesOut, m.closes, m.refused)
+	reg.MustRegister(m.connected, m.framesIn, m.framesOut, m.closes, m.refused, m.stales)
 	return m
 }
 
@@ -71,5 +76,11 @@ func (m *Metrics) closed(code int) {
 func (m *Metrics) refuse(code string) {
 	if m != nil {
 		m.refused.WithLabelValues(code).Inc()
+	}
+}
+
+func (m *Metrics) stale(typ string) {
+	if m != nil {
+		m.stales.WithLabelValues(typ).Inc()
 	}
 }

@@ -19,10 +19,52 @@ type session struct {
 	offer   *dispatch.Offer
 	revoked string
 	gen     uint64 // bumped by every offer event, so a resume knows whether one raced it
+	// heard is what the app was told of its latest rides, oldest first: each ride's
+	// highest version and the ride as it then was. A frame showing an older version
+	// of one of them is stale (two replicas' events crossed on the bus) and is not
+	// sent, so the app never sees an older state of a ride after a newer one.
+	heard []dispatch.Ride
 
 	stop     func() bool   // cancels the grace timer; nil when none runs
 	graceID  uint64        // which grace timer is current; 0: none
 	expiring chan struct{} // non-nil while the grace expiry takes the driver offline
+}
+
+// maxHeard is how many of its latest rides a session remembers for stale checks: a
+// driver works one ride at a time, and a stale event is late by milliseconds.
+const maxHeard = 4
+
+// hear records that the app is told r and reports true, or reports false when the app
+// has heard a newer version of r already. A frame without a ride always passes.
+func (s *session) hear(r dispatch.Ride) bool {
+	if r.ID == "" || r.Version == 0 {
+		return true
+	}
+	for i, h := range s.heard {
+		if h.ID == r.ID {
+			if r.Version < h.Version {
+				return false
+			}
+			s.heard[i] = r
+			return true
+		}
+	}
+	if len(s.heard) == maxHeard {
+		copy(s.heard, s.heard[1:])
+		s.heard = s.heard[:maxHeard-1]
+	}
+	s.heard = append(s.heard, r)
+	return true
+}
+
+// latest is the newest version of ride id the app was told of.
+func (s *session) latest(id string) (dispatch.Ride, bool) {
+	for _, h := range s.heard {
+		if h.ID == id {
+			return h, true
+		}
+	}
+	return dispatch.Ride{}, false
 }
 
 func (s *session) stopGrace() {
@@ -98,7 +140,10 @@ func (g *Gateway) welcome(c *conn, snap resumeSnap) {
 		return
 	}
 	w := Welcome{Type: TypeWelcome, DriverID: d.ID, State: d.State, Resumed: snap.resumed}
-	var offer *dispatch.Offer
+	var (
+		offer *dispatch.Offer
+		shown dispatch.Ride // the ride the welcome frames show, if any
+	)
 	switch d.State {
 	case dispatch.DriverEnRoute, dispatch.DriverOnTrip:
 		r, err := g.Engine.Ride(ctx, d.RideID)
@@ -107,7 +152,7 @@ func (g *Gateway) welcome(c *conn, snap resumeSnap) {
 			break
 		}
 		v := NewRide(r, d.Location)
-		w.Ride = &v
+		w.Ride, shown = &v, r
 	case dispatch.DriverOffered:
 		r, err := g.Engine.Ride(ctx, d.RideID)
 		if err != nil {
@@ -115,14 +160,14 @@ func (g *Gateway) welcome(c *conn, snap resumeSnap) {
 			break
 		}
 		if o := r.Offer; o != nil && o.ID == d.OfferID && g.Now().Before(o.ExpiresAt) {
-			offer = o
+			offer, shown = o, r
 		}
 	}
-	first := []outFrame{{TypeWelcome, w}}
+	first := []outFrame{{typ: TypeWelcome, v: w, ride: shown.ID, version: shown.Version}}
 	var redelivered, revoked string
 	if offer != nil {
 		redelivered = offer.ID
-		first = append(first, outFrame{TypeOffer, NewOffer(*offer)})
+		first = append(first, outFrame{typ: TypeOffer, v: NewOffer(*offer), ride: shown.ID, version: shown.Version})
 	}
 	if p := snap.offer; p != nil && p.ID != redelivered {
 		revoked = p.ID
@@ -130,7 +175,7 @@ func (g *Gateway) welcome(c *conn, snap resumeSnap) {
 		if reason == "" {
 			reason = dispatch.ReasonExpired
 		}
-		first = append(first, outFrame{TypeOfferRevoked, OfferRevoked{Type: TypeOfferRevoked, OfferID: p.ID, Reason: reason}})
+		first = append(first, outFrame{typ: TypeOfferRevoked, v: OfferRevoked{Type: TypeOfferRevoked, OfferID: p.ID, Reason: reason}})
 	}
 
 	g.mu.Lock()
@@ -142,6 +187,7 @@ func (g *Gateway) welcome(c *conn, snap resumeSnap) {
 	if s.gen == snap.gen { // no offer event since attach: the store read is the latest
 		s.offer, s.revoked = offer, ""
 	}
+	s.hear(shown)
 	c.begin(first, redelivered, revoked)
 	if snap.resumed {
 		g.Logger.Debug("driver resumed", slog.String("driver_id", d.ID), slog.String("state", string(d.State)))
@@ -214,6 +260,21 @@ func (g *Gateway) location(s *session) *dispatch.Point {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return s.loc
+}
+
+// answerRide answers a trip step with r, the ride as the step left it; ref is the
+// frame's. If the app has meanwhile been told a newer version of the ride (a cancel
+// that committed after the step was published first), the answer shows that one, so
+// the last frame the app has of the ride is its latest state.
+func (g *Gateway) answerRide(c *conn, r dispatch.Ride, ref string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := c.sess
+	if !s.hear(r) {
+		g.Metrics.stale(TypeRide)
+		r, _ = s.latest(r.ID)
+	}
+	c.send(outFrame{typ: TypeRide, v: RideUpdate{Type: TypeRide, Ride: NewRide(r, s.loc), Ref: ref}, ride: r.ID, version: r.Version})
 }
 
 // answered forgets offerID (or any offer, when "") once the driver declined it.
