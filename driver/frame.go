@@ -1,10 +1,13 @@
 package driver
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
+	"io"
+	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -65,17 +68,187 @@ type Frame struct {
 	RideID string `json:"ride_id,omitempty"`
 }
 
-// DecodeFrame parses and validates one text frame from a driver. Every error is a
-// *dispatch.Error with code invalid and a message fit for the driver app.
+// DecodeFrame parses and validates one text frame from a driver. It decodes strictly,
+// as the rider API does: one JSON object, member names matched exactly, no name twice,
+// each known field of its JSON type (null counts as absent), nothing after the object.
+// Unknown fields are ignored. Every error is a *dispatch.Error with code invalid and a
+// message fit for the driver app that names the field at fault.
 func DecodeFrame(data []byte) (Frame, error) {
-	var f Frame
-	if err := json.Unmarshal(data, &f); err != nil {
-		return Frame{}, jsonError(err)
+	f, err := decodeFrame(data)
+	if err != nil {
+		return Frame{}, err
 	}
 	if err := f.Validate(); err != nil {
 		return f, err
 	}
 	return f, nil
+}
+
+func decodeFrame(data []byte) (Frame, error) {
+	var f Frame
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return f, syntaxError(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return f, invalid("a frame is a JSON object, not %s", describe(tok))
+	}
+	var seen []string // a frame has a handful of members
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return f, syntaxError(err)
+		}
+		name, _ := tok.(string) // the decoder yields only strings in key position
+		if slices.Contains(seen, name) {
+			return f, invalid("duplicate field %q", clip(name))
+		}
+		seen = append(seen, name)
+		switch name {
+		case "type":
+			err = readString(dec, name, &f.Type)
+		case "ref":
+			err = readString(dec, name, &f.Ref)
+		case "offer_id":
+			err = readString(dec, name, &f.OfferID)
+		case "ride_id":
+			err = readString(dec, name, &f.RideID)
+		case "lat":
+			err = readNumber(dec, name, &f.Lat)
+		case "lng":
+			err = readNumber(dec, name, &f.Lng)
+		case "heading":
+			err = readNumber(dec, name, &f.Heading)
+		case "speed":
+			err = readNumber(dec, name, &f.Speed)
+		case "ts":
+			var ts string
+			if err = readString(dec, name, &ts); err == nil && ts != "" {
+				var t time.Time
+				if t.UnmarshalText([]byte(ts)) != nil {
+					return f, invalid("ts: want an RFC 3339 time, got %q", clip(ts))
+				}
+				f.TS = &t
+			}
+		default:
+			err = skipValue(dec)
+		}
+		if err != nil {
+			return f, err
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return f, syntaxError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return f, invalid("malformed JSON: data after the frame's object")
+	}
+	return f, nil
+}
+
+// readString reads a string member; null leaves dst as it is.
+func readString(dec *json.Decoder, field string, dst *string) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return syntaxError(err)
+	}
+	switch v := tok.(type) {
+	case string:
+		*dst = v
+		return nil
+	case nil:
+		return nil
+	case json.Delim:
+		_ = skipRest(dec)
+	}
+	return invalid("field %s: want a string, got %s", field, describe(tok))
+}
+
+// readNumber reads a number member; null leaves dst nil.
+func readNumber(dec *json.Decoder, field string, dst **float64) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return syntaxError(err)
+	}
+	switch v := tok.(type) {
+	case json.Number:
+		n, err := strconv.ParseFloat(string(v), 64)
+		if err != nil {
+			return invalid("field %s: number out of range", field)
+		}
+		*dst = &n
+		return nil
+	case nil:
+		*dst = nil
+		return nil
+	case json.Delim:
+		_ = skipRest(dec)
+	}
+	return invalid("field %s: want a number, got %s", field, describe(tok))
+}
+
+// skipValue reads and drops one value of any type.
+func skipValue(dec *json.Decoder) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return syntaxError(err)
+	}
+	if _, ok := tok.(json.Delim); ok {
+		return skipRest(dec)
+	}
+	return nil
+}
+
+// skipRest drops the rest of an object or array whose opening delimiter was read.
+func skipRest(dec *json.Decoder) error {
+	for depth := 1; depth > 0; {
+		tok, err := dec.Token()
+		if err != nil {
+			return syntaxError(err)
+		}
+		if d, ok := tok.(json.Delim); ok {
+			if d == '{' || d == '[' {
+				depth++
+			} else {
+				depth--
+			}
+		}
+	}
+	return nil
+}
+
+// describe names a token's JSON type for an error message.
+func describe(tok json.Token) string {
+	switch v := tok.(type) {
+	case json.Delim:
+		if v == '[' {
+			return "an array"
+		}
+		return "an object"
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return "another type"
+}
+
+// syntaxError turns a decoder error into a client-safe message.
+func syntaxError(err error) error {
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &se):
+		return invalid("malformed JSON at byte %d", se.Offset)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return invalid("malformed JSON: the frame ends early")
+	}
+	return invalid("malformed JSON")
 }
 
 // Validate reports whether f is a known frame type with every field it needs, in range.
@@ -142,40 +315,6 @@ func checkID(field, v, typ string) error {
 		return invalid("%s: at most %d characters of UTF-8", field, maxIDLen)
 	}
 	return nil
-}
-
-// jsonError turns a decoding error into a client-safe message without Go type names.
-func jsonError(err error) error {
-	var (
-		syn *json.SyntaxError
-		typ *json.UnmarshalTypeError
-		tim *time.ParseError
-	)
-	switch {
-	case errors.As(err, &syn):
-		return invalid("malformed JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ) && typ.Field == "":
-		return invalid("a frame is a JSON object, not %s", typ.Value)
-	case errors.As(err, &typ) && strings.HasPrefix(typ.Value, "number") && jsonKind(typ.Type.String()) == "a number":
-		return invalid("field %s: number out of range", clip(typ.Field))
-	case errors.As(err, &typ):
-		return invalid("field %s: want %s, got %s", clip(typ.Field), jsonKind(typ.Type.String()), typ.Value)
-	case errors.As(err, &tim):
-		return invalid("ts: want an RFC 3339 time")
-	}
-	return invalid("malformed JSON")
-}
-
-func jsonKind(goType string) string {
-	switch goType {
-	case "string":
-		return "a string"
-	case "float64", "*float64":
-		return "a number"
-	case "time.Time", "*time.Time":
-		return "an RFC 3339 time"
-	}
-	return "another type"
 }
 
 func invalid(format string, args ...any) error {

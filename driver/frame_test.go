@@ -29,7 +29,7 @@ func TestDecodeFrame(t *testing.T) {
 		{``, "malformed JSON"},
 		{`{`, "malformed JSON"},
 		{`{"type":"location"} trailing`, "malformed JSON"},
-		{`null`, "type is required"},
+		{`null`, "JSON object, not null"},
 		{`"location"`, "JSON object"},
 		{`[]`, "JSON object"},
 		{`{}`, "type is required"},
@@ -49,6 +49,15 @@ func TestDecodeFrame(t *testing.T) {
 		{`{"type":"decline","offer_id":"` + strings.Repeat("o", 200) + `"}`, "at most 128"},
 		{`{"type":"start"}`, "start needs ride_id"},
 		{`{"type":"available","ref":"` + strings.Repeat("r", 200) + `"}`, "ref"},
+		{`{"type":"offline","extra":{"nested":[1,{"a":2}]},"more":null}`, ""},
+		{`{"type":"location","lat":1,"lat":2,"lng":3}`, `duplicate field "lat"`},
+		{`{"type":"accept","type":"decline","offer_id":"o_1"}`, `duplicate field "type"`},
+		{`{"type":"offline","x":1,"x":2}`, `duplicate field "x"`},
+		{`{"type":"location","lat":1,"lng":1,"ts":5}`, "field ts: want a string, got a number"},
+		{`{"type":"location","lat":{"a":1},"lng":1}`, "field lat: want a number, got an object"},
+		{`{"type":"accept","offer_id":["o_1"]}`, "field offer_id: want a string, got an array"},
+		{`{"type":"available","ref":true}`, "field ref: want a string, got a boolean"},
+		{`{"type":"location","lat":"1","lng":1}`, "field lat: want a number, got a string"},
 	} {
 		f, err := driver.DecodeFrame([]byte(c.in))
 		if c.wantErr == "" {
@@ -127,6 +136,8 @@ func FuzzDecodeFrame(f *testing.F) {
 		`{"type":"location","lat":1,"lng":1,"ts":"2025-13-01T00:00:00Z"}`,
 		`{"type":"\u00e9\ud800"}`,
 		`{"type":"available","type":"offline"}`,
+		`{"type":"offline","x":{"y":[1,{"z":null}]}}`,
+		`{"type":"location","lat":1,"lng":2,"ts":7}`,
 		`[]`, `null`, `{`, ``, "\xff\xfe", `{"type":"accept","offer_id":"\u0000"}`,
 	} {
 		f.Add([]byte(seed))
