@@ -214,7 +214,7 @@ func (e *Engine) Pending() int {
 	return len(e.pending)
 }
 
-// retry runs op until it commits without a version conflict (a bounded number of
+// retry runs op until it commits without a version conflict (at most maxRetries more
 // times). The after func op returns (index updates and notifications, and the release
 // of a sequencer slot) always runs, even when op reports an error with it.
 func (e *Engine) retry(ctx context.Context, op func(now time.Time) (Ride, func(), error)) (Ride, error) {
@@ -223,12 +223,20 @@ func (e *Engine) retry(ctx context.Context, op func(now time.Time) (Ride, func()
 		if after != nil {
 			after()
 		}
-		if errors.Is(err, ErrVersionConflict) && attempt < 16 && ctx.Err() == nil {
-			continue
+		if errors.Is(err, ErrVersionConflict) { // claim counted it
+			if attempt < maxRetries && ctx.Err() == nil {
+				e.Logger.Debug("commit lost a race: retrying", slog.Int("attempt", attempt+1), slog.Any("err", err))
+				continue
+			}
+			e.Logger.Warn("commit kept losing races with concurrent changes: given up",
+				slog.Int("attempts", attempt+1), slog.Any("err", err))
 		}
 		return r, err
 	}
 }
+
+// maxRetries is how often retry runs an op again after a version conflict.
+const maxRetries = 16
 
 // commit writes tx to the Store and then appends its rides to the durable log, so
 // nobody is told of a ride change the log does not hold.
@@ -254,7 +262,11 @@ func (e *Engine) commit(ctx context.Context, tx Tx) error {
 // is what the log records), so the matching loop does not wait on the log.
 func (e *Engine) claim(ctx context.Context, tx Tx) error {
 	tx.Epoch = e.Epoch
-	return e.Store.Commit(ctx, tx)
+	err := e.Store.Commit(ctx, tx)
+	if errors.Is(err, ErrVersionConflict) {
+		e.Metrics.Conflict()
+	}
+	return err
 }
 
 // publish tells the ride's followers about r and sends driver events.

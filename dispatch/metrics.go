@@ -13,6 +13,9 @@ type Metrics interface {
 	OfferOutcome(outcome string)
 	// RideEnded: a ride reached a final status.
 	RideEnded(status RideStatus)
+	// Conflict: a commit lost a race with a concurrent change of the same records
+	// (ErrVersionConflict) and is retried, or given up after too many tries.
+	Conflict()
 }
 
 // Offer outcomes passed to Metrics.OfferOutcome.
@@ -29,3 +32,4 @@ func (nopMetrics) MatchLatency(time.Duration)          {}
 func (nopMetrics) BatchSolved(int, int, time.Duration) {}
 func (nopMetrics) OfferOutcome(string)                 {}
 func (nopMetrics) RideEnded(RideStatus)                {}
+func (nopMetrics) Conflict()                           {}

@@ -20,6 +20,7 @@ type Metrics struct {
 	offered      prometheus.Counter
 	offers       *prometheus.CounterVec
 	rides        *prometheus.CounterVec
+	conflicts    prometheus.Counter
 }
 
 // New creates the dispatch metrics and registers them, with gauges that read the
@@ -53,8 +54,12 @@ func New(reg prometheus.Registerer, e *dispatch.Engine) *Metrics {
 			Name: "understudy_dispatch_rides_ended_total",
 			Help: "Rides by final status.",
 		}, []string{"status"}),
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "understudy_dispatch_conflicts_total",
+			Help: "Commits that lost a race with a concurrent change of the same ride or driver (retried, or given up after 16 tries).",
+		}),
 	}
-	reg.MustRegister(m.matchLatency, m.batchSeconds, m.batchRides, m.offered, m.offers, m.rides,
+	reg.MustRegister(m.matchLatency, m.batchSeconds, m.batchRides, m.offered, m.offers, m.rides, m.conflicts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "understudy_dispatch_available_drivers",
 			Help: "Drivers in the supply index, ready for offers.",
@@ -84,3 +89,6 @@ func (m *Metrics) OfferOutcome(outcome string) { m.offers.WithLabelValues(outcom
 func (m *Metrics) RideEnded(status dispatch.RideStatus) {
 	m.rides.WithLabelValues(string(status)).Inc()
 }
+
+// Conflict implements dispatch.Metrics.
+func (m *Metrics) Conflict() { m.conflicts.Inc() }
