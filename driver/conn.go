@@ -24,7 +24,12 @@ type conn struct {
 	ws       *websocket.Conn
 	driverID string
 	sess     *session // set by attach, under Gateway.mu; fixed afterwards
-	limiter  *rate.Limiter
+	// pace is how fast the reader takes frames (FrameReadRate): it waits for a token
+	// before reading the next one, and TCP flow control slows the sender meanwhile.
+	// flood is the socket's frame budget (FrameRate, averaged over FloodWindow): empty
+	// means the app keeps sending above it, and the socket is closed with 1008.
+	pace  *rate.Limiter
+	flood *rate.Limiter
 
 	mu      sync.Mutex
 	queue   []outFrame // frames for the writer, in order
@@ -63,9 +68,10 @@ type closeReq struct {
 func newConn(g *Gateway, ws *websocket.Conn, driverID string) *conn {
 	return &conn{
 		g: g, ws: ws, driverID: driverID,
-		limiter: rate.NewLimiter(g.FrameRate, g.FrameBurst),
-		wake:    make(chan struct{}, 1),
-		wdone:   make(chan struct{}),
+		pace:  rate.NewLimiter(g.FrameReadRate, g.FrameBurst),
+		flood: rate.NewLimiter(g.FrameRate, g.FrameBurst+int(float64(g.FrameRate)*g.FloodWindow.Seconds())),
+		wake:  make(chan struct{}, 1),
+		wdone: make(chan struct{}),
 	}
 }
 
@@ -296,9 +302,19 @@ func (c *conn) readLoop() {
 	g := c.g
 	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(g.ReadTimeout)) }
 	extend()
-	c.ws.SetPongHandler(func(string) error { extend(); return nil })
+	// Pings and pongs count towards the frame rate as every other frame does.
+	c.ws.SetPongHandler(func(string) error {
+		extend()
+		if !c.isClosing() {
+			c.admit("pong")
+		}
+		return nil
+	})
 	c.ws.SetPingHandler(func(data string) error {
 		extend()
+		if c.isClosing() || !c.admit("ping") {
+			return nil
+		}
 		c.mu.Lock()
 		c.pong = &data
 		c.mu.Unlock()
@@ -324,19 +340,43 @@ func (c *conn) readLoop() {
 			return
 		}
 		extend()
-		if c.isClosing() {
+		if c.isClosing() || !c.admit("") {
 			continue // skip frames until the app answers the close
-		}
-		if !c.limiter.Allow() {
-			g.Metrics.frameIn("invalid")
-			c.closeWith(dispatch.ECodeRateLimited.Info().WSClose, "too many frames")
-			continue
 		}
 		if err := c.readFrame(mt, r); err != nil {
 			c.readEnded(err)
 			return
 		}
 	}
+}
+
+// admit takes one frame's share of the socket's rate before the frame is read: it
+// waits for the read pace, then reports whether the socket is within its budget. A
+// socket over it (flooding) is asked to close with 1008. typ names control frames
+// for the metrics ("" for a data frame).
+func (c *conn) admit(typ string) bool {
+	if err := c.pace.Wait(c.g.ctx); err != nil {
+		return false // the gateway is dropping every socket
+	}
+	if c.flood.Allow() {
+		return true
+	}
+	if typ == "" {
+		typ = "invalid"
+	}
+	c.g.Metrics.frameIn("invalid")
+	c.policyClose(typ, dispatch.ECodeRateLimited, dispatch.ECodeRateLimited.Info().WSClose, "too many frames",
+		slog.Float64("frame_rate", float64(c.g.FrameRate)), slog.Duration("flood_window", c.g.FloodWindow))
+	return false
+}
+
+// policyClose refuses a frame of type typ, whose error code is code, by closing the
+// socket with wsClose (1007, 1008, 1009); it is counted and logged (sampled).
+func (c *conn) policyClose(typ string, code dispatch.ECode, wsClose int, reason string, attrs ...slog.Attr) {
+	c.g.Metrics.frameRefused(typ, code)
+	c.g.logSampled(slog.LevelWarn, "driver socket closed: "+reason, append([]slog.Attr{slog.String("driver_id", c.driverID),
+		slog.Int("close", wsClose), slog.String("code", string(code))}, attrs...)...)
+	c.closeWith(wsClose, reason)
 }
 
 // readFrame reads one message into a pooled buffer (a buffer per socket would cost
@@ -350,7 +390,8 @@ func (c *conn) readFrame(mt int, r io.Reader) error {
 	switch {
 	case err == nil: // filled the buffer: over the limit
 		g.Metrics.frameIn("invalid")
-		c.closeWith(dispatch.ECodeTooLarge.Info().WSClose, fmt.Sprintf("frame over %d bytes", g.MaxFrameBytes))
+		c.policyClose("invalid", dispatch.ECodeTooLarge, dispatch.ECodeTooLarge.Info().WSClose, fmt.Sprintf("frame over %d bytes", g.MaxFrameBytes),
+			slog.Int("max_frame_bytes", g.MaxFrameBytes))
 		return nil
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 	default:
@@ -358,7 +399,13 @@ func (c *conn) readFrame(mt int, r io.Reader) error {
 	}
 	if mt != websocket.TextMessage {
 		g.Metrics.frameIn("invalid")
+		g.Metrics.frameRefused("binary", dispatch.ECodeInvalid)
 		c.send(outFrame{typ: TypeError, v: NewError(invalid("send JSON text frames, not binary"), "")})
+		return nil
+	}
+	if !utf8.Valid(buf[:n]) {
+		g.Metrics.frameIn("invalid")
+		c.policyClose("invalid", dispatch.ECodeInvalid, CloseInvalidUTF8, "text frame is not valid UTF-8")
 		return nil
 	}
 	c.handle(buf[:n])
@@ -412,6 +459,9 @@ func (c *conn) handle(data []byte) {
 	f, err := DecodeFrame(data)
 	if err != nil {
 		g.Metrics.frameIn(inLabel(f.Type))
+		g.Metrics.frameRefused(inLabel(f.Type), dispatch.ErrorCode(err))
+		g.logSampled(slog.LevelInfo, "driver frame refused", slog.String("driver_id", c.driverID),
+			slog.String("type", inLabel(f.Type)), slog.String("code", string(dispatch.ErrorCode(err))), slog.Any("err", err))
 		c.send(outFrame{typ: TypeError, v: NewError(err, refOf(f))})
 		return
 	}
@@ -460,7 +510,8 @@ func (c *conn) handle(data []byte) {
 		}
 	}
 	if err != nil {
-		g.logErr("driver frame "+f.Type, id, err)
+		g.Metrics.frameRefused(f.Type, dispatch.ErrorCode(err))
+		g.logErr("driver frame refused", id, err, slog.String("type", f.Type), slog.String("ref", f.RefOr()))
 		c.send(outFrame{typ: TypeError, v: NewError(err, f.RefOr())})
 		if code := dispatch.ErrorCode(err).Info().WSClose; code != 0 {
 			c.closeWith(code, dispatch.ErrorMessage(err))

@@ -34,6 +34,9 @@ const (
 	// CloseTooSlow: the app did not read fast enough and its send queue overflowed.
 	// Redial: the welcome frame tells where the driver stands.
 	CloseTooSlow = 4001
+	// CloseInvalidUTF8: a text frame was not valid UTF-8 (RFC 6455, 8.1). Fix the
+	// sender.
+	CloseInvalidUTF8 = websocket.CloseInvalidFramePayloadData
 )
 
 // Engine is what the gateway needs from dispatch; *dispatch.Engine implements it.
@@ -84,10 +87,19 @@ type Gateway struct {
 	// MaxFrameBytes is the largest frame accepted; larger ones close the socket with
 	// 1009. Default 4096.
 	MaxFrameBytes int
-	// FrameRate and FrameBurst limit frames per socket; a flood closes it with 1008.
-	// Defaults 10 per second, burst 40.
-	FrameRate  rate.Limit
-	FrameBurst int
+	// FrameRate and FrameBurst limit the frames of a socket, pings and pongs included:
+	// at most FrameRate per second on average, beyond a burst of FrameBurst plus
+	// FloodWindow's worth. A socket that keeps above FrameRate for longer than that
+	// floods and is closed with 1008; a socket whose frames only queued up while the
+	// server was slow is not (it can be FloodWindow behind). Defaults 10 per second,
+	// burst 40, 30 s.
+	FrameRate   rate.Limit
+	FrameBurst  int
+	FloodWindow time.Duration
+	// FrameReadRate is the most frames per second the gateway reads from one socket
+	// (burst FrameBurst): a faster sender is slowed down by TCP flow control while the
+	// gateway waits, not closed. Default ten times FrameRate.
+	FrameReadRate rate.Limit
 	// SendQueue is how many frames may wait for a slow socket before it is closed with
 	// CloseTooSlow. Default 64.
 	SendQueue int
@@ -103,7 +115,8 @@ type Gateway struct {
 	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 
 	upgrader websocket.Upgrader
-	bufs     sync.Pool // *[]byte of MaxFrameBytes+1, for reading frames
+	bufs     sync.Pool     // *[]byte of MaxFrameBytes+1, for reading frames
+	logs     *rate.Limiter // refusals and policy closes logged at Info/Warn; the rest at Debug
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup // one per attached conn and per running grace expiry
@@ -145,6 +158,14 @@ func (g *Gateway) Open() error {
 	if g.FrameBurst <= 0 {
 		g.FrameBurst = 40
 	}
+	def(&g.FloodWindow, 30*time.Second)
+	if g.FrameReadRate <= 0 {
+		g.FrameReadRate = 10 * g.FrameRate
+	}
+	if g.FrameReadRate < g.FrameRate {
+		return fmt.Errorf("driver gateway: frame read rate %v must not be below the frame rate %v", g.FrameReadRate, g.FrameRate)
+	}
+	g.logs = rate.NewLimiter(logRate, logBurst)
 	if g.SendQueue <= 0 {
 		g.SendQueue = 64
 	}
@@ -358,11 +379,29 @@ func (g *Gateway) opContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(g.ctx, g.OpTimeout)
 }
 
-// logErr logs an engine error: internal ones as errors, refusals at debug level.
-func (g *Gateway) logErr(msg, driverID string, err error) {
-	level := slog.LevelDebug
+// logErr logs an engine error: internal ones as errors, refusals at Info (sampled).
+func (g *Gateway) logErr(msg, driverID string, err error, attrs ...slog.Attr) {
+	level := slog.LevelInfo
 	if dispatch.ErrorCode(err) == dispatch.ECodeInternal {
 		level = slog.LevelError
 	}
-	g.Logger.Log(context.Background(), level, msg, slog.String("driver_id", driverID), slog.Any("err", err))
+	g.logSampled(level, msg, append([]slog.Attr{slog.String("driver_id", driverID),
+		slog.String("code", string(dispatch.ErrorCode(err))), slog.Any("err", err)}, attrs...)...)
+}
+
+// Refusals and policy closes are logged at their level up to logBurst at once and
+// logRate a second after that; beyond, at Debug, so a flood of bad frames cannot
+// flood the log (the metrics count every one).
+const (
+	logRate  = 5
+	logBurst = 50
+)
+
+// logSampled logs at level, or at Debug when over the sampling rate. Errors are
+// always logged at their level.
+func (g *Gateway) logSampled(level slog.Level, msg string, attrs ...slog.Attr) {
+	if level < slog.LevelError && !g.logs.Allow() {
+		level = slog.LevelDebug
+	}
+	g.Logger.LogAttrs(context.Background(), level, msg, attrs...)
 }

@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/understudy/understudy/dispatch"
 )
 
 // Metrics counts what the gateway does, as understudy_driver_* series. A nil *Metrics
@@ -15,6 +17,7 @@ type Metrics struct {
 	closes    *prometheus.CounterVec
 	refused   *prometheus.CounterVec
 	stales    *prometheus.CounterVec
+	frameRefs *prometheus.CounterVec
 }
 
 // NewMetrics creates the gateway's series and registers them on reg.
@@ -44,8 +47,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "understudy_driver_stale_events_total",
 			Help: "Ride events not sent to a driver, by type, because it had been told a newer version of the ride (ride: a trip step answered with the newer ride).",
 		}, []string{"type"}),
+		frameRefs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "understudy_driver_frames_refused_total",
+			Help: "Frames refused with an error frame or a close, by frame type (invalid: undecodable; ping, pong, binary) and error code.",
+		}, []string{"type", "code"}),
 	}
-	reg.MustRegister(m.connected, m.framesIn, m.framesOut, m.closes, m.refused, m.stales)
+	reg.MustRegister(m.connected, m.framesIn, m.framesOut, m.closes, m.refused, m.stales, m.frameRefs)
 	return m
 }
 
@@ -82,5 +89,11 @@ func (m *Metrics) refuse(code string) {
 func (m *Metrics) stale(typ string) {
 	if m != nil {
 		m.stales.WithLabelValues(typ).Inc()
+	}
+}
+
+func (m *Metrics) frameRefused(typ string, code dispatch.ECode) {
+	if m != nil {
+		m.frameRefs.WithLabelValues(typ, string(code)).Inc()
 	}
 }
