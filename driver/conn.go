@@ -466,6 +466,8 @@ func (c *conn) handle(data []byte) {
 		return
 	}
 	g.Metrics.frameIn(f.Type)
+	g.busy(c, true)
+	defer g.busy(c, false) // after the answer: then the offers this frame made possible
 	ctx, cancel := g.opContext()
 	defer cancel()
 	id, eng := c.driverID, g.Engine

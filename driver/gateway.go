@@ -300,7 +300,11 @@ func (g *Gateway) Notify(ev dispatch.Event) {
 	case dispatch.EventDriverOffline:
 		f.typ, f.v = TypeState, State{Type: TypeState, State: dispatch.DriverOffline, Reason: ev.Reason}
 	}
-	if s.conn != nil {
+	switch {
+	case s.conn == nil:
+	case s.busy == s.conn && (ev.Type == dispatch.EventOffer || len(s.held) > 0):
+		s.held = append(s.held, f) // after the answer to the frame being handled
+	default:
 		s.conn.send(f)
 	}
 }

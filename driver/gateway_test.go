@@ -79,6 +79,8 @@ type region struct {
 	keys   *jwtauth.Keys
 	srv    *httptest.Server
 	timers *fakeTimers
+	// tap, if set, sees every engine event after the gateway did.
+	tap atomic.Pointer[func(dispatch.Event)]
 }
 
 // mustOpenRegion starts an engine (matching at once) and a gateway; opt adjusts the
@@ -96,7 +98,11 @@ func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
 	if err := r.gw.Open(); err != nil {
 		tb.Fatal(err)
 	}
-	r.engine.Notifier = r.gw
+	r.engine.Notifier = dispatch.Notifiers{r.gw, dispatch.NotifierFunc(func(ev dispatch.Event) {
+		if f := r.tap.Load(); f != nil {
+			(*f)(ev)
+		}
+	})}
 	if err := r.engine.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}

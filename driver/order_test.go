@@ -78,3 +78,68 @@ func raws(ms []driver.Message) string {
 	}
 	return b.String()
 }
+
+// lateAnswers is an engine whose answers to complete, decline and available return
+// only after the engine has offered the driver its next ride, as a reader goroutine
+// descheduled right after its engine call would.
+type lateAnswers struct {
+	driver.Engine
+	offered chan string // ride ids offered to d-1, from the region's tap
+}
+
+func (e *lateAnswers) waitOffer() { <-e.offered }
+
+func (e *lateAnswers) Complete(ctx context.Context, driverID, rideID string) (dispatch.Ride, error) {
+	r, err := e.Engine.Complete(ctx, driverID, rideID)
+	e.waitOffer()
+	return r, err
+}
+
+func (e *lateAnswers) Decline(ctx context.Context, driverID, offerID string) error {
+	err := e.Engine.Decline(ctx, driverID, offerID)
+	e.waitOffer()
+	return err
+}
+
+// An offer that a driver's own frame made possible (complete, decline: the driver is
+// free again) comes after the frame's answer, never before it.
+func TestAnswerComesBeforeTheOfferItMadePossible(t *testing.T) {
+	late := &lateAnswers{offered: make(chan string, 16)}
+	r := mustOpenRegion(t, func(g *driver.Gateway) {
+		late.Engine = g.Engine
+		g.Engine = late
+	})
+	tap := func(ev dispatch.Event) {
+		if ev.Type == dispatch.EventOffer && ev.DriverID == "d-1" {
+			late.offered <- ev.Ride.ID
+		}
+	}
+	r.tap.Store(&tap)
+	c := r.online(t, "d-1", near)
+	first, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	must(t, err)
+	o := drivertest.Next(t, c, driver.TypeOffer)
+	<-late.offered
+	must(t, c.Accept(context.Background(), o.OfferID))
+	drivertest.Next(t, c, driver.TypeAssigned)
+	for _, step := range []func(context.Context, string) error{c.Arrived, c.Start} {
+		must(t, step(context.Background(), first.ID))
+		drivertest.Next(t, c, driver.TypeRide)
+	}
+	// Two more rides wait: complete frees the driver for the second, declining that
+	// one frees it for the third.
+	_, err = r.engine.RequestRide(context.Background(), "u-2", pickup, dropoff)
+	must(t, err)
+	_, err = r.engine.RequestRide(context.Background(), "u-3", pickup, dropoff)
+	must(t, err)
+	must(t, c.Complete(context.Background(), first.ID))
+	if m := drivertest.Next(t, c, driver.TypeRide); m.Ride.Status != dispatch.RideCompleted {
+		t.Fatalf("answer to complete = %s", m.Raw)
+	}
+	second := drivertest.Next(t, c, driver.TypeOffer)
+	must(t, c.Decline(context.Background(), second.OfferID))
+	drivertest.Next(t, c, driver.TypeAck)
+	if third := drivertest.Next(t, c, driver.TypeOffer); third.RideID == second.RideID {
+		t.Fatalf("offered %s again after declining it", third.RideID)
+	}
+}

@@ -24,6 +24,12 @@ type session struct {
 	// of one of them is stale (two replicas' events crossed on the bus) and is not
 	// sent, so the app never sees an older state of a ride after a newer one.
 	heard []dispatch.Ride
+	// busy is the socket whose reader is handling a frame of the app. Meanwhile an
+	// offer, and every frame after it, waits in held until the frame is answered: an
+	// offer that a complete, decline or available made possible comes after the ride
+	// or ack that answers it.
+	busy *conn
+	held []outFrame
 
 	stop     func() bool   // cancels the grace timer; nil when none runs
 	graceID  uint64        // which grace timer is current; 0: none
@@ -260,6 +266,31 @@ func (g *Gateway) location(s *session) *dispatch.Point {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return s.loc
+}
+
+// busy marks c's reader as handling a frame (on) or done with it (off); done, it
+// sends what was held meanwhile.
+func (g *Gateway) busy(c *conn, on bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := c.sess
+	if on {
+		if s.busy != c {
+			s.held = nil // held for a socket since replaced, whose welcome told the state
+		}
+		s.busy = c
+		return
+	}
+	if s.busy != c {
+		return // a newer socket took over, and is busy itself
+	}
+	held := s.held
+	s.busy, s.held = nil, nil
+	if s.conn == c { // else the newer socket's welcome told the state
+		for _, f := range held {
+			c.send(f)
+		}
+	}
 }
 
 // answerRide answers a trip step with r, the ride as the step left it; ref is the
