@@ -20,8 +20,11 @@ import (
 // once, except those for a driver whose slot is held: they wait for the holder's
 // publish, so a remote event committed after a local one cannot overtake it.
 //
-// Lock order: a slot, then sequencer.mu; sequencer.mu is never held while waiting for a
-// slot or delivering an event.
+// The slot is held across the Store commit (and the ride log's append): only commits
+// for the same driver wait for it, which the Store would order anyway.
+//
+// Lock order: a slot, then sequencer.mu, then whatever a delivery takes (the gateway's
+// mutex). sequencer.mu is never held while waiting for a slot.
 type sequencer struct {
 	mu    sync.Mutex
 	slots map[string]*slot
@@ -91,14 +94,15 @@ func (s *sequencer) forget(key string, sl *slot) {
 }
 
 // after runs deliver now, or once key's holder has published if the slot is held.
+// deliver must not block: it runs under s.mu when the slot is free, so that no holder
+// can take the slot and publish in between.
 func (s *sequencer) after(key string, deliver func()) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if sl := s.slots[key]; sl != nil && sl.held {
 		sl.waiting = append(sl.waiting, deliver)
-		s.mu.Unlock()
 		return
 	}
-	s.mu.Unlock()
 	deliver()
 }
 
