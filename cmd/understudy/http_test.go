@@ -227,14 +227,26 @@ func TestHTTPConnectionCapRefusesAndRecovers(t *testing.T) {
 		return nil
 	})
 	_, body := get(t, "http://"+s.Addr()+"/metrics")
-	for _, want := range []string{
-		fmt.Sprintf(`understudy_http_refused_connections_total{how="answered"} %d`, 5*maxConns),
-		fmt.Sprintf("understudy_http_max_connections %d", maxConns),
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("/metrics lacks %q", want)
+	// At least the flood was refused with an answer; the recovery polls above may add
+	// a few more while the server has yet to see the held connections close.
+	var answered int
+	if _, err := fmt.Sscanf(metricLine(body, `understudy_http_refused_connections_total{how="answered"}`), "%d", &answered); err != nil || answered < 5*maxConns {
+		t.Errorf("/metrics: %d connections refused with an answer (%v), want at least %d", answered, err, 5*maxConns)
+	}
+	if want := fmt.Sprintf("understudy_http_max_connections %d", maxConns); !strings.Contains(body, want) {
+		t.Errorf("/metrics lacks %q", want)
+	}
+}
+
+// metricLine returns the value of the sample named name (with its labels) in a
+// Prometheus text exposition, or "" if there is none.
+func metricLine(body, name string) string {
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
 		}
 	}
+	return ""
 }
 
 // A live ride's event stream and a driver's socket outlive the server's read, write
