@@ -3,13 +3,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/driver"
 )
 
@@ -89,4 +95,112 @@ func TestPayRoutes(t *testing.T) {
 			t.Errorf("%s as %q: %d %s, want %d %s", c.path, c.role, code, body, c.code, c.want)
 		}
 	}
+}
+
+// ledgerConsumers is how many consumers the ledger stream has on s's NATS.
+func ledgerConsumers(tb testing.TB, s *server) int {
+	tb.Helper()
+	js, err := jetstream.New(s.nats)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st, err := js.Stream(context.Background(), natslog.LedgerStream)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.State.Consumers
+}
+
+// Pay reads leave nothing behind on the JetStream server: 5,000 of them from several
+// drivers and an admin at once, then every driver's read still works and the ledger
+// stream has as many consumers as before (none). Reads used to leave an ephemeral
+// consumer alive for 5 minutes each, and after 1,000 every read failed.
+func TestPayReadsLeaveNothingBehind(t *testing.T) {
+	ctx := context.Background()
+	s := mustServe(t, "--rider-rate", "1000000", "--rider-burst", "1000000") // the test is the flood
+	const drivers = 10
+	t0 := time.Date(2026, 11, 24, 8, 0, 0, 0, time.UTC)
+	for i := range 2 * drivers {
+		e := dispatch.LedgerEntry{RideID: fmt.Sprintf("r_%d", i), DriverID: fmt.Sprintf("d-%d", i%drivers),
+			CompletedAt: t0.Add(time.Duration(i) * time.Minute), DistanceM: 1000, Fare: dispatch.Money{Amount: 5000, Currency: "KRW"}}
+		if _, err := s.ledger.Record(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	baseline := ledgerConsumers(t, s)
+
+	tokens := make([]string, drivers+1)
+	for i := range drivers {
+		tokens[i] = mustSign(t, s, fmt.Sprintf("d-%d", i), dispatch.RoleDriver)
+	}
+	tokens[drivers] = mustSign(t, s, "ops", dispatch.RoleAdmin)
+	tr := &http.Transport{MaxIdleConnsPerHost: 32}
+	defer tr.CloseIdleConnections()
+	hc := &http.Client{Transport: tr}
+	read := func(i int) (int, string, error) {
+		who := i % (drivers + 1)
+		path := []string{"/v1/driver/trips", "/v1/driver/earnings?since=2026-11-24T08:05:00Z"}[i/(drivers+1)%2]
+		if who == drivers {
+			path = "/v1/admin/ledger"
+		}
+		req, _ := http.NewRequest("GET", "http://"+s.Addr()+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tokens[who])
+		resp, err := hc.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+
+	const reads, workers = 5000, 32
+	var (
+		next     atomic.Int64
+		mu       sync.Mutex
+		failures = map[string]int{}
+		wg       sync.WaitGroup
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < reads; i = int(next.Add(1)) - 1 {
+				code, body, err := read(i)
+				if err == nil && code == 200 {
+					continue
+				}
+				mu.Lock()
+				failures[fmt.Sprintf("%d %s %v", code, strings.TrimSpace(body), err)]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Errorf("of %d concurrent pay reads, these failed: %v", reads, failures)
+	}
+	for i := range drivers {
+		code, _, body := authGet(t, s, "/v1/driver/trips", fmt.Sprintf("d-%d", i), dispatch.RoleDriver)
+		var trips driver.Trips
+		if err := json.Unmarshal([]byte(body), &trips); code != 200 || err != nil || len(trips.Trips) != 2 {
+			t.Errorf("driver d-%d after the flood: %d %s", i, code, body)
+		}
+	}
+	if n := ledgerConsumers(t, s); n != baseline {
+		t.Errorf("the ledger stream has %d consumers after the reads, %d before", n, baseline)
+	}
+}
+
+func mustSign(tb testing.TB, s *server, sub string, role dispatch.Role) string {
+	tb.Helper()
+	tok, err := s.keys.Sign(dispatch.Identity{Subject: sub, Role: role}, time.Hour)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return tok
 }

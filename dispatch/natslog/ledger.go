@@ -25,11 +25,14 @@ const ledgerPrefix = "understudy.ledger."
 // Ledger is the driver pay ledger on JetStream. A trip's entry is published with the
 // expectation that its subject holds no message yet, so however often a completion is
 // retried, from however many replicas, the stream keeps exactly one entry per trip.
+//
+// Reads are batched direct gets (see readDirect): they leave nothing behind on the
+// server, so no number of pay reads can exhaust JetStream.
 type Ledger struct {
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
-	// FetchWait bounds how long Entries waits for the next batch of a read it knows
-	// is not finished.
+	// FetchWait bounds how long Entries waits for the next batch of a read.
 	FetchWait time.Duration
 }
 
@@ -48,11 +51,12 @@ func OpenLedger(ctx context.Context, nc *nats.Conn, replicas int) (*Ledger, erro
 		Replicas:    max(1, replicas),
 		Retention:   jetstream.LimitsPolicy, // kept until settled and purged by an operator
 		Duplicates:  time.Hour,
+		AllowDirect: true, // reads are direct gets: no consumer per read
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create stream %s: %w", LedgerStream, err)
 	}
-	return &Ledger{js: js, stream: stream, FetchWait: 5 * time.Second}, nil
+	return &Ledger{nc: nc, js: js, stream: stream, FetchWait: 5 * time.Second}, nil
 }
 
 func entrySubject(driverID, rideID string) string {
@@ -107,16 +111,11 @@ func (l *Ledger) stored(ctx context.Context, subj string) (dispatch.LedgerEntry,
 // after since (an entry is published after its trip completes, so none is missed) and
 // keeps those completed at or after since.
 func (l *Ledger) Entries(ctx context.Context, since time.Time, driverID string, fn func(dispatch.LedgerEntry) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
-	if !since.IsZero() {
-		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		start := since
-		cfg.OptStartTime = &start
-	}
+	filter := ledgerPrefix + ">"
 	if driverID != "" {
-		cfg.FilterSubjects = []string{ledgerPrefix + subject.Token(driverID) + ".*"}
+		filter = ledgerPrefix + subject.Token(driverID) + ".*"
 	}
-	err := readAll(ctx, l.stream, cfg, l.FetchWait, func(data []byte, seq uint64) error {
+	err := readDirect(ctx, l.nc, LedgerStream, filter, since, l.FetchWait, func(data []byte, seq uint64) error {
 		var e dispatch.LedgerEntry
 		if err := json.Unmarshal(data, &e); err != nil {
 			return fmt.Errorf("decode entry %d: %w", seq, err)

@@ -2,11 +2,13 @@ package natslog_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/understudy/understudy/dispatch"
@@ -164,5 +166,60 @@ func TestLedgerSurvivesRestart(t *testing.T) {
 	// And it still refuses a second entry for the trip.
 	if e, err := l.Record(ctx, entry("r_1", "d-1", t0)); err != nil || e.Seq != got[0].Seq {
 		t.Fatalf("record after restart = %+v, %v", e, err)
+	}
+}
+
+// Reads come in batches of a few hundred entries; a read spanning many batches gets
+// every entry once, in order, and leaves no consumer on the stream.
+func TestLedgerEntriesSpanBatches(t *testing.T) {
+	ctx := context.Background()
+	srv, err := natslog.StartEmbedded(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	l, err := natslog.OpenLedger(ctx, nc, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 700
+	for i := range n {
+		if _, err := l.Record(ctx, entry(fmt.Sprintf("r_%d", i), []string{"d-1", "d-2"}[i%2], t0.Add(time.Duration(i)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := collect(t, l, time.Time{}, "")
+	if len(all) != n {
+		t.Fatalf("%d entries, want %d", len(all), n)
+	}
+	for i, e := range all {
+		if e.RideID != fmt.Sprintf("r_%d", i) || (i > 0 && e.Seq <= all[i-1].Seq) {
+			t.Fatalf("entry %d is %s (seq %d)", i, e.RideID, e.Seq)
+		}
+	}
+	if got := collect(t, l, time.Time{}, "d-2"); len(got) != n/2 || got[n/2-1].RideID != fmt.Sprintf("r_%d", n-1) {
+		t.Fatalf("d-2: %d entries, want %d", len(got), n/2)
+	}
+	if got := collect(t, l, t0.Add((n-300)*time.Second), "d-1"); len(got) != 150 {
+		t.Fatalf("d-1 since: %d entries, want 150", len(got))
+	}
+	// A reader that stops early (its client hung up) leaves nothing either.
+	stop := fmt.Errorf("enough")
+	if err := l.Entries(ctx, time.Time{}, "", func(dispatch.LedgerEntry) error { return stop }); !errors.Is(err, stop) {
+		t.Fatalf("stopped read: %v", err)
+	}
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(ctx, natslog.LedgerStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Consumers != 0 || !info.Config.AllowDirect {
+		t.Fatalf("after the reads: consumers %d, allow direct %v, %v", info.State.Consumers, info.Config.AllowDirect, err)
 	}
 }
