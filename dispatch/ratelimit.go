@@ -13,3 +13,10 @@ type RateLimiter interface {
 	// false and how long until the next token.
 	Allow(ctx context.Context, key string) (wait time.Duration, ok bool, err error)
 }
+
+// RateLimited is the error that tells a client to come back after wait (429 with
+// Retry-After over HTTP, in whole seconds, at least one).
+func RateLimited(wait time.Duration) *Error {
+	s := int((wait + time.Second - 1) / time.Second)
+	return &Error{Code: ECodeRateLimited, Message: "too many requests; retry later", RetryAfterS: max(s, 1)}
+}

@@ -2,6 +2,7 @@ package driver
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -15,12 +16,18 @@ import (
 //	GET /v1/driver/trips?since=RFC3339     a driver's completed trips
 //	GET /v1/driver/earnings?since=RFC3339  their totals for the period
 //	GET /v1/admin/ledger?since=RFC3339     every entry as NDJSON, in order (admin)
+//
+// Each caller (role and subject) is rate limited as on the rider API, by Limiter.
 type Pay struct {
 	Ledger   dispatch.Ledger
 	Verifier dispatch.Verifier
 	// WriteTimeout, if set, bounds each line of the ledger's NDJSON instead of the
 	// whole answer (the server's write timeout), so a long export is not cut short.
 	WriteTimeout time.Duration
+	// Limiter holds the per-caller rate limits (the rider API's, so one caller has one
+	// bucket on every route); nil limits nothing.
+	Limiter dispatch.RateLimiter
+	Logger  *slog.Logger // nil logs nothing
 }
 
 // Routes mounts the pay routes on mux.
@@ -47,7 +54,8 @@ type Trips struct {
 	Trips    []Trip `json:"trips"`
 }
 
-// caller verifies r's bearer token and checks its role.
+// caller verifies r's bearer token, checks its role and takes a token from the
+// caller's rate limit.
 func (p *Pay) caller(r *http.Request, role dispatch.Role) (dispatch.Identity, error) {
 	token, _, err := bearer(r)
 	if err != nil {
@@ -59,6 +67,19 @@ func (p *Pay) caller(r *http.Request, role dispatch.Role) (dispatch.Identity, er
 	}
 	if id.Role != role {
 		return dispatch.Identity{}, dispatch.Errorf(dispatch.ECodeForbidden, "%s needs a %s token, not %s", r.URL.Path, role, id.Role)
+	}
+	if p.Limiter != nil {
+		who := string(id.Role) + ":" + id.Subject
+		wait, ok, err := p.Limiter.Allow(r.Context(), who)
+		switch {
+		case err != nil:
+			// As on the rider API: a limiter that cannot be reached lets the read through.
+			if p.Logger != nil {
+				p.Logger.Warn("rate limiter unreachable: allowing", slog.String("caller", who), slog.Any("err", err))
+			}
+		case !ok:
+			return dispatch.Identity{}, dispatch.RateLimited(wait)
+		}
 	}
 	return id, nil
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
@@ -126,17 +127,17 @@ type API struct {
 	Logger      *slog.Logger // nil logs nothing
 	Metrics     *Metrics     // nil records nothing
 	Config      Config
-	// Limiter, if set, holds the per-caller rate limits (Redis, shared by replicas);
-	// nil keeps them in this process.
+	// Limiter holds the per-caller rate limits: Redis, shared by replicas, or one
+	// in-process limiter that the server shares with its other HTTP routes. Nil
+	// makes one in this process for the API alone.
 	Limiter dispatch.RateLimiter
-	// Now is the clock of in-process rate limits; nil means time.Now.
+	// Now is the clock of the in-process rate limits Open makes; nil means time.Now.
 	Now func() time.Time
 	// AllowedOrigins lists the Origins whose browser pages may call the API (CORS;
 	// "*" for any): the same list as the driver socket's. Empty allows none.
 	AllowedOrigins []string
 
-	hub     *hub
-	limiter *limiter
+	hub *hub
 }
 
 // Route is one method and path the API serves, as a net/http pattern.
@@ -186,7 +187,11 @@ func (a *API) Open() error {
 		a.Now = time.Now
 	}
 	a.hub = newHub(a.Config.SubscriberBuffer, a.Config.MaxStreamsPerRider, a.Metrics)
-	a.limiter = newLimiter(a.Config.Rate, a.Config.Burst)
+	if a.Limiter == nil {
+		l := memstore.NewRateLimiter(a.Config.Rate, a.Config.Burst)
+		l.Now = a.Now
+		a.Limiter = l
+	}
 	return nil
 }
 
@@ -228,8 +233,8 @@ func (a *API) Handler() http.Handler {
 	return problem.Routes(mux)
 }
 
-// Run frees idle rate limiters and expired idempotency keys every SweepInterval until
-// ctx ends.
+// Run frees refilled in-process rate limits and expired idempotency keys every
+// SweepInterval until ctx ends.
 func (a *API) Run(ctx context.Context) error {
 	t := time.NewTicker(a.Config.SweepInterval)
 	defer t.Stop()
@@ -244,7 +249,9 @@ func (a *API) Run(ctx context.Context) error {
 }
 
 func (a *API) sweep() {
-	a.limiter.sweep(a.Now())
+	if s, ok := a.Limiter.(interface{ Sweep() int }); ok {
+		s.Sweep()
+	}
 	if s, ok := a.Idempotency.(interface{ Sweep() int }); ok {
 		if n := s.Sweep(); n > 0 {
 			a.Logger.Debug("expired idempotency keys", slog.Int("count", n))

@@ -2,7 +2,6 @@ package rider
 
 import (
 	"testing"
-	"time"
 
 	"github.com/understudy/understudy/dispatch"
 )
@@ -39,26 +38,5 @@ func TestSubscriberKeepsTheNewestAndNeverBlocks(t *testing.T) {
 	h.unsubscribe(s) // twice is harmless
 	if h.len() != 2 {
 		t.Fatalf("%d streams after unsubscribing one, want 2", h.len())
-	}
-}
-
-func TestLimiterForgetsRefilledBuckets(t *testing.T) {
-	l := newLimiter(1, 2)
-	now := time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
-	for i := range 2 {
-		if _, ok := l.allow("u-1", now); !ok {
-			t.Fatalf("request %d refused within the burst", i)
-		}
-	}
-	if wait, ok := l.allow("u-1", now); ok || wait != time.Second {
-		t.Fatalf("third request: ok %v, wait %s; want refused for 1 s", ok, wait)
-	}
-	l.sweep(now)
-	if l.len() != 1 {
-		t.Fatal("sweep forgot a bucket that is not full")
-	}
-	l.sweep(now.Add(2 * time.Second))
-	if l.len() != 0 {
-		t.Fatal("sweep kept a refilled bucket")
 	}
 }

@@ -71,30 +71,21 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, fn func(http.Respons
 		return dispatch.Errorf(dispatch.ECodeForbidden, "role %s may not use the rider API", id.Role)
 	}
 	if wait, ok := a.allow(r.Context(), string(id.Role)+":"+id.Subject); !ok {
-		return rateLimited(wait)
+		return dispatch.RateLimited(wait)
 	}
 	return fn(w, r, id)
 }
 
-// allow takes a token from who's bucket: the shared Limiter if set, else this
-// process's. When the shared one cannot be reached the request is let through (and
-// logged): refusing every rider because Redis blinked would be worse than a burst.
+// allow takes a token from who's bucket. When a shared Limiter cannot be reached the
+// request is let through (and logged): refusing every rider because Redis blinked
+// would be worse than a burst.
 func (a *API) allow(ctx context.Context, who string) (time.Duration, bool) {
-	if a.Limiter == nil {
-		return a.limiter.allow(who, a.Now())
-	}
 	wait, ok, err := a.Limiter.Allow(ctx, who)
 	if err != nil {
 		a.Logger.Warn("rate limiter unreachable: allowing", slog.String("caller", who), slog.Any("err", err))
 		return 0, true
 	}
 	return wait, ok
-}
-
-// rateLimited is the 429 error telling the client to come back after wait.
-func rateLimited(wait time.Duration) error {
-	s := int((wait + time.Second - 1) / time.Second)
-	return &dispatch.Error{Code: dispatch.ECodeRateLimited, Message: "too many requests; retry later", RetryAfterS: max(s, 1)}
 }
 
 // checkBody refuses, from the headers alone, a body the API would not take: one

@@ -23,7 +23,8 @@ func (s *server) openDriverGateway() (component, error) {
 	if err := gw.Open(); err != nil {
 		return component{}, fmt.Errorf("open driver gateway: %w", err)
 	}
-	pay := &driver.Pay{Ledger: s.ledger, Verifier: s.keys, WriteTimeout: s.cfg.HTTP.WriteTimeout}
+	pay := &driver.Pay{Ledger: s.ledger, Verifier: s.keys, WriteTimeout: s.cfg.HTTP.WriteTimeout, Limiter: s.limiter,
+		Logger: s.log.With(slog.String("component", "pay"))}
 	routes := func(mux *http.ServeMux) {
 		gw.Routes(mux)
 		pay.Routes(mux)

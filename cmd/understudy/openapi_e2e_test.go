@@ -586,6 +586,25 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 			t.Errorf("%s %s on the tight region = %d, want %d", c.method, c.path, resp.StatusCode, want)
 		}
 	}
+	// The pay routes take from the same per-caller buckets.
+	payDriver, payAdmin := sign(tight, "d-flood", dispatch.RoleDriver), sign(tight, "ops-flood", dispatch.RoleAdmin)
+	for i, c := range []struct{ path, token string }{
+		{"/v1/driver/trips", payDriver}, // the one request allowed
+		{"/v1/driver/trips", payDriver},
+		{"/v1/driver/earnings", payDriver},
+		{"/v1/admin/ledger", payAdmin}, // another caller: its one request
+		{"/v1/admin/ledger", payAdmin},
+	} {
+		resp, err := send(ctx, tight, "GET", c.path, c.token, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if want := map[bool]int{true: 200, false: 429}[i == 0 || i == 3]; resp.StatusCode != want {
+			t.Errorf("GET %s on the tight region = %d, want %d", c.path, resp.StatusCode, want)
+		}
+	}
 
 	t.Log("a region draining, then without its log")
 	for _, c := range s.components {

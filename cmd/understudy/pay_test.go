@@ -204,3 +204,35 @@ func mustSign(tb testing.TB, s *server, sub string, role dispatch.Role) string {
 	}
 	return tok
 }
+
+// The pay routes are rate limited per caller as the rider API is: 429 with
+// Retry-After once a caller's burst is spent, other callers unaffected.
+func TestPayRoutesRateLimited(t *testing.T) {
+	s := mustServe(t, "--rider-rate", "0.1", "--rider-burst", "3")
+	for _, c := range []struct {
+		path string
+		sub  string
+		role dispatch.Role
+	}{
+		{"/v1/driver/trips", "d-1", dispatch.RoleDriver},
+		{"/v1/driver/earnings", "d-1", dispatch.RoleDriver}, // the same bucket: already spent
+		{"/v1/driver/earnings", "d-2", dispatch.RoleDriver},
+		{"/v1/admin/ledger", "ops", dispatch.RoleAdmin},
+	} {
+		var codes []int
+		for range 4 {
+			code, hdr, body := authGet(t, s, c.path, c.sub, c.role)
+			codes = append(codes, code)
+			if code == 429 && (hdr.Get("Retry-After") == "" || !strings.Contains(body, `"code":"rate_limited"`)) {
+				t.Fatalf("%s as %s: 429 without Retry-After or code: %v %s", c.path, c.sub, hdr, body)
+			}
+		}
+		want := "[200 200 200 429]"
+		if c.path == "/v1/driver/earnings" && c.sub == "d-1" {
+			want = "[429 429 429 429]"
+		}
+		if fmt.Sprint(codes) != want {
+			t.Errorf("%s as %s: %v, want %s", c.path, c.sub, codes, want)
+		}
+	}
+}

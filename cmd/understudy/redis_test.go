@@ -160,4 +160,16 @@ func TestRateLimitSharedAcrossProcesses(t *testing.T) {
 	if fmt.Sprint(codes) != "[200 200 200 429 429 429]" {
 		t.Fatalf("statuses %v, want the burst of 3 then 429 across both servers", codes)
 	}
+	// A driver's pay reads share the same kind of bucket.
+	codes = nil
+	for i := range 6 {
+		code, hdr, _ := authGet(t, servers[i%2], "/v1/driver/trips", "d-7", dispatch.RoleDriver)
+		codes = append(codes, code)
+		if code == 429 && hdr.Get("Retry-After") == "" {
+			t.Fatal("429 without Retry-After")
+		}
+	}
+	if fmt.Sprint(codes) != "[200 200 200 429 429 429]" {
+		t.Fatalf("driver reads %v, want the burst of 3 then 429 across both servers", codes)
+	}
 }

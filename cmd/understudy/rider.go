@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/redisstore"
 	"github.com/understudy/understudy/rider"
@@ -15,16 +16,12 @@ import (
 // openRiderAPI builds the rider HTTP API on the region's engine and keys. Idempotency
 // keys outlive the process on every store: in Redis with --redis (beside the hot
 // state, shared by every replica), else in a JetStream key-value bucket on the
-// region's NATS (in the data directory on the embedded default). Rate limits are in
-// Redis with --redis, else in this process.
+// region's NATS (in the data directory on the embedded default). Rate limits are the
+// server's (callerLimiter).
 func (s *server) openRiderAPI() (component, error) {
-	var (
-		idem    dispatch.IdempotencyStore
-		limiter dispatch.RateLimiter // nil: in this process
-	)
+	var idem dispatch.IdempotencyStore
 	if rs, ok := s.store.(*redisstore.Store); ok {
 		idem = rs.NewIdempotencyStore()
-		limiter = rs.NewRateLimiter(s.cfg.Rider.Rate, s.cfg.Rider.Burst)
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -39,7 +36,7 @@ func (s *server) openRiderAPI() (component, error) {
 		Engine:      s.engine,
 		Verifier:    s.keys,
 		Idempotency: idem,
-		Limiter:     limiter,
+		Limiter:     s.limiter,
 		Logger:      s.log.With(slog.String("component", "rider")),
 		Metrics:     rider.NewMetrics(s.registry),
 		Config:      s.cfg.Rider,
@@ -51,4 +48,15 @@ func (s *server) openRiderAPI() (component, error) {
 		return component{}, err
 	}
 	return component{name: "rider", routes: api.Register, notify: api, run: api.Run, drain: api.Drain}, nil
+}
+
+// callerLimiter is the per-caller rate limit of every HTTP route that takes a token
+// (rider API, pay routes): one token bucket per role and subject, at --rider-rate and
+// --rider-burst. It lives beside the hot state: in Redis with --redis, so a caller
+// spread over replicas gets the rate once, else in this process.
+func callerLimiter(store dispatch.Store, cfg rider.Config) dispatch.RateLimiter {
+	if rs, ok := store.(*redisstore.Store); ok {
+		return rs.NewRateLimiter(cfg.Rate, cfg.Burst)
+	}
+	return memstore.NewRateLimiter(cfg.Rate, cfg.Burst)
 }

@@ -42,6 +42,7 @@ type server struct {
 	keys       *jwtauth.Keys
 	registry   *prometheus.Registry
 	components []component
+	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
 	ledger     *natslog.Ledger
 	rideLog    *natslog.RideLog
 	nats       *nats.Conn
@@ -96,6 +97,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Log: s.rideLog, Region: cfg.Region, Config: cfg.Dispatch,
 		Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
+	s.limiter = callerLimiter(s.store, cfg.Rider)
 	for _, open := range []func() (component, error){s.openDriverGateway, s.openRiderAPI} {
 		c, err := open()
 		if err != nil {
