@@ -29,11 +29,17 @@ func TestMain(m *testing.M) {
 // mustServe starts `understudy serve` in process on 127.0.0.1:0 and stops it at cleanup.
 func mustServe(tb testing.TB, args ...string) *server {
 	tb.Helper()
+	return mustServeLog(tb, io.Discard, args...)
+}
+
+// mustServeLog is mustServe writing the server's log to stderr.
+func mustServeLog(tb testing.TB, stderr io.Writer, args ...string) *server {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	got := make(chan *server, 1)
 	done := make(chan error, 1)
 	args = append([]string{"--addr", "127.0.0.1:0", "--data-dir", tb.TempDir()}, args...)
-	go func() { done <- serve(ctx, args, io.Discard, io.Discard, func(s *server) { got <- s }) }()
+	go func() { done <- serve(ctx, args, io.Discard, stderr, func(s *server) { got <- s }) }()
 	select {
 	case s := <-got:
 		var once sync.Once

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/driver"
 )
@@ -233,6 +234,74 @@ func TestPayRoutesRateLimited(t *testing.T) {
 		}
 		if fmt.Sprint(codes) != want {
 			t.Errorf("%s as %s: %v, want %s", c.path, c.sub, codes, want)
+		}
+	}
+}
+
+// Every 5xx of every route is logged with its cause, which the client never sees.
+// With the region's streams deleted from under it, a pay read and a ride request
+// answer 500; with its NATS server gone, /readyz and a pay read answer 503. Each is
+// logged with why.
+func TestServerErrorsAreLoggedWithTheirCause(t *testing.T) {
+	srv, err := natslog.StartEmbedded(t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopNATS := sync.OnceFunc(srv.Close)
+	defer stopNATS()
+	var log syncBuffer
+	s := mustServeLog(t, &log, "--nats", srv.URL())
+	js, err := jetstream.New(s.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stream := range []string{natslog.LedgerStream, natslog.RideStream} {
+		if err := js.DeleteStream(context.Background(), stream); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, _, body := authGet(t, s, "/v1/driver/trips", "d-1", dispatch.RoleDriver)
+	if code != 500 || strings.Contains(body, "direct") {
+		t.Fatalf("trips without the ledger stream: %d %s, want a 500 that does not say why", code, body)
+	}
+	req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/rides",
+		strings.NewReader(`{"pickup":{"lat":37.5665,"lng":126.978},"dropoff":{"lat":37.5512,"lng":126.9882}}`))
+	req.Header.Set("Authorization", "Bearer "+mustSign(t, s, "u-1", dispatch.RoleRider))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 500 {
+		t.Fatalf("ride request without the ride stream: %d, want 500", resp.StatusCode)
+	}
+	stopNATS()
+	dispatchtest.Eventually(t, func() error { // once the client has noticed
+		if code, _ := get(t, "http://"+s.Addr()+"/readyz"); code != 503 {
+			return fmt.Errorf("/readyz without NATS: %d, want 503", code)
+		}
+		return nil
+	})
+	if code, _, _ := authGet(t, s, "/v1/admin/ledger", "ops", dispatch.RoleAdmin); code != 503 {
+		t.Fatalf("ledger without NATS: %d, want 503", code)
+	}
+	logged := map[string]map[string]any{}
+	for _, line := range strings.Split(log.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "http request failed" {
+			logged[fmt.Sprint(rec["method"], " ", rec["path"], " ", rec["status"])] = rec
+		}
+	}
+	for route, want := range map[string]string{
+		"GET /v1/driver/trips 500": "direct get from UNDERSTUDY_LEDGER",
+		"POST /v1/rides 500":       "append to the ride log",
+		"GET /readyz 503":          "nats: ",
+		"GET /v1/admin/ledger 503": "the durable log is away",
+	} {
+		rec := logged[route]
+		if rec == nil || !strings.Contains(fmt.Sprint(rec["err"]), want) {
+			t.Errorf("%s: logged %v, want its cause %q\nlog:\n%s", route, rec, want, log.String())
 		}
 	}
 }

@@ -281,7 +281,8 @@ func (s *server) routes() http.Handler {
 			c.routes(mux)
 		}
 	}
-	return refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, s.whileNATSAway(problem.Routes(mux)))
+	return problem.LogServerErrors(s.log.With(slog.String("component", "http")),
+		refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, s.whileNATSAway(problem.Routes(mux))))
 }
 
 // ready answers 200 while the region can serve: its store answers and its log is

@@ -21,10 +21,13 @@ type Details struct {
 }
 
 // Write answers r with err as a problem. A *dispatch.Error with RetryAfter set adds
-// the Retry-After header.
+// the Retry-After header. The cause of a 5xx is noted for LogServerErrors.
 func Write(w http.ResponseWriter, r *http.Request, err error) {
 	code := dispatch.ErrorCode(err)
 	info := code.Info()
+	if info.HTTPStatus >= 500 {
+		noteCause(r, err)
+	}
 	if code == dispatch.ECodeRateLimited {
 		if s := dispatch.RetryAfter(err); s > 0 {
 			w.Header().Set("Retry-After", strconv.Itoa(s))
