@@ -68,7 +68,11 @@ type Engine struct {
 	held      map[string]time.Time // rides other replicas said they queue, when last said
 	recheck   map[string]struct{}  // drivers other replicas took out of supply
 	nextSweep time.Time
-	closed    bool
+	// unsettled holds rides whose complete or cancel stopped between the ledger and
+	// the Store in this process, for Step to finish (engine_pay.go).
+	unsettled  map[string]struct{}
+	nextSettle time.Time
+	closed     bool
 }
 
 // Open validates the configuration and rebuilds the engine's indexes from the Store.
@@ -102,6 +106,7 @@ func (e *Engine) Open(ctx context.Context) error {
 	e.presence = make(map[string]presence)
 	e.held = make(map[string]time.Time)
 	e.recheck = make(map[string]struct{})
+	e.unsettled = make(map[string]struct{})
 	e.nextSweep = e.Now().Add(e.Config.SweepInterval)
 	if _, err := e.Store.Fence(ctx, e.Epoch); err != nil {
 		return fmt.Errorf("fence store at epoch %d: %w", e.Epoch, err)
@@ -109,7 +114,10 @@ func (e *Engine) Open(ctx context.Context) error {
 	if err := e.restore(ctx); err != nil {
 		return err
 	}
-	return e.rebuild(ctx)
+	if err := e.rebuild(ctx); err != nil {
+		return err
+	}
+	return e.finishInterrupted(ctx)
 }
 
 // rebuild refills the supply index, the pending queue and the timers from the Store.
@@ -179,7 +187,8 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 // Step runs one round of the loop at the clock's current time: sweep the Store when
-// SweepInterval has passed, recheck drivers other replicas took out of supply, revoke
+// SweepInterval has passed, recheck drivers other replicas took out of supply, finish
+// completes and cancels that failed half way (at most every second), revoke
 // expired offers (cascading their rides), end searches past their deadline, and
 // assign the pending batch. Tests call it directly with a fake clock.
 func (e *Engine) Step(ctx context.Context) error {
@@ -191,6 +200,9 @@ func (e *Engine) Step(ctx context.Context) error {
 		}
 	}
 	if err := e.recheckSupply(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := e.finishUnsettled(ctx, now); err != nil {
 		errs = append(errs, err)
 	}
 	for _, t := range e.dueTimers(now) {

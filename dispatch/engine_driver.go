@@ -257,10 +257,10 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			return Ride{}, nil, wrapf(ErrRideNotFound, "ride %s is not assigned to driver %s", rideID, driverID)
 		}
 		if r.Status == to {
-			// A retried frame. For complete, the first try may have failed to reach
-			// the ledger: record again (the ledger keeps one entry per trip).
+			// A retried frame. For complete, the first try may have stopped between
+			// the Store and the ride log: settle writes what is missing.
 			if to == RideCompleted {
-				if err := e.recordTrip(ctx, r); err != nil {
+				if err := e.settle(ctx, r); err != nil {
 					return Ride{}, nil, err
 				}
 			}
@@ -273,7 +273,7 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 		if err := r.moveTo(to, now); err != nil {
 			return Ride{}, nil, err
 		}
-		tx := Tx{Rides: []Ride{r}}
+		var drivers []Driver
 		if d.State != driverTo {
 			if err := d.moveTo(driverTo, now); err != nil {
 				return Ride{}, nil, err
@@ -281,38 +281,35 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			if driverTo != DriverAvailable {
 				d.RideID = r.ID
 			}
-			tx.Drivers = []Driver{d}
+			drivers = []Driver{d}
 		}
-		if err := e.commit(ctx, tx); err != nil {
+		if to == RideCompleted {
+			// The trip's entry comes first, durable before the ride is completed
+			// anywhere: so no completed ride lacks its entry, and since a trip in
+			// progress can only end completed, an entry always means a ride that will
+			// be. A commit that fails after it is finished by the driver's retry, by
+			// Step (unsettled) or at the next Open.
+			entry, err := e.record(ctx, tripEntry(r, e.Region, now))
+			if err != nil {
+				return Ride{}, nil, err
+			}
+			r.EndedAt = entry.CompletedAt // as first recorded, if an earlier try did
+		}
+		if err := e.commit(ctx, Tx{Drivers: drivers, Rides: []Ride{r}}); err != nil {
+			if to == RideCompleted {
+				e.unsettle(r.ID)
+			}
 			return Ride{}, nil, err
 		}
 		r.Version++
-		after := func() {
+		return r, func() {
 			if driverTo == DriverAvailable {
 				e.makeAvailable(d)
 				e.Metrics.RideEnded(to)
 			}
 			e.publish(r, now)
-		}
-		if to == RideCompleted {
-			// The driver hears "complete" acknowledged only once the pay is durable.
-			if err := e.recordTrip(ctx, r); err != nil {
-				return Ride{}, after, err
-			}
-		}
-		return r, after, nil
+		}, nil
 	})
-}
-
-// recordTrip writes completed ride r to the pay ledger.
-func (e *Engine) recordTrip(ctx context.Context, r Ride) error {
-	if e.Ledger == nil {
-		return nil
-	}
-	if _, err := e.Ledger.Record(ctx, ledgerEntry(r, e.Region, e.Now())); err != nil {
-		return fmt.Errorf("record trip %s in the ledger: %w", r.ID, err)
-	}
-	return nil
 }
 
 // loadOffer returns driverID and the ride of its current offer offerID.

@@ -70,17 +70,25 @@ func (e *Engine) Estimate(pickup, dropoff Point) (Estimate, error) {
 	return est, nil
 }
 
-// CancelRide cancels a ride that is not final, revoking its offer or freeing its
-// driver. Cancelling a cancelled ride returns it unchanged; any other final ride is
-// ErrIllegalTransition.
+// CancelRide cancels a ride that is searching, matched or arrived, revoking its offer
+// or freeing its driver. A trip in progress is ended by its driver and any other final
+// ride is ErrIllegalTransition; cancelling a cancelled ride returns it unchanged.
 func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
 	return e.retry(ctx, func(now time.Time) (Ride, func(), error) {
 		r, err := e.Store.Ride(ctx, id)
 		if err != nil {
 			return Ride{}, nil, err
 		}
-		if r.Status == RideCancelled {
+		switch {
+		case r.Status == RideCancelled:
+			// A retried or racing cancel; the first may have stopped between the Store
+			// and the ride log.
+			if err := e.settle(ctx, r); err != nil {
+				return Ride{}, nil, err
+			}
 			return r, nil, nil
+		case r.Status == RideInProgress:
+			return Ride{}, nil, wrapf(ErrIllegalTransition, "ride %s is in progress: its driver ends it", id)
 		}
 		var (
 			tx     = Tx{}

@@ -338,7 +338,7 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("arrived on a cancelled ride: %v, want conflict", err)
 	}
 
-	// After completion: refused.
+	// In progress (its driver ends it) and after completion: refused.
 	r = te.request(t, gangnam)
 	te.step(t)
 	o = te.offerTo(t, "d-1")
@@ -346,11 +346,17 @@ func TestCancel(t *testing.T) {
 		func() (dispatch.Ride, error) { return te.Accept(ctx, "d-1", o.ID) },
 		func() (dispatch.Ride, error) { return te.Arrived(ctx, "d-1", r.ID) },
 		func() (dispatch.Ride, error) { return te.Start(ctx, "d-1", r.ID) },
-		func() (dispatch.Ride, error) { return te.Complete(ctx, "d-1", r.ID) },
 	} {
 		if _, err := f(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := te.CancelRide(ctx, r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
+		t.Fatalf("cancel in progress: %v, want ErrIllegalTransition", err)
+	}
+	te.rideStatus(t, r.ID, dispatch.RideInProgress)
+	if _, err := te.Complete(ctx, "d-1", r.ID); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := te.CancelRide(ctx, r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
 		t.Fatalf("cancel after completion: %v, want ErrIllegalTransition", err)
@@ -610,7 +616,7 @@ func TestStateMachines(t *testing.T) {
 	}{
 		{"searching", "matched", true}, {"searching", "cancelled", true}, {"searching", "no_driver", true},
 		{"searching", "arrived", false}, {"matched", "arrived", true}, {"matched", "in_progress", false},
-		{"arrived", "in_progress", true}, {"in_progress", "completed", true}, {"in_progress", "cancelled", true},
+		{"arrived", "in_progress", true}, {"in_progress", "completed", true}, {"in_progress", "cancelled", false}, {"arrived", "cancelled", true},
 		{"completed", "cancelled", false}, {"no_driver", "searching", false}, {"cancelled", "matched", false},
 	}
 	for _, c := range rides {

@@ -23,18 +23,23 @@ type LedgerEntry struct {
 	RecordedAt  time.Time `json:"recorded_at"`
 }
 
+// ErrNoLedgerEntry: the ride has no ledger entry (yet).
+var ErrNoLedgerEntry = sentinel(ECodeNotFound, "no ledger entry")
+
 // Ledger is the durable record of completed trips.
 type Ledger interface {
 	// Record writes e unless the ride already has an entry, and returns the stored
 	// entry once it is durable. Recording a trip twice never makes two entries.
 	Record(ctx context.Context, e LedgerEntry) (LedgerEntry, error)
+	// Entry returns the entry of driverID's ride rideID, or ErrNoLedgerEntry.
+	Entry(ctx context.Context, driverID, rideID string) (LedgerEntry, error)
 	// Entries calls fn for every entry completed at or after since, in ledger order;
 	// driverID, if not empty, keeps only that driver's trips.
 	Entries(ctx context.Context, since time.Time, driverID string, fn func(LedgerEntry) error) error
 }
 
-// ledgerEntry is the entry of a completed ride.
-func ledgerEntry(r Ride, region string, now time.Time) LedgerEntry {
+// tripEntry is the entry of ride r completing at r.EndedAt.
+func tripEntry(r Ride, region string, now time.Time) LedgerEntry {
 	return LedgerEntry{
 		RideID: r.ID, DriverID: r.DriverID, RiderID: r.RiderID, Region: region,
 		Pickup: r.Pickup, Dropoff: r.Dropoff,

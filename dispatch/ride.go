@@ -21,7 +21,7 @@ var rideTransitions = map[RideStatus][]RideStatus{
 	RideSearching:  {RideMatched, RideCancelled, RideNoDriver},
 	RideMatched:    {RideArrived, RideCancelled},
 	RideArrived:    {RideInProgress, RideCancelled},
-	RideInProgress: {RideCompleted, RideCancelled},
+	RideInProgress: {RideCompleted}, // a trip in progress is ended by its driver
 }
 
 // CanBecome reports whether a ride with status s may move to status t.

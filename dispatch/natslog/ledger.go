@@ -94,16 +94,29 @@ func isWrongLastSequence(err error) bool {
 		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
 }
 
+// Entry implements dispatch.Ledger.
+func (l *Ledger) Entry(ctx context.Context, driverID, rideID string) (dispatch.LedgerEntry, error) {
+	return l.stored(ctx, entrySubject(driverID, rideID))
+}
+
 func (l *Ledger) stored(ctx context.Context, subj string) (dispatch.LedgerEntry, error) {
 	msg, err := l.stream.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return dispatch.LedgerEntry{}, dispatch.ErrNoLedgerEntry
+	}
 	if err != nil {
 		return dispatch.LedgerEntry{}, fmt.Errorf("read ledger entry %s: %w", subj, err)
 	}
+	return decodeEntry(msg.Data, msg.Sequence)
+}
+
+// decodeEntry decodes the entry stored at seq.
+func decodeEntry(data []byte, seq uint64) (dispatch.LedgerEntry, error) {
 	var e dispatch.LedgerEntry
-	if err := json.Unmarshal(msg.Data, &e); err != nil {
-		return dispatch.LedgerEntry{}, fmt.Errorf("decode ledger entry %s: %w", subj, err)
+	if err := json.Unmarshal(data, &e); err != nil {
+		return dispatch.LedgerEntry{}, fmt.Errorf("decode ledger entry %d: %w", seq, err)
 	}
-	e.Seq = msg.Sequence
+	e.Seq = seq
 	return e, nil
 }
 
@@ -116,11 +129,10 @@ func (l *Ledger) Entries(ctx context.Context, since time.Time, driverID string, 
 		filter = ledgerPrefix + subject.Token(driverID) + ".*"
 	}
 	err := readDirect(ctx, l.nc, LedgerStream, filter, since, l.FetchWait, func(data []byte, seq uint64) error {
-		var e dispatch.LedgerEntry
-		if err := json.Unmarshal(data, &e); err != nil {
-			return fmt.Errorf("decode entry %d: %w", seq, err)
+		e, err := decodeEntry(data, seq)
+		if err != nil {
+			return err
 		}
-		e.Seq = seq
 		if e.CompletedAt.Before(since) {
 			return nil
 		}
