@@ -266,6 +266,9 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			}
 			return r, nil, nil
 		}
+		if to == RideInProgress && !r.CancelFeeAt.IsZero() {
+			return Ride{}, nil, wrapf(ErrIllegalTransition, "ride %s was cancelled by its rider", rideID)
+		}
 		d, err := e.Store.Driver(ctx, driverID)
 		if err != nil {
 			return Ride{}, nil, err

@@ -12,10 +12,12 @@ import (
 //   - complete writes the trip's entry before it commits the ride completed, and a trip
 //     in progress can only end completed (its rider cannot cancel it), so an entry
 //     always means a ride that is or will be completed;
+//   - a cancel that owes the driver a fee commits that first, on the ride (so the
+//     driver can no longer start), then writes the fee, then cancels;
 //   - whatever stops half way (a commit or a ledger write that fails, a crash) is
 //     finished: by the client's retry, by Step for what this process saw fail
-//     (unsettled), and at Open for every trip in progress in the Store
-//     (finishInterrupted);
+//     (unsettled), and at Open for every trip in progress and every owed fee in the
+//     Store (finishInterrupted);
 //   - a retried complete or cancel of a ride already final re-appends it to the ride
 //     log (settle), which a first try may have missed after its Store commit.
 
@@ -36,6 +38,11 @@ func (e *Engine) record(ctx context.Context, entry LedgerEntry) (LedgerEntry, er
 	return stored, nil
 }
 
+// cancellationFee is the fee owed for ride r, in its currency.
+func (e *Engine) cancellationFee(r Ride) Money {
+	return Money{Amount: e.Config.Fare.CancellationFee, Currency: r.Fare.Currency}
+}
+
 // settle makes sure the final ride r, as stored, is in the ride log and, when it pays
 // its driver, in the ledger: a first try may have stopped after its Store commit.
 func (e *Engine) settle(ctx context.Context, r Ride) error {
@@ -45,10 +52,16 @@ func (e *Engine) settle(ctx context.Context, r Ride) error {
 			return fmt.Errorf("append to the ride log: %w", err)
 		}
 	}
-	if r.Status != RideCompleted {
+	var entry LedgerEntry
+	switch {
+	case r.Status == RideCompleted:
+		entry = tripEntry(r, e.Region, e.Now())
+	case r.Status == RideCancelled && !r.CancelFeeAt.IsZero():
+		entry = feeEntry(r, e.cancellationFee(r), e.Region, e.Now())
+	default:
 		return nil
 	}
-	if _, err := e.record(ctx, tripEntry(r, e.Region, e.Now())); err != nil {
+	if _, err := e.record(ctx, entry); err != nil {
 		e.unsettle(r.ID)
 		return err
 	}
@@ -91,7 +104,8 @@ func (e *Engine) finishUnsettled(ctx context.Context, now time.Time) error {
 }
 
 // finish completes what a complete or cancel of ride id left half done: a trip in
-// progress whose entry is in the ledger is completed, and a final ride is settled. A trip in progress without an entry is left
+// progress whose entry is in the ledger is completed, a cancel whose fee is owed is
+// finished, and a final ride is settled. A trip in progress without an entry is left
 // to its driver: its complete never reached the ledger.
 func (e *Engine) finish(ctx context.Context, id string) error {
 	r, err := e.Store.Ride(ctx, id)
@@ -116,6 +130,12 @@ func (e *Engine) finish(ctx context.Context, id string) error {
 		}
 		e.Logger.Warn("completed a trip whose entry was in the ledger but not its commit",
 			slog.String("ride_id", r.ID), slog.String("driver_id", r.DriverID))
+	case !r.CancelFeeAt.IsZero() && !r.Status.Final():
+		if _, err := e.CancelRide(ctx, r.ID); err != nil {
+			return fmt.Errorf("finish cancelling ride %s: %w", r.ID, err)
+		}
+		e.Logger.Warn("finished a cancel that owed its driver the fee", slog.String("ride_id", r.ID),
+			slog.String("driver_id", r.DriverID))
 	case r.Status.Final():
 		return e.settle(ctx, r)
 	}
@@ -129,7 +149,7 @@ func (e *Engine) finish(ctx context.Context, id string) error {
 func (e *Engine) finishInterrupted(ctx context.Context) error {
 	var ids []string
 	err := e.Store.ActiveRides(ctx, func(r Ride) error {
-		if r.Status == RideInProgress && e.Ledger != nil {
+		if (r.Status == RideInProgress && e.Ledger != nil) || !r.CancelFeeAt.IsZero() {
 			ids = append(ids, r.ID)
 		}
 		return nil

@@ -73,6 +73,12 @@ func (e *Engine) Estimate(pickup, dropoff Point) (Estimate, error) {
 // CancelRide cancels a ride that is searching, matched or arrived, revoking its offer
 // or freeing its driver. A trip in progress is ended by its driver and any other final
 // ride is ErrIllegalTransition; cancelling a cancelled ride returns it unchanged.
+//
+// A cancel after the driver arrived owes the driver the cancellation fee: the fee is
+// claimed on the ride in a commit of its own (a racing start then loses), written to
+// the ledger, and only then the ride is cancelled, so the fee is durable before the
+// cancel is answered and written once however the cancel is retried. A cancel that
+// stops on the way is finished by a retry, by Step or at the next Open.
 func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
 	return e.retry(ctx, func(now time.Time) (Ride, func(), error) {
 		r, err := e.Store.Ride(ctx, id)
@@ -82,13 +88,25 @@ func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
 		switch {
 		case r.Status == RideCancelled:
 			// A retried or racing cancel; the first may have stopped between the Store
-			// and the ride log.
+			// and the ride log (its fee was durable before the ride was cancelled).
 			if err := e.settle(ctx, r); err != nil {
 				return Ride{}, nil, err
 			}
 			return r, nil, nil
 		case r.Status == RideInProgress:
 			return Ride{}, nil, wrapf(ErrIllegalTransition, "ride %s is in progress: its driver ends it", id)
+		case r.Status == RideArrived && r.CancelFeeAt.IsZero() && e.Config.Fare.CancellationFee > 0:
+			r.CancelFeeAt, r.UpdatedAt = now, now
+			if err := e.commit(ctx, Tx{Rides: []Ride{r}}); err != nil {
+				return Ride{}, nil, err
+			}
+			r.Version++
+		}
+		if !r.CancelFeeAt.IsZero() {
+			if _, err := e.record(ctx, feeEntry(r, e.cancellationFee(r), e.Region, e.Now())); err != nil {
+				e.unsettle(r.ID)
+				return Ride{}, nil, err
+			}
 		}
 		var (
 			tx     = Tx{}
@@ -98,6 +116,9 @@ func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
 		offer := r.Offer
 		if err := r.moveTo(RideCancelled, now); err != nil {
 			return Ride{}, nil, err
+		}
+		if !r.CancelFeeAt.IsZero() {
+			r.EndedAt = r.CancelFeeAt // as the fee's entry says
 		}
 		driverID := r.DriverID
 		if offer != nil {
@@ -124,11 +145,14 @@ func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
 		tx.Rides = append(tx.Rides, r)
 		release := func() {}
 		if freed != nil {
-			var err error
-			if release, err = e.commitFor(ctx, freed.ID, tx, e.commit); err != nil {
-				return Ride{}, nil, err
+			release, err = e.commitFor(ctx, freed.ID, tx, e.commit)
+		} else {
+			err = e.commit(ctx, tx)
+		}
+		if err != nil {
+			if !r.CancelFeeAt.IsZero() {
+				e.unsettle(r.ID)
 			}
-		} else if err := e.commit(ctx, tx); err != nil {
 			return Ride{}, nil, err
 		}
 		r.Version++

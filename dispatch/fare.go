@@ -17,12 +17,15 @@ type FareModel struct {
 	Minimum     int64   `json:"minimum"`       // lowest fare
 	AvgSpeedKmh float64 `json:"avg_speed_kmh"` // city average, for durations and ETAs
 	RouteFactor float64 `json:"route_factor"`  // road distance / straight-line distance
+	// CancellationFee is paid to the driver, through the ledger, when the rider
+	// cancels after the driver arrived; minor units, 0 for none.
+	CancellationFee int64 `json:"cancellation_fee"`
 }
 
 // DefaultFareModel is a Seoul-like taxi tariff in KRW.
 func DefaultFareModel() FareModel {
 	return FareModel{Currency: "KRW", Base: 4800, PerKm: 760, PerMinute: 100, Minimum: 4800,
-		AvgSpeedKmh: 24, RouteFactor: 1.3}
+		AvgSpeedKmh: 24, RouteFactor: 1.3, CancellationFee: 3000}
 }
 
 // Validate reports settings that would price nonsense.
@@ -31,7 +34,7 @@ func (m FareModel) Validate() error {
 	if !isCurrencyCode(m.Currency) {
 		errs = append(errs, fmt.Errorf("fare.currency %q: want a 3-letter ISO 4217 code", m.Currency))
 	}
-	if m.Base < 0 || m.PerKm < 0 || m.PerMinute < 0 || m.Minimum < 0 {
+	if m.Base < 0 || m.PerKm < 0 || m.PerMinute < 0 || m.Minimum < 0 || m.CancellationFee < 0 {
 		errs = append(errs, errors.New("fare amounts must not be negative"))
 	}
 	if !(m.AvgSpeedKmh > 0) {

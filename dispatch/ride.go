@@ -66,6 +66,12 @@ type Ride struct {
 	MatchedAt      time.Time `json:"matched_at,omitzero"`
 	StartedAt      time.Time `json:"started_at,omitzero"`
 	EndedAt        time.Time `json:"ended_at,omitzero"`
+	// CancelFeeAt is when the rider cancelled the ride after its driver arrived, which
+	// owes the driver the cancellation fee. It is committed on its own, before the fee
+	// is written and the ride cancelled, so that a cancel interrupted in between (by a
+	// crash, or a ledger that did not answer) is finished later rather than lost, and
+	// so that the driver can no longer start the trip.
+	CancelFeeAt time.Time `json:"cancel_fee_at,omitzero"`
 	// Version is the Store's optimistic-concurrency version (see Driver.Version).
 	Version uint64 `json:"version"`
 }

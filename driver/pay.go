@@ -13,7 +13,7 @@ import (
 // Pay serves the contract's pay routes from the ledger, so drivers see what they are
 // owed and the primary platform can settle after the outage:
 //
-//	GET /v1/driver/trips?since=RFC3339     a driver's completed trips
+//	GET /v1/driver/trips?since=RFC3339     a driver's completed trips and cancellation fees
 //	GET /v1/driver/earnings?since=RFC3339  their totals for the period
 //	GET /v1/admin/ledger?since=RFC3339     every entry as NDJSON, in order (admin)
 //
@@ -37,14 +37,17 @@ func (p *Pay) Routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /v1/admin/ledger", p.ledger)
 }
 
-// Trip is one completed trip as its driver sees it.
+// Trip is one ledger entry as its driver sees it: a completed trip, or the fee for a
+// ride cancelled after the driver arrived (Kind says which; a fee has no StartedAt and
+// no distance, and CompletedAt is when the rider cancelled).
 type Trip struct {
-	RideID      string         `json:"ride_id"`
-	RequestedAt time.Time      `json:"requested_at"`
-	StartedAt   time.Time      `json:"started_at"`
-	CompletedAt time.Time      `json:"completed_at"`
-	DistanceM   float64        `json:"distance_m"`
-	Fare        dispatch.Money `json:"fare"`
+	RideID      string             `json:"ride_id"`
+	Kind        dispatch.EntryKind `json:"kind"`
+	RequestedAt time.Time          `json:"requested_at"`
+	StartedAt   time.Time          `json:"started_at,omitzero"`
+	CompletedAt time.Time          `json:"completed_at"`
+	DistanceM   float64            `json:"distance_m"`
+	Fare        dispatch.Money     `json:"fare"`
 }
 
 // Trips is the answer of GET /v1/driver/trips.
@@ -104,7 +107,7 @@ func (p *Pay) trips(w http.ResponseWriter, r *http.Request) {
 	}
 	out := Trips{DriverID: id.Subject, Since: formatSince(from), Trips: []Trip{}}
 	err := p.Ledger.Entries(r.Context(), from, id.Subject, func(e dispatch.LedgerEntry) error {
-		out.Trips = append(out.Trips, Trip{RideID: e.RideID, RequestedAt: e.RequestedAt, StartedAt: e.StartedAt,
+		out.Trips = append(out.Trips, Trip{RideID: e.RideID, Kind: e.Kind, RequestedAt: e.RequestedAt, StartedAt: e.StartedAt,
 			CompletedAt: e.CompletedAt, DistanceM: e.DistanceM, Fare: e.Fare})
 		return nil
 	})

@@ -89,6 +89,8 @@ type fileConfig struct {
 		Minimum     *int64   `json:"minimum"`
 		AvgSpeedKmh *float64 `json:"avg_speed_kmh"`
 		RouteFactor *float64 `json:"route_factor"`
+		// CancellationFee is paid to the driver when the rider cancels after it arrived.
+		CancellationFee *int64 `json:"cancellation_fee"`
 	} `json:"fare"`
 }
 
@@ -150,6 +152,7 @@ func (c *Config) applyFile(path string) error {
 		set(&m.Minimum, f.Fare.Minimum)
 		set(&m.AvgSpeedKmh, f.Fare.AvgSpeedKmh)
 		set(&m.RouteFactor, f.Fare.RouteFactor)
+		set(&m.CancellationFee, f.Fare.CancellationFee)
 	}
 	return errors.Join(errs...)
 }

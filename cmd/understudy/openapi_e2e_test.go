@@ -523,9 +523,19 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(413, "POST", "/v1/rides/"+second.ID+"/cancel", alice, huge)
 	expect(415, "POST", "/v1/rides/"+second.ID+"/cancel", alice, "{}", "Content-Encoding", "gzip")
 	expect(200, "POST", "/v1/rides/"+second.ID+"/cancel", alice, "")
+	late := ride(expect(201, "POST", "/v1/rides", alice, trip)) // cancelled after arrival: a fee
+	if _, err := s.engine.Accept(ctx, "d-1", riderOfferTo(t, s, "d-1", late.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.engine.Arrived(ctx, "d-1", late.ID); err != nil {
+		t.Fatal(err)
+	}
+	expect(200, "POST", "/v1/rides/"+late.ID+"/cancel", alice, "")
 
-	t.Log("pay, with the trip in the ledger")
-	expect(200, "GET", "/v1/driver/trips", drv, "")
+	t.Log("pay, with the trip and the cancellation fee in the ledger")
+	if b := expect(200, "GET", "/v1/driver/trips", drv, ""); !strings.Contains(string(b), `"cancellation_fee"`) {
+		t.Errorf("the driver's trips lack the fee of %s:\n%s", late.ID, b)
+	}
 	expect(400, "GET", "/v1/driver/trips?since=yesterday", drv, "")
 	expect(401, "GET", "/v1/driver/trips", "", "")
 	expect(403, "GET", "/v1/driver/trips", alice, "")

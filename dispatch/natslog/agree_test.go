@@ -82,6 +82,7 @@ type payWorld struct {
 	log    *natslog.RideLog
 	ledger *natslog.Ledger
 	now    time.Time
+	fee    func(*dispatch.Config)
 }
 
 func openPayWorld(tb testing.TB) *payWorld {
@@ -124,6 +125,9 @@ func (w *payWorld) start(tb testing.TB, log dispatch.RideLog, ledger dispatch.Le
 	}
 	cfg := dispatch.DefaultConfig()
 	cfg.MatchInterval = 0
+	if w.fee != nil {
+		w.fee(&cfg)
+	}
 	e := &dispatch.Engine{Store: store, Log: log, Ledger: ledger, Region: "seoul", Config: cfg, Now: w.clock}
 	if err := e.Open(context.Background()); err != nil {
 		tb.Fatalf("open engine: %v", err)
@@ -169,9 +173,9 @@ func (w *payWorld) assigned(tb testing.TB, e *dispatch.Engine, steps ...string) 
 }
 
 // agree checks that ride id, as the Store has it, and the ledger say the same: a
-// completed ride has one trip entry, any other ride none. It returns the ride's
-// status.
-func (w *payWorld) agree(tb testing.TB, e *dispatch.Engine, id string) dispatch.RideStatus {
+// completed ride has one trip entry, a ride cancelled after its driver arrived one fee
+// entry (when feeDue), any other ride none. It returns the ride's status.
+func (w *payWorld) agree(tb testing.TB, e *dispatch.Engine, id string, feeDue bool) dispatch.RideStatus {
 	tb.Helper()
 	r, err := e.Ride(context.Background(), id)
 	if err != nil {
@@ -188,7 +192,7 @@ func (w *payWorld) agree(tb testing.TB, e *dispatch.Engine, id string) dispatch.
 		tb.Fatal(err)
 	}
 	want := 0
-	if r.Status == dispatch.RideCompleted {
+	if r.Status == dispatch.RideCompleted || (r.Status == dispatch.RideCancelled && feeDue) {
 		want = 1
 	}
 	if len(entries) != want {
@@ -253,16 +257,98 @@ func TestLedgerAgreesWithRidesThroughFailures(t *testing.T) {
 			if c.crash {
 				e = w.start(t, nil, nil, nil)
 			}
-			if got := w.agree(t, e, id); got != c.want {
+			if got := w.agree(t, e, id, false); got != c.want {
 				t.Fatalf("ride is %s, want %s", got, c.want)
 			}
-			if got := w.agree(t, e, id); got == dispatch.RideInProgress {
+			if got := w.agree(t, e, id, false); got == dispatch.RideInProgress {
 				// The driver, who was told complete failed, completes again: paid once.
 				if r, err := e.Complete(ctx, "d-1", id); err != nil || r.Status != dispatch.RideCompleted {
 					t.Fatalf("complete after the failure: %+v %v", r, err)
 				}
-				w.agree(t, e, id)
+				w.agree(t, e, id, false)
 			}
 		})
 	}
+}
+
+// A cancel after the driver arrived writes the claim on the ride, the fee and the
+// cancel; each can fail. The fee is paid once, exactly for the rides that end
+// cancelled after the arrival, and a start racing the cancel either wins (no fee, the
+// trip goes on) or loses.
+func TestCancellationFeeAgreesWithRidesThroughFailures(t *testing.T) {
+	ctx := context.Background()
+	withFee := func(c *dispatch.Config) { c.Fare.CancellationFee = 2500 }
+	for _, c := range []struct {
+		name        string
+		fail        func(*faultyLedger, *faultyStore)
+		step, crash bool
+	}{
+		{name: "the fee's write failed, then a crash", fail: func(l *faultyLedger, _ *faultyStore) { l.fail.Store(1) }, crash: true},
+		{name: "the fee's write failed, the process carried on", fail: func(l *faultyLedger, _ *faultyStore) { l.fail.Store(1) }, step: true},
+		{name: "the cancel's commit failed after the fee, then a crash",
+			fail: func(_ *faultyLedger, s *faultyStore) { s.fail = dispatch.RideCancelled }, crash: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := openPayWorld(t)
+			w.fee = withFee
+			ledger, store := &faultyLedger{Ledger: w.ledger}, &faultyStore{Store: memstore.New()}
+			e := w.start(t, nil, ledger, store)
+			id := w.assigned(t, e, "arrived")
+			c.fail(ledger, store)
+			if _, err := e.CancelRide(ctx, id); !errors.Is(err, errInjected) {
+				t.Fatalf("cancel: %v, want the injected failure", err)
+			}
+			// The driver cannot start a ride its rider cancelled, even half way.
+			if _, err := e.Start(ctx, "d-1", id); !errors.Is(err, dispatch.ErrIllegalTransition) {
+				t.Fatalf("start after the cancel: %v, want refused", err)
+			}
+			if c.step {
+				w.now = w.now.Add(2 * time.Second)
+				if err := e.Step(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.crash {
+				e = w.start(t, nil, nil, nil)
+			}
+			if got := w.agree(t, e, id, true); got != dispatch.RideCancelled {
+				t.Fatalf("ride is %s, want cancelled", got)
+			}
+			if d, err := e.Driver(ctx, "d-1"); err != nil || d.RideID == id {
+				t.Fatalf("driver after the cancel: %+v %v, want freed", d, err)
+			}
+			if r, err := e.CancelRide(ctx, id); err != nil || r.Status != dispatch.RideCancelled { // the rider's retry
+				t.Fatalf("retried cancel: %+v %v", r, err)
+			}
+			w.agree(t, e, id, true)
+		})
+	}
+
+	t.Run("start races cancel", func(t *testing.T) {
+		w := openPayWorld(t)
+		w.fee = withFee
+		e := w.start(t, nil, nil, nil)
+		won := map[dispatch.RideStatus]int{}
+		for range 20 {
+			id := w.assigned(t, e, "arrived")
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); _, _ = e.Start(ctx, "d-1", id) }()
+			go func() { defer wg.Done(); _, _ = e.CancelRide(ctx, id) }()
+			wg.Wait()
+			status := w.agree(t, e, id, true)
+			won[status]++
+			switch status {
+			case dispatch.RideInProgress:
+				if _, err := e.Complete(ctx, "d-1", id); err != nil {
+					t.Fatal(err)
+				}
+				w.agree(t, e, id, true)
+			case dispatch.RideCancelled:
+			default:
+				t.Fatalf("after start and cancel the ride is %s", status)
+			}
+		}
+		t.Logf("outcomes of 20 races: %v", won)
+	})
 }

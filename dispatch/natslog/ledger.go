@@ -16,15 +16,16 @@ import (
 
 var _ dispatch.Ledger = (*Ledger)(nil)
 
-// LedgerStream is the JetStream stream that holds the ledger; one subject per trip,
-// understudy.ledger.<driver>.<ride>, each id one token (see subject.Token).
+// LedgerStream is the JetStream stream that holds the ledger; one subject per ride,
+// understudy.ledger.<driver>.<ride>, each id one token (see subject.Token), holding
+// the ride's one entry (a trip or a cancellation fee).
 const LedgerStream = "UNDERSTUDY_LEDGER"
 
 const ledgerPrefix = "understudy.ledger."
 
-// Ledger is the driver pay ledger on JetStream. A trip's entry is published with the
-// expectation that its subject holds no message yet, so however often a completion is
-// retried, from however many replicas, the stream keeps exactly one entry per trip.
+// Ledger is the driver pay ledger on JetStream. A ride's entry is published with the
+// expectation that its subject holds no message yet, so however often a completion or
+// cancel is retried, from however many replicas, the stream keeps one entry per ride.
 //
 // Reads are batched direct gets (see readDirect): they leave nothing behind on the
 // server, so no number of pay reads can exhaust JetStream.
@@ -69,6 +70,9 @@ func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.L
 		return dispatch.LedgerEntry{}, errors.New("ledger entry needs a ride and a driver")
 	}
 	e.Seq = 0
+	if e.Kind == "" {
+		e.Kind = dispatch.EntryTrip
+	}
 	body, err := json.Marshal(e)
 	if err != nil {
 		return dispatch.LedgerEntry{}, fmt.Errorf("encode ledger entry: %w", err)
@@ -110,11 +114,15 @@ func (l *Ledger) stored(ctx context.Context, subj string) (dispatch.LedgerEntry,
 	return decodeEntry(msg.Data, msg.Sequence)
 }
 
-// decodeEntry decodes the entry stored at seq.
+// decodeEntry decodes the entry stored at seq; entries written before kinds existed
+// are trips.
 func decodeEntry(data []byte, seq uint64) (dispatch.LedgerEntry, error) {
 	var e dispatch.LedgerEntry
 	if err := json.Unmarshal(data, &e); err != nil {
 		return dispatch.LedgerEntry{}, fmt.Errorf("decode ledger entry %d: %w", seq, err)
+	}
+	if e.Kind == "" {
+		e.Kind = dispatch.EntryTrip
 	}
 	e.Seq = seq
 	return e, nil

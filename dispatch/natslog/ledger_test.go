@@ -223,3 +223,32 @@ func TestLedgerEntriesSpanBatches(t *testing.T) {
 		t.Fatalf("after the reads: consumers %d, allow direct %v, %v", info.State.Consumers, info.Config.AllowDirect, err)
 	}
 }
+
+// Entry finds one ride's entry; an entry recorded without a kind is a trip.
+func TestLedgerEntryLookup(t *testing.T) {
+	ctx := context.Background()
+	l, stop := mustOpenLedger(t, t.TempDir())
+	defer stop()
+	if _, err := l.Entry(ctx, "d-1", "r_1"); !errors.Is(err, dispatch.ErrNoLedgerEntry) {
+		t.Fatalf("entry of an unpaid ride: %v, want ErrNoLedgerEntry", err)
+	}
+	trip := entry("r_1", "d-1", t0)
+	trip.Kind = ""
+	if _, err := l.Record(ctx, trip); err != nil {
+		t.Fatal(err)
+	}
+	fee := dispatch.LedgerEntry{Kind: dispatch.EntryCancellationFee, RideID: "r_2", DriverID: "d-1", CompletedAt: t0,
+		Fare: dispatch.Money{Amount: 3000, Currency: "KRW"}}
+	if _, err := l.Record(ctx, fee); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := l.Entry(ctx, "d-1", "r_1"); err != nil || e.Kind != dispatch.EntryTrip || e.Seq == 0 {
+		t.Fatalf("trip entry = %+v, %v", e, err)
+	}
+	if e, err := l.Entry(ctx, "d-1", "r_2"); err != nil || e.Kind != dispatch.EntryCancellationFee || e.Fare.Amount != 3000 {
+		t.Fatalf("fee entry = %+v, %v", e, err)
+	}
+	if got := collect(t, l, time.Time{}, "d-1"); len(got) != 2 || got[0].Kind != dispatch.EntryTrip || got[1].Kind != dispatch.EntryCancellationFee {
+		t.Fatalf("entries = %+v", got)
+	}
+}
