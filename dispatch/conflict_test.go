@@ -50,12 +50,12 @@ func TestConflictsAreRetriedAndCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close()
-	r, err := e.RequestRide(context.Background(), "u-1", gangnam, seoulStn)
+	r, err := e.Riders().RequestRide(context.Background(), "u-1", gangnam, seoulStn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st.rideID = r.ID
-	if c, err := e.CancelRide(context.Background(), r.ID); err != nil || c.Status != dispatch.RideCancelled {
+	if c, err := e.Riders().CancelRide(context.Background(), r.ID); err != nil || c.Status != dispatch.RideCancelled {
 		t.Fatalf("cancel after a lost race = %+v, %v; want it cancelled on the retry", c, err)
 	}
 	if got := counter(t, reg, "understudy_dispatch_conflicts_total"); got != 1 {

@@ -27,9 +27,9 @@ func benchEngine(b *testing.B, n int) (*dispatch.Engine, []string) {
 	ids := make([]string, n)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("d-%06d", i)
-		_, err1 := e.Connect(ctx, ids[i])
-		err2 := e.UpdateLocation(ctx, ids[i], seoulPoint(r))
-		_, err3 := e.SetAvailable(ctx, ids[i])
+		_, err1 := e.Drivers().Connect(ctx, ids[i])
+		err2 := e.Drivers().UpdateLocation(ctx, ids[i], seoulPoint(r))
+		_, err3 := e.Drivers().SetAvailable(ctx, ids[i])
 		if err1 != nil || err2 != nil || err3 != nil {
 			b.Fatal(err1, err2, err3)
 		}
@@ -45,7 +45,7 @@ func BenchmarkEngineUpdateLocation(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
 	locs := make([]dispatch.Point, len(ids))
 	for i := range locs {
-		d, _ := e.Driver(ctx, ids[i])
+		d, _ := e.Riders().Driver(ctx, ids[i])
 		locs[i] = *d.Location
 	}
 	b.ReportAllocs()
@@ -53,7 +53,7 @@ func BenchmarkEngineUpdateLocation(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		j := r.IntN(len(ids))
 		locs[j] = near(locs[j], r.NormFloat64()*5, r.NormFloat64()*5)
-		if err := e.UpdateLocation(ctx, ids[j], locs[j]); err != nil {
+		if err := e.Drivers().UpdateLocation(ctx, ids[j], locs[j]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -73,7 +73,7 @@ func BenchmarkEngineMatchBatch200(b *testing.B) {
 		b.StopTimer()
 		ids = ids[:0]
 		for range 200 {
-			ride, err := e.RequestRide(ctx, "u-1", seoulPoint(r), seoulPoint(r))
+			ride, err := e.Riders().RequestRide(ctx, "u-1", seoulPoint(r), seoulPoint(r))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -88,7 +88,7 @@ func BenchmarkEngineMatchBatch200(b *testing.B) {
 			b.Fatalf("%d rides got no offer", e.Pending())
 		}
 		for _, id := range ids {
-			if _, err := e.CancelRide(ctx, id); err != nil {
+			if _, err := e.Riders().CancelRide(ctx, id); err != nil {
 				b.Fatal(err)
 			}
 		}

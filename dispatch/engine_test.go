@@ -86,13 +86,13 @@ func mustOpenEngine(tb testing.TB, tune func(*dispatch.Config)) *testEngine {
 func (te *testEngine) online(tb testing.TB, id string, p dispatch.Point) {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := te.Connect(ctx, id); err != nil {
+	if _, err := te.Drivers().Connect(ctx, id); err != nil {
 		tb.Fatalf("connect %s: %v", id, err)
 	}
-	if err := te.UpdateLocation(ctx, id, p); err != nil {
+	if err := te.Drivers().UpdateLocation(ctx, id, p); err != nil {
 		tb.Fatalf("location %s: %v", id, err)
 	}
-	if d, err := te.SetAvailable(ctx, id); err != nil || d.State != dispatch.DriverAvailable {
+	if d, err := te.Drivers().SetAvailable(ctx, id); err != nil || d.State != dispatch.DriverAvailable {
 		tb.Fatalf("available %s: %+v %v", id, d, err)
 	}
 }
@@ -106,7 +106,7 @@ func (te *testEngine) step(tb testing.TB) {
 
 func (te *testEngine) request(tb testing.TB, pickup dispatch.Point) dispatch.Ride {
 	tb.Helper()
-	r, err := te.RequestRide(context.Background(), "u-1", pickup, seoulStn)
+	r, err := te.Riders().RequestRide(context.Background(), "u-1", pickup, seoulStn)
 	if err != nil {
 		tb.Fatalf("request: %v", err)
 	}
@@ -132,7 +132,7 @@ func (te *testEngine) noOffers(tb testing.TB) {
 
 func (te *testEngine) rideStatus(tb testing.TB, id string, want dispatch.RideStatus) dispatch.Ride {
 	tb.Helper()
-	r, err := te.Ride(context.Background(), id)
+	r, err := te.Riders().Ride(context.Background(), id)
 	if err != nil {
 		tb.Fatalf("ride %s: %v", id, err)
 	}
@@ -144,7 +144,7 @@ func (te *testEngine) rideStatus(tb testing.TB, id string, want dispatch.RideSta
 
 func (te *testEngine) driverState(tb testing.TB, id string, want dispatch.DriverState) {
 	tb.Helper()
-	d, err := te.Driver(context.Background(), id)
+	d, err := te.Riders().Driver(context.Background(), id)
 	if err != nil {
 		tb.Fatalf("driver %s: %v", id, err)
 	}
@@ -170,7 +170,7 @@ func TestTripHappyPath(t *testing.T) {
 	te.noOffers(t)
 	te.driverState(t, "d-near", dispatch.DriverOffered)
 
-	got, err := te.Accept(ctx, "d-near", o.ID)
+	got, err := te.Drivers().Accept(ctx, "d-near", o.ID)
 	if err != nil || got.Status != dispatch.RideMatched || got.DriverID != "d-near" {
 		t.Fatalf("accept = %+v, %v", got, err)
 	}
@@ -183,9 +183,9 @@ func TestTripHappyPath(t *testing.T) {
 		want dispatch.RideStatus
 		drv  dispatch.DriverState
 	}{
-		{te.Arrived, dispatch.RideArrived, dispatch.DriverEnRoute},
-		{te.Start, dispatch.RideInProgress, dispatch.DriverOnTrip},
-		{te.Complete, dispatch.RideCompleted, dispatch.DriverAvailable},
+		{te.Drivers().Arrived, dispatch.RideArrived, dispatch.DriverEnRoute},
+		{te.Drivers().Start, dispatch.RideInProgress, dispatch.DriverOnTrip},
+		{te.Drivers().Complete, dispatch.RideCompleted, dispatch.DriverAvailable},
 	} {
 		got, err := step.do(ctx, "d-near", r.ID)
 		if err != nil || got.Status != step.want {
@@ -225,7 +225,7 @@ func TestDeclineAndTimeoutCascade(t *testing.T) {
 	r := te.request(t, gangnam)
 	te.step(t)
 	o1 := te.offerTo(t, "d-1")
-	if err := te.Decline(ctx, "d-1", o1.ID); err != nil {
+	if err := te.Drivers().Decline(ctx, "d-1", o1.ID); err != nil {
 		t.Fatalf("decline: %v", err)
 	}
 	te.driverState(t, "d-1", dispatch.DriverAvailable)
@@ -245,10 +245,10 @@ func TestDeclineAndTimeoutCascade(t *testing.T) {
 	}
 	o3 := te.offerTo(t, "d-3")
 	// An answer to the expired offer is refused.
-	if _, err := te.Accept(ctx, "d-2", o2.ID); !errors.Is(err, dispatch.ErrOfferExpired) {
+	if _, err := te.Drivers().Accept(ctx, "d-2", o2.ID); !errors.Is(err, dispatch.ErrOfferExpired) {
 		t.Fatalf("late accept: %v, want ErrOfferExpired", err)
 	}
-	if got, err := te.Accept(ctx, "d-3", o3.ID); err != nil || got.DriverID != "d-3" {
+	if got, err := te.Drivers().Accept(ctx, "d-3", o3.ID); err != nil || got.DriverID != "d-3" {
 		t.Fatalf("accept: %+v %v", got, err)
 	}
 	te.rideStatus(t, r.ID, dispatch.RideMatched)
@@ -257,12 +257,12 @@ func TestDeclineAndTimeoutCascade(t *testing.T) {
 	r2 := te.request(t, gangnam)
 	te.step(t)
 	od := te.offerTo(t, "d-1")
-	if err := te.Decline(ctx, "d-1", od.ID); err != nil {
+	if err := te.Drivers().Decline(ctx, "d-1", od.ID); err != nil {
 		t.Fatal(err)
 	}
 	te.step(t)
 	od = te.offerTo(t, "d-2")
-	if err := te.Decline(ctx, "d-2", od.ID); err != nil {
+	if err := te.Drivers().Decline(ctx, "d-2", od.ID); err != nil {
 		t.Fatal(err)
 	}
 	te.step(t)
@@ -281,7 +281,7 @@ func TestAcceptAfterDeadlineLosesToExpiry(t *testing.T) {
 	te.step(t)
 	o := te.offerTo(t, "d-1")
 	te.clock.Advance(15 * time.Second) // the sweep has not run yet
-	if _, err := te.Accept(ctx, "d-1", o.ID); !errors.Is(err, dispatch.ErrOfferExpired) {
+	if _, err := te.Drivers().Accept(ctx, "d-1", o.ID); !errors.Is(err, dispatch.ErrOfferExpired) {
 		t.Fatalf("accept at the deadline: %v, want ErrOfferExpired", err)
 	}
 	if evs := te.rec.take(dispatch.EventOfferRevoked, "d-1"); len(evs) != 1 {
@@ -305,7 +305,7 @@ func TestCancel(t *testing.T) {
 	r := te.request(t, gangnam)
 	te.step(t)
 	o := te.offerTo(t, "d-1")
-	got, err := te.CancelRide(ctx, r.ID)
+	got, err := te.Riders().CancelRide(ctx, r.ID)
 	if err != nil || got.Status != dispatch.RideCancelled {
 		t.Fatalf("cancel: %+v %v", got, err)
 	}
@@ -313,10 +313,10 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("revocations = %+v", evs)
 	}
 	te.driverState(t, "d-1", dispatch.DriverAvailable)
-	if _, err := te.Accept(ctx, "d-1", o.ID); !errors.Is(err, dispatch.ErrOfferExpired) {
+	if _, err := te.Drivers().Accept(ctx, "d-1", o.ID); !errors.Is(err, dispatch.ErrOfferExpired) {
 		t.Fatalf("accept after cancel: %v", err)
 	}
-	if again, err := te.CancelRide(ctx, r.ID); err != nil || again.Status != dispatch.RideCancelled {
+	if again, err := te.Riders().CancelRide(ctx, r.ID); err != nil || again.Status != dispatch.RideCancelled {
 		t.Fatalf("second cancel: %+v %v", again, err)
 	}
 
@@ -324,17 +324,17 @@ func TestCancel(t *testing.T) {
 	r = te.request(t, gangnam)
 	te.step(t)
 	o = te.offerTo(t, "d-1")
-	if _, err := te.Accept(ctx, "d-1", o.ID); err != nil {
+	if _, err := te.Drivers().Accept(ctx, "d-1", o.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := te.CancelRide(ctx, r.ID); err != nil {
+	if _, err := te.Riders().CancelRide(ctx, r.ID); err != nil {
 		t.Fatal(err)
 	}
 	if evs := te.rec.take(dispatch.EventRideCancelled, "d-1"); len(evs) != 1 || evs[0].Ride.ID != r.ID {
 		t.Fatalf("ride_cancelled events = %+v", evs)
 	}
 	te.driverState(t, "d-1", dispatch.DriverAvailable)
-	if _, err := te.Arrived(ctx, "d-1", r.ID); dispatch.ErrorCode(err) != dispatch.ECodeConflict {
+	if _, err := te.Drivers().Arrived(ctx, "d-1", r.ID); dispatch.ErrorCode(err) != dispatch.ECodeConflict {
 		t.Fatalf("arrived on a cancelled ride: %v, want conflict", err)
 	}
 
@@ -343,25 +343,25 @@ func TestCancel(t *testing.T) {
 	te.step(t)
 	o = te.offerTo(t, "d-1")
 	for _, f := range []func() (dispatch.Ride, error){
-		func() (dispatch.Ride, error) { return te.Accept(ctx, "d-1", o.ID) },
-		func() (dispatch.Ride, error) { return te.Arrived(ctx, "d-1", r.ID) },
-		func() (dispatch.Ride, error) { return te.Start(ctx, "d-1", r.ID) },
+		func() (dispatch.Ride, error) { return te.Drivers().Accept(ctx, "d-1", o.ID) },
+		func() (dispatch.Ride, error) { return te.Drivers().Arrived(ctx, "d-1", r.ID) },
+		func() (dispatch.Ride, error) { return te.Drivers().Start(ctx, "d-1", r.ID) },
 	} {
 		if _, err := f(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := te.CancelRide(ctx, r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
+	if _, err := te.Riders().CancelRide(ctx, r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
 		t.Fatalf("cancel in progress: %v, want ErrIllegalTransition", err)
 	}
 	te.rideStatus(t, r.ID, dispatch.RideInProgress)
-	if _, err := te.Complete(ctx, "d-1", r.ID); err != nil {
+	if _, err := te.Drivers().Complete(ctx, "d-1", r.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := te.CancelRide(ctx, r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
+	if _, err := te.Riders().CancelRide(ctx, r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
 		t.Fatalf("cancel after completion: %v, want ErrIllegalTransition", err)
 	}
-	if _, err := te.CancelRide(ctx, "r_unknown"); !errors.Is(err, dispatch.ErrRideNotFound) {
+	if _, err := te.Riders().CancelRide(ctx, "r_unknown"); !errors.Is(err, dispatch.ErrRideNotFound) {
 		t.Fatalf("cancel unknown: %v", err)
 	}
 }
@@ -380,7 +380,7 @@ func TestOneOfferPerDriverAndRide(t *testing.T) {
 	if o.RideID == r2.ID {
 		other = r1.ID
 	}
-	if err := te.Decline(ctx, "d-1", o.ID); err != nil {
+	if err := te.Drivers().Decline(ctx, "d-1", o.ID); err != nil {
 		t.Fatal(err)
 	}
 	te.step(t)
@@ -416,7 +416,7 @@ func TestBatchBeatsGreedy(t *testing.T) {
 func TestBadInputAndIllegalChanges(t *testing.T) {
 	ctx := context.Background()
 	te := mustOpenEngine(t, nil)
-	if _, err := te.Connect(ctx, "d-1"); err != nil {
+	if _, err := te.Drivers().Connect(ctx, "d-1"); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
@@ -424,19 +424,19 @@ func TestBadInputAndIllegalChanges(t *testing.T) {
 		err  error
 		want dispatch.ECode
 	}{
-		{"available before any location", func() error { _, err := te.SetAvailable(ctx, "d-1"); return err }(), dispatch.ECodeConflict},
-		{"latitude out of range", te.UpdateLocation(ctx, "d-1", dispatch.Point{Lat: 91, Lng: 0}), dispatch.ECodeInvalid},
-		{"longitude out of range", te.UpdateLocation(ctx, "d-1", dispatch.Point{Lat: 0, Lng: -181}), dispatch.ECodeInvalid},
-		{"location of unknown driver", te.UpdateLocation(ctx, "d-none", gangnam), dispatch.ECodeNotFound},
+		{"available before any location", func() error { _, err := te.Drivers().SetAvailable(ctx, "d-1"); return err }(), dispatch.ECodeConflict},
+		{"latitude out of range", te.Drivers().UpdateLocation(ctx, "d-1", dispatch.Point{Lat: 91, Lng: 0}), dispatch.ECodeInvalid},
+		{"longitude out of range", te.Drivers().UpdateLocation(ctx, "d-1", dispatch.Point{Lat: 0, Lng: -181}), dispatch.ECodeInvalid},
+		{"location of unknown driver", te.Drivers().UpdateLocation(ctx, "d-none", gangnam), dispatch.ECodeNotFound},
 		{"request with bad pickup", func() error {
-			_, err := te.RequestRide(ctx, "u-1", dispatch.Point{Lat: 100}, gangnam)
+			_, err := te.Riders().RequestRide(ctx, "u-1", dispatch.Point{Lat: 100}, gangnam)
 			return err
 		}(), dispatch.ECodeInvalid},
-		{"request without rider", func() error { _, err := te.RequestRide(ctx, "", gangnam, gangnam); return err }(), dispatch.ECodeInvalid},
-		{"accept with no offer", func() error { _, err := te.Accept(ctx, "d-1", "o_nope"); return err }(), dispatch.ECodeConflict},
-		{"decline unknown driver", te.Decline(ctx, "d-none", "o_nope"), dispatch.ECodeNotFound},
-		{"arrive at unknown ride", func() error { _, err := te.Arrived(ctx, "d-1", "r_nope"); return err }(), dispatch.ECodeNotFound},
-		{"estimate with bad dropoff", func() error { _, err := te.Estimate(gangnam, dispatch.Point{Lng: 200}); return err }(), dispatch.ECodeInvalid},
+		{"request without rider", func() error { _, err := te.Riders().RequestRide(ctx, "", gangnam, gangnam); return err }(), dispatch.ECodeInvalid},
+		{"accept with no offer", func() error { _, err := te.Drivers().Accept(ctx, "d-1", "o_nope"); return err }(), dispatch.ECodeConflict},
+		{"decline unknown driver", te.Drivers().Decline(ctx, "d-none", "o_nope"), dispatch.ECodeNotFound},
+		{"arrive at unknown ride", func() error { _, err := te.Drivers().Arrived(ctx, "d-1", "r_nope"); return err }(), dispatch.ECodeNotFound},
+		{"estimate with bad dropoff", func() error { _, err := te.Riders().Estimate(gangnam, dispatch.Point{Lng: 200}); return err }(), dispatch.ECodeInvalid},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -451,19 +451,19 @@ func TestBadInputAndIllegalChanges(t *testing.T) {
 	r := te.request(t, gangnam)
 	te.step(t)
 	o := te.offerTo(t, "d-2")
-	if _, err := te.Start(ctx, "d-2", r.ID); dispatch.ErrorCode(err) != dispatch.ECodeConflict {
+	if _, err := te.Drivers().Start(ctx, "d-2", r.ID); dispatch.ErrorCode(err) != dispatch.ECodeConflict {
 		t.Fatalf("start while searching: %v", err)
 	}
-	if _, err := te.Accept(ctx, "d-2", o.ID); err != nil {
+	if _, err := te.Drivers().Accept(ctx, "d-2", o.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := te.Complete(ctx, "d-2", r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
+	if _, err := te.Drivers().Complete(ctx, "d-2", r.ID); !errors.Is(err, dispatch.ErrIllegalTransition) {
 		t.Fatalf("complete before start: %v", err)
 	}
-	if _, err := te.Arrived(ctx, "d-1", r.ID); !errors.Is(err, dispatch.ErrRideNotFound) {
+	if _, err := te.Drivers().Arrived(ctx, "d-1", r.ID); !errors.Is(err, dispatch.ErrRideNotFound) {
 		t.Fatalf("another driver's ride: %v", err)
 	}
-	if _, err := te.SetOffline(ctx, "d-2"); !errors.Is(err, dispatch.ErrIllegalTransition) {
+	if _, err := te.Drivers().SetOffline(ctx, "d-2"); !errors.Is(err, dispatch.ErrIllegalTransition) {
 		t.Fatalf("offline with an assigned ride: %v", err)
 	}
 }
@@ -476,7 +476,7 @@ func TestOfflineWhileOfferedDeclines(t *testing.T) {
 	r := te.request(t, gangnam)
 	te.step(t)
 	te.offerTo(t, "d-1")
-	d, err := te.SetOffline(ctx, "d-1")
+	d, err := te.Drivers().SetOffline(ctx, "d-1")
 	if err != nil || d.State != dispatch.DriverOffline {
 		t.Fatalf("offline: %+v %v", d, err)
 	}
@@ -496,7 +496,7 @@ func TestOfflineWhileOfferedDeclines(t *testing.T) {
 
 func TestEstimate(t *testing.T) {
 	te := mustOpenEngine(t, nil)
-	est, err := te.Estimate(gangnam, seoulStn)
+	est, err := te.Riders().Estimate(gangnam, seoulStn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,7 +508,7 @@ func TestEstimate(t *testing.T) {
 		t.Fatalf("estimate = %+v (straight line %.0f m)", est, straight)
 	}
 	te.online(t, "d-1", near(gangnam, 1000, 0))
-	est, err = te.Estimate(gangnam, seoulStn)
+	est, err = te.Riders().Estimate(gangnam, seoulStn)
 	if err != nil || est.PickupETAS == nil {
 		t.Fatalf("estimate with a driver = %+v %v", est, err)
 	}
@@ -516,7 +516,7 @@ func TestEstimate(t *testing.T) {
 	if *est.PickupETAS < 150 || *est.PickupETAS > 250 {
 		t.Fatalf("ETA %d s for a driver 1 km away", *est.PickupETAS)
 	}
-	if _, err := te.RequestRide(context.Background(), "u-1", gangnam, seoulStn); err != nil {
+	if _, err := te.Riders().RequestRide(context.Background(), "u-1", gangnam, seoulStn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -553,15 +553,15 @@ func TestReopenRebuildsFromStore(t *testing.T) {
 	if evs := te.rec.take(dispatch.EventOfferRevoked, "d-1"); len(evs) != 1 || evs[0].Offer.ID != o.ID {
 		t.Fatalf("revocations after rebuild = %+v", evs)
 	}
-	if r, err := e2.Ride(ctx, offered.ID); err != nil || r.Status != dispatch.RideSearching ||
+	if r, err := e2.Riders().Ride(ctx, offered.ID); err != nil || r.Status != dispatch.RideSearching ||
 		(r.Offer != nil && r.Offer.ID == o.ID) || !slices.Contains(r.Declined, "d-1") {
 		t.Fatalf("the expired offer's ride after rebuild = %+v, %v; want searching on, d-1 declined", r, err)
 	}
 	// The first engine's epoch is fenced off: it can no longer assign.
-	if _, err := te.Accept(ctx, "d-2", "whatever"); err == nil {
+	if _, err := te.Drivers().Accept(ctx, "d-2", "whatever"); err == nil {
 		t.Fatal("accept of an unknown offer succeeded")
 	}
-	if _, err := te.RequestRide(ctx, "u-1", gangnam, seoulStn); !errors.Is(err, dispatch.ErrStaleEpoch) {
+	if _, err := te.Riders().RequestRide(ctx, "u-1", gangnam, seoulStn); !errors.Is(err, dispatch.ErrStaleEpoch) {
 		t.Fatalf("old engine wrote after being fenced: %v", err)
 	}
 }
@@ -685,9 +685,9 @@ func TestDisconnectedDriverIsOfferedNothing(t *testing.T) {
 	te := mustOpenEngine(t, nil)
 	te.online(t, "d-near", gangnam)
 	te.online(t, "d-far", near(gangnam, 2000, 0))
-	te.Disconnect("d-near")
+	te.Drivers().Disconnect("d-near")
 	// Neither a location update nor a freed offer puts it back in supply.
-	if err := te.UpdateLocation(ctx, "d-near", near(gangnam, 5, 0)); err != nil {
+	if err := te.Drivers().UpdateLocation(ctx, "d-near", near(gangnam, 5, 0)); err != nil {
 		t.Fatal(err)
 	}
 	r := te.request(t, gangnam)
@@ -696,7 +696,7 @@ func TestDisconnectedDriverIsOfferedNothing(t *testing.T) {
 		t.Fatalf("offer = %+v", o)
 	}
 	te.driverState(t, "d-near", dispatch.DriverAvailable) // state kept through the drop
-	if _, err := te.Connect(ctx, "d-near"); err != nil {
+	if _, err := te.Drivers().Connect(ctx, "d-near"); err != nil {
 		t.Fatal(err)
 	}
 	te.request(t, gangnam)
@@ -726,7 +726,7 @@ func TestMissedOffersTakeADriverOffline(t *testing.T) {
 	// An answer (here a decline) starts the count over.
 	te.request(t, gangnam)
 	te.step(t)
-	if err := te.Decline(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
+	if err := te.Drivers().Decline(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
 		t.Fatal(err)
 	}
 	miss()
@@ -744,7 +744,7 @@ func TestMissedOffersTakeADriverOffline(t *testing.T) {
 	te.step(t)
 	te.noOffers(t)
 	// Going available again is the driver's call, and it is offered rides again.
-	if _, err := te.SetAvailable(ctx, "d-1"); err != nil {
+	if _, err := te.Drivers().SetAvailable(ctx, "d-1"); err != nil {
 		t.Fatal(err)
 	}
 	te.step(t)

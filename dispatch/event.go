@@ -18,7 +18,7 @@ const (
 
 // Replica event types: what the other replicas of a region need to keep their own
 // indexes in step with this one. The engine sends them to Engine.Peers (never to
-// Notifier) and takes them in from the others with Engine.ApplyRemote.
+// Notifier) and takes them in from the others through Engine.Replicas.
 const (
 	// EventSupply: DriverID entered or moved in the supply index (Location set) or
 	// left it (Location nil).

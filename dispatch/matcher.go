@@ -5,91 +5,87 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/understudy/understudy/dispatch/assign"
 	"github.com/understudy/understudy/dispatch/supply"
 )
 
-// fire handles one due timer: an offer expiry or a search deadline.
-func (e *Engine) fire(ctx context.Context, t timer, now time.Time) error {
-	_, err := e.retry(ctx, func(now time.Time) (Ride, func(), error) {
-		r, err := e.Store.Ride(ctx, t.rideID)
-		if err != nil {
-			if errors.Is(err, ErrRideNotFound) {
-				return Ride{}, nil, nil
-			}
-			return Ride{}, nil, err
-		}
-		if r.Status != RideSearching {
-			return Ride{}, nil, nil
-		}
-		if t.offerID != "" { // offer expiry
-			if r.Offer == nil || r.Offer.ID != t.offerID {
-				return Ride{}, nil, nil // answered already
-			}
-			d, err := e.Store.Driver(ctx, r.Offer.DriverID)
-			if err != nil {
-				return Ride{}, nil, err
-			}
-			if d.OfferID != t.offerID {
-				return Ride{}, nil, fmt.Errorf("offer %s: driver %s holds %q instead", t.offerID, d.ID, d.OfferID)
-			}
-			return e.revoke(ctx, d, r, ReasonExpired, now)
-		}
-		if now.Before(r.SearchDeadline) {
-			return Ride{}, nil, nil
-		}
-		return e.endSearch(ctx, r, now)
-	})
-	return err
+// matcher is the matching loop's state: the rides waiting for an offer, oldest
+// first, and when each ride got its first offer (for the match latency). Its mutex is
+// a leaf.
+type matcher struct {
+	mu       sync.Mutex
+	pending  []string
+	queued   map[string]struct{} // the set of ids in pending
+	firstOff map[string]time.Time
 }
 
-// endSearch ends a searching ride as no_driver, revoking any outstanding offer.
-func (e *Engine) endSearch(ctx context.Context, r Ride, now time.Time) (Ride, func(), error) {
-	offer := r.Offer
-	tx := Tx{}
-	var freed *Driver
-	if offer != nil {
-		d, err := e.Store.Driver(ctx, offer.DriverID)
-		if err != nil {
-			return Ride{}, nil, err
-		}
-		if d.OfferID == offer.ID {
-			if err := d.moveTo(DriverAvailable, now); err != nil {
-				return Ride{}, nil, err
-			}
-			tx.Drivers = append(tx.Drivers, d)
-			freed = &d
-		}
+// enqueue adds ride id to the queue unless it is there already.
+func (m *matcher) enqueue(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.queued[id]; ok {
+		return
 	}
-	if err := r.moveTo(RideNoDriver, now); err != nil {
-		return Ride{}, nil, err
+	if m.queued == nil {
+		m.queued = make(map[string]struct{})
 	}
-	tx.Rides = append(tx.Rides, r)
-	release := func() {}
-	if freed != nil {
-		var err error
-		if release, err = e.commitFor(ctx, freed.ID, tx, e.commit); err != nil {
-			return Ride{}, nil, err
-		}
-	} else if err := e.commit(ctx, tx); err != nil {
-		return Ride{}, nil, err
+	m.queued[id] = struct{}{}
+	m.pending = append(m.pending, id)
+}
+
+// take empties the queue and returns what it held.
+func (m *matcher) take() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	ids := m.pending
+	m.pending = nil
+	clear(m.queued)
+	return ids
+}
+
+// has reports whether ride id is queued.
+func (m *matcher) has(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.queued[id]
+	return ok
+}
+
+// queue returns a copy of the queue.
+func (m *matcher) queue() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]string(nil), m.pending...)
+}
+
+func (m *matcher) len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.pending)
+}
+
+// firstOffer reports whether ride id gets its first offer at now, and remembers it.
+func (m *matcher) firstOffer(id string, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, seen := m.firstOff[id]; seen {
+		return false
 	}
-	r.Version++
-	return r, func() {
-		var evs []Event
-		if freed != nil {
-			e.Metrics.OfferOutcome(OutcomeRevoked)
-			evs = append(evs, Event{Type: EventOfferRevoked, DriverID: freed.ID, Offer: offer, Reason: ReasonTaken})
-		}
-		e.Metrics.RideEnded(RideNoDriver)
-		e.publish(r, now, evs...)
-		release()
-		if freed != nil {
-			e.makeAvailable(*freed) // once it has heard
-		}
-	}, nil
+	if m.firstOff == nil {
+		m.firstOff = make(map[string]time.Time)
+	}
+	m.firstOff[id] = now
+	return true
+}
+
+// forget drops what the matcher remembers of ride id, which has ended.
+func (m *matcher) forget(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.firstOff, id)
 }
 
 // maxRounds bounds how often one tick re-batches the rides its earlier rounds left
@@ -101,7 +97,7 @@ const maxRounds = 4
 // matchPending assigns the batch of pending rides to nearby available drivers and
 // sends one offer per assigned ride. Rides that got none stay pending.
 func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
-	ids := e.takePending()
+	ids := e.matcher.take()
 	if len(ids) == 0 {
 		return nil
 	}
@@ -112,7 +108,7 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 		if err != nil {
 			if !errors.Is(err, ErrRideNotFound) {
 				for _, id := range ids[k:] {
-					e.requeue(id)
+					e.matcher.enqueue(id)
 				}
 				return fmt.Errorf("load pending ride %s: %w", id, err)
 			}
@@ -136,7 +132,7 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 		}
 	}
 	for _, r := range rides {
-		e.requeue(r.ID)
+		e.matcher.enqueue(r.ID)
 	}
 	e.Metrics.BatchSolved(total, offered, time.Since(start))
 	return errors.Join(errs...)
@@ -195,7 +191,7 @@ func (e *Engine) matchRound(ctx context.Context, rides []Ride, now time.Time) (l
 			if ErrorCode(err) == ECodeInternal {
 				errs = append(errs, err)
 			}
-			e.requeue(r.ID) // e.g. cancelled meanwhile: the next tick rereads it
+			e.matcher.enqueue(r.ID) // e.g. cancelled meanwhile: the next tick rereads it
 		}
 	}
 	return left, offered, errors.Join(errs...)
@@ -222,23 +218,13 @@ func (e *Engine) offer(ctx context.Context, r Ride, driverID string, pickupM flo
 	d.OfferID, d.RideID = o.ID, r.ID
 	r.Offer = &o
 	r.UpdatedAt = now
-	release, err := e.commitFor(ctx, driverID, Tx{Drivers: []Driver{d}, Rides: []Ride{r}}, e.claim)
-	if err != nil {
+	c := change{driver: &d, ride: &r, offer: true, watch: []timer{{at: o.ExpiresAt, rideID: r.ID, offerID: o.ID}}}
+	c.tell(Event{Type: EventOffer, DriverID: driverID, Offer: &o})
+	if err := e.commit(ctx, &c, now); err != nil {
 		return fmt.Errorf("claim driver %s for ride %s: %w", driverID, r.ID, err)
 	}
-	defer release()
-	r.Version++
-	e.supplyOut(driverID, true)
-	e.mu.Lock()
-	e.watchLocked(timer{at: o.ExpiresAt, rideID: r.ID, offerID: o.ID})
-	_, seen := e.firstOff[r.ID]
-	if !seen {
-		e.firstOff[r.ID] = now
-	}
-	e.mu.Unlock()
-	if !seen {
+	if e.matcher.firstOffer(r.ID, now) {
 		e.Metrics.MatchLatency(now.Sub(r.CreatedAt))
 	}
-	e.Notifier.Notify(Event{Type: EventOffer, DriverID: driverID, Ride: r, Offer: &o, At: now})
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // region is several engine replicas of one region: one Store, one clock, and an
-// in-process bus that hands each replica's events to the others' ApplyRemote in one
+// in-process bus that hands each replica's events to the others' Replicas().Apply in one
 // order for all, as natsbus does over one NATS server. A replica marked dead neither
 // sends nor receives.
 type region struct {
@@ -51,7 +51,7 @@ func (rg *region) publish(from int, ev dispatch.Event) {
 		rg.mu.Unlock()
 		for j, other := range rg.replicas {
 			if j != s.from && !rg.dead[j].Load() {
-				other.ApplyRemote(s.ev)
+				other.Replicas().Apply(s.ev)
 			}
 		}
 		rg.mu.Lock()
@@ -115,7 +115,7 @@ func TestReplicasShareSupply(t *testing.T) {
 	if a.Available() != 0 {
 		t.Fatalf("A still lists the claimed driver")
 	}
-	if err := a.Decline(ctx, "d-1", rideOffer(t, b, r.ID).ID); err != nil {
+	if err := a.Drivers().Decline(ctx, "d-1", rideOffer(t, b, r.ID).ID); err != nil {
 		t.Fatal(err)
 	}
 	if a.Available() != 1 || b.Available() != 1 {
@@ -123,25 +123,25 @@ func TestReplicasShareSupply(t *testing.T) {
 	}
 
 	// Its app drops from A: nobody offers it anything, even when a ride frees it.
-	a.Disconnect("d-1")
+	a.Drivers().Disconnect("d-1")
 	if b.Available() != 0 {
 		t.Fatal("B still offers a driver whose app dropped from A")
 	}
-	if err := a.UpdateLocation(ctx, "d-1", near(gangnam, 100, 0)); err != nil {
+	if err := a.Drivers().UpdateLocation(ctx, "d-1", near(gangnam, 100, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if b.Available() != 0 {
 		t.Fatal("a location update put the away driver back in B's supply")
 	}
 	// It reconnects to B: both offer it again.
-	if _, err := b.Connect(ctx, "d-1"); err != nil {
+	if _, err := b.Drivers().Connect(ctx, "d-1"); err != nil {
 		t.Fatal(err)
 	}
 	if a.Available() != 1 || b.Available() != 1 {
 		t.Fatalf("after reconnecting to B: available = %d on A, %d on B", a.Available(), b.Available())
 	}
 	// A's gateway ends the grace period of the old socket: the driver stays available.
-	if d, err := a.SetOffline(ctx, "d-1"); err != nil || d.State != dispatch.DriverAvailable {
+	if d, err := a.Drivers().SetOffline(ctx, "d-1"); err != nil || d.State != dispatch.DriverAvailable {
 		t.Fatalf("SetOffline on A for a driver now on B = %+v, %v", d, err)
 	}
 	if b.Available() != 1 {
@@ -155,11 +155,11 @@ func TestLateAwayFromOldReplicaIsContradicted(t *testing.T) {
 	ctx := context.Background()
 	rg := mustOpenRegion(t, 3, nil)
 	a, b, c := rg.replicas[0], rg.replicas[1], rg.replicas[2]
-	if _, err := a.Connect(ctx, "d-1"); err != nil { // the old socket
+	if _, err := a.Drivers().Connect(ctx, "d-1"); err != nil { // the old socket
 		t.Fatal(err)
 	}
-	b.online(t, "d-1", gangnam) // the new one
-	a.Disconnect("d-1")         // the old socket times out only now
+	b.online(t, "d-1", gangnam)   // the new one
+	a.Drivers().Disconnect("d-1") // the old socket times out only now
 	for i, te := range []*testEngine{a, b, c} {
 		if te.Available() != 1 {
 			t.Fatalf("replica %d lost the driver to the old socket's late drop", i)
@@ -169,7 +169,7 @@ func TestLateAwayFromOldReplicaIsContradicted(t *testing.T) {
 
 func rideOffer(tb testing.TB, te *testEngine, rideID string) *dispatch.Offer {
 	tb.Helper()
-	r, err := te.Ride(context.Background(), rideID)
+	r, err := te.Riders().Ride(context.Background(), rideID)
 	if err != nil || r.Offer == nil {
 		tb.Fatalf("ride %s has no offer: %+v %v", rideID, r, err)
 	}
@@ -253,7 +253,7 @@ func TestSurvivorExpiresDeadReplicasOffer(t *testing.T) {
 				t.Fatalf("offer = %+v", got)
 			}
 			b.driverState(t, "d-near", dispatch.DriverAvailable)
-			if _, err := b.Accept(ctx, "d-far", rideOffer(t, b, r.ID).ID); err != nil {
+			if _, err := b.Drivers().Accept(ctx, "d-far", rideOffer(t, b, r.ID).ID); err != nil {
 				t.Fatal(err)
 			}
 			t.Logf("cascaded %s after the expiry", late)
@@ -322,7 +322,7 @@ func TestStaleSupplyOutIsRechecked(t *testing.T) {
 	rg := mustOpenRegion(t, 2, nil)
 	a := rg.replicas[0]
 	a.online(t, "d-1", gangnam)
-	a.ApplyRemote(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-1"}) // stale
+	a.Replicas().Apply(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-1"}) // stale
 	if a.Available() != 0 {
 		t.Fatal("an out of supply from another replica was not applied at once")
 	}

@@ -62,16 +62,16 @@ func TestRestoreKeepsVersions(t *testing.T) {
 	first.online(t, "d-1", near(gangnam, 100, 0))
 	declined := first.request(t, gangnam)
 	first.step(t)
-	if err := first.Decline(ctx, "d-1", first.offerTo(t, "d-1").ID); err != nil {
+	if err := first.Drivers().Decline(ctx, "d-1", first.offerTo(t, "d-1").ID); err != nil {
 		t.Fatal(err)
 	}
 	searching := first.rideStatus(t, declined.ID, dispatch.RideSearching)
 	first.online(t, "d-2", near(gangnam, 200, 0))
 	first.step(t)
-	if _, err := first.Accept(ctx, "d-2", first.offerTo(t, "d-2").ID); err != nil {
+	if _, err := first.Drivers().Accept(ctx, "d-2", first.offerTo(t, "d-2").ID); err != nil {
 		t.Fatal(err)
 	}
-	done, err := first.Complete(ctx, "d-2", first.mustStart(t, "d-2", declined.ID).ID)
+	done, err := first.Drivers().Complete(ctx, "d-2", first.mustStart(t, "d-2", declined.ID).ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestRestoreKeepsVersions(t *testing.T) {
 	first.online(t, "d-3", near(gangnam, 10, 0))
 	active := first.request(t, gangnam)
 	first.step(t)
-	matched, err := first.Accept(ctx, "d-3", first.offerTo(t, "d-3").ID)
+	matched, err := first.Drivers().Accept(ctx, "d-3", first.offerTo(t, "d-3").ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestRestoreKeepsVersions(t *testing.T) {
 		t.Fatalf("matched ride restored as %+v, want version %d with d-3", got, matched.Version)
 	}
 	second.driverState(t, "d-3", dispatch.DriverEnRoute)
-	arrived, err := second.Arrived(ctx, "d-3", active.ID)
+	arrived, err := second.Drivers().Arrived(ctx, "d-3", active.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,10 +120,10 @@ func TestRestoreKeepsVersions(t *testing.T) {
 func (te *testEngine) mustStart(tb testing.TB, driverID, rideID string) dispatch.Ride {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := te.Arrived(ctx, driverID, rideID); err != nil {
+	if _, err := te.Drivers().Arrived(ctx, driverID, rideID); err != nil {
 		tb.Fatal(err)
 	}
-	r, err := te.Start(ctx, driverID, rideID)
+	r, err := te.Drivers().Start(ctx, driverID, rideID)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package dispatch
 
 import (
 	"context"
-	"fmt"
 	"sync"
 )
 
@@ -16,8 +15,8 @@ import (
 // rider's request, the matching loop), and a driver the commit frees is offered
 // nothing new before it has been told.
 //
-// Other replicas' events reach this process over the bus. Remote hands them on at
-// once, except those for a driver whose slot is held: they wait for the holder's
+// Other replicas' events reach this process over the bus. Replicas.Deliver hands them
+// on at once, except those for a driver whose slot is held: they wait for the holder's
 // publish, so a remote event committed after a local one cannot overtake it.
 //
 // The slot is held across the Store commit (and the ride log's append): only commits
@@ -104,33 +103,4 @@ func (s *sequencer) after(key string, deliver func()) {
 		return
 	}
 	deliver()
-}
-
-// commitFor commits tx with commit (Engine.commit or Engine.claim) while holding
-// driverID's slot. On success the caller publishes the commit's events and then runs
-// release; on error the slot is already free.
-func (e *Engine) commitFor(ctx context.Context, driverID string, tx Tx, commit func(context.Context, Tx) error) (release func(), err error) {
-	release, err = e.seq.lock(ctx, driverID)
-	if err != nil {
-		return nil, fmt.Errorf("wait for driver %s's events: %w", driverID, err)
-	}
-	if err := commit(ctx, tx); err != nil {
-		release()
-		return nil, err
-	}
-	return release, nil
-}
-
-// Remote returns the Notifier for the events other replicas publish (the bus hands
-// them to it): it passes them on to n, holding back a driver's event while this engine
-// is publishing one of its own for that driver, so the two reach the driver in the
-// order they were committed. It never blocks.
-func (e *Engine) Remote(n Notifier) Notifier {
-	return NotifierFunc(func(ev Event) {
-		if ev.DriverID == "" {
-			n.Notify(ev)
-			return
-		}
-		e.seq.after(ev.DriverID, func() { n.Notify(ev) })
-	})
 }

@@ -63,14 +63,14 @@ func runSimulation(t *testing.T, nDrivers, workers, rounds int, interval time.Du
 	ids := make([]string, nDrivers)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("d-%04d", i)
-		if _, err := e.Connect(ctx, ids[i]); err != nil {
+		if _, err := e.Drivers().Connect(ctx, ids[i]); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.UpdateLocation(ctx, ids[i], seoul(rng)); err != nil {
+		if err := e.Drivers().UpdateLocation(ctx, ids[i], seoul(rng)); err != nil {
 			t.Fatal(err)
 		}
 		if rng.IntN(10) < 8 {
-			if _, err := e.SetAvailable(ctx, ids[i]); err != nil {
+			if _, err := e.Drivers().SetAvailable(ctx, ids[i]); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -104,7 +104,7 @@ func runSimulation(t *testing.T, nDrivers, workers, rounds int, interval time.Du
 					if r.IntN(20) == 0 {
 						pickup = incheonAirport // no driver within reach: ends as no_driver
 					}
-					ride, err := e.RequestRide(ctx, fmt.Sprintf("u-%d", r.IntN(5000)), pickup, seoul(r))
+					ride, err := e.Riders().RequestRide(ctx, fmt.Sprintf("u-%d", r.IntN(5000)), pickup, seoul(r))
 					if err != nil {
 						t.Errorf("request: %v", err)
 						continue
@@ -122,7 +122,7 @@ func runSimulation(t *testing.T, nDrivers, workers, rounds int, interval time.Du
 				}
 				st.mu.Unlock()
 				if victim != "" {
-					if _, err := e.CancelRide(ctx, victim); err != nil && !errors.Is(err, dispatch.ErrIllegalTransition) {
+					if _, err := e.Riders().CancelRide(ctx, victim); err != nil && !errors.Is(err, dispatch.ErrIllegalTransition) {
 						t.Errorf("cancel %s: %v", victim, err)
 					}
 				}
@@ -159,12 +159,12 @@ func runSimulation(t *testing.T, nDrivers, workers, rounds int, interval time.Du
 
 // simDriver makes one random move for driver id, as its app would.
 func simDriver(ctx context.Context, e *dispatch.Engine, id string, r *rand.Rand, where func(*rand.Rand) dispatch.Point, st *simState) error {
-	d, err := e.Driver(ctx, id)
+	d, err := e.Riders().Driver(ctx, id)
 	if err != nil {
 		return err
 	}
 	if d.Location != nil && r.IntN(2) == 0 {
-		if err := e.UpdateLocation(ctx, id, near(*d.Location, r.NormFloat64()*30, r.NormFloat64()*30)); err != nil {
+		if err := e.Drivers().UpdateLocation(ctx, id, near(*d.Location, r.NormFloat64()*30, r.NormFloat64()*30)); err != nil {
 			return err
 		}
 	}
@@ -178,11 +178,11 @@ func simDriver(ctx context.Context, e *dispatch.Engine, id string, r *rand.Rand,
 	switch d.State {
 	case dispatch.DriverOffline:
 		if r.IntN(5) == 0 {
-			_, err = e.SetAvailable(ctx, id)
+			_, err = e.Drivers().SetAvailable(ctx, id)
 		}
 	case dispatch.DriverAvailable:
 		if r.IntN(50) == 0 {
-			_, err = e.SetOffline(ctx, id)
+			_, err = e.Drivers().SetOffline(ctx, id)
 		}
 	case dispatch.DriverOffered:
 		switch n := r.IntN(10); {
@@ -192,7 +192,7 @@ func simDriver(ctx context.Context, e *dispatch.Engine, id string, r *rand.Rand,
 			errs := make(chan error, tries)
 			for range tries {
 				go func() {
-					ride, err := e.Accept(ctx, id, d.OfferID)
+					ride, err := e.Drivers().Accept(ctx, id, d.OfferID)
 					if err == nil {
 						st.mu.Lock()
 						defer st.mu.Unlock()
@@ -212,23 +212,23 @@ func simDriver(ctx context.Context, e *dispatch.Engine, id string, r *rand.Rand,
 				}
 			}
 		case n < 7:
-			err = e.Decline(ctx, id, d.OfferID)
+			err = e.Drivers().Decline(ctx, id, d.OfferID)
 		case n < 8:
-			_, err = e.SetOffline(ctx, id)
+			_, err = e.Drivers().SetOffline(ctx, id)
 		} // else: silence, the offer times out
 	case dispatch.DriverEnRoute, dispatch.DriverOnTrip:
-		ride, rerr := e.Ride(ctx, d.RideID)
+		ride, rerr := e.Riders().Ride(ctx, d.RideID)
 		if rerr != nil {
 			return rerr
 		}
 		if r.IntN(3) == 0 {
 			switch ride.Status {
 			case dispatch.RideMatched:
-				_, err = e.Arrived(ctx, id, ride.ID)
+				_, err = e.Drivers().Arrived(ctx, id, ride.ID)
 			case dispatch.RideArrived:
-				_, err = e.Start(ctx, id, ride.ID)
+				_, err = e.Drivers().Start(ctx, id, ride.ID)
 			case dispatch.RideInProgress:
-				_, err = e.Complete(ctx, id, ride.ID)
+				_, err = e.Drivers().Complete(ctx, id, ride.ID)
 			}
 		}
 	}

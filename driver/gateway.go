@@ -39,7 +39,7 @@ const (
 	CloseInvalidUTF8 = websocket.CloseInvalidFramePayloadData
 )
 
-// Engine is what the gateway needs from dispatch; *dispatch.Engine implements it.
+// Engine is what the gateway needs from dispatch; dispatch.Drivers implements it.
 type Engine interface {
 	Connect(ctx context.Context, driverID string) (dispatch.Driver, error)
 	Disconnect(driverID string)
@@ -55,7 +55,7 @@ type Engine interface {
 }
 
 var (
-	_ Engine            = (*dispatch.Engine)(nil)
+	_ Engine            = dispatch.Drivers{}
 	_ dispatch.Notifier = (*Gateway)(nil)
 	_ http.Handler      = (*Gateway)(nil)
 )

@@ -91,7 +91,7 @@ func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
 	cfg.MatchInterval = 0
 	r := &region{keys: &jwtauth.Keys{Secret: []byte("test-secret-0123456789")}, timers: &fakeTimers{}}
 	r.engine = &dispatch.Engine{Store: memstore.New(), Config: cfg}
-	r.gw = &driver.Gateway{Engine: r.engine, Verifier: r.keys, AfterFunc: r.timers.AfterFunc}
+	r.gw = &driver.Gateway{Engine: r.engine.Drivers(), Verifier: r.keys, AfterFunc: r.timers.AfterFunc}
 	if opt != nil {
 		opt(r.gw)
 	}
@@ -154,7 +154,7 @@ func (r *region) online(tb testing.TB, sub string, p dispatch.Point) *client.Cli
 
 func (r *region) driverState(tb testing.TB, id string) dispatch.DriverState {
 	tb.Helper()
-	d, err := r.engine.Driver(context.Background(), id)
+	d, err := r.engine.Riders().Driver(context.Background(), id)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestGraceExpiryTakesDriverOffline(t *testing.T) {
 	r := mustOpenRegion(t, func(g *driver.Gateway) { g.Grace = 42 * time.Second })
 	c := r.online(t, "d-1", near)
 	other := r.online(t, "d-2", farther)
-	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	ride, err := r.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
 	must(t, err)
 	drivertest.Next(t, c, driver.TypeOffer)
 	must(t, c.Close())
@@ -235,7 +235,7 @@ func TestResumeStopsGrace(t *testing.T) {
 func TestGraceExpiryMidTripKeepsRide(t *testing.T) {
 	r := mustOpenRegion(t, nil)
 	c := r.online(t, "d-1", near)
-	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	ride, err := r.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
 	must(t, err)
 	o := drivertest.Next(t, c, driver.TypeOffer)
 	must(t, c.Accept(context.Background(), o.OfferID))
@@ -299,8 +299,8 @@ func TestDrain(t *testing.T) {
 	must(t, err)
 	defer mute.Close()
 	dispatchtest.Eventually(t, connected(r.gw, 2))
-	must(t, r.engine.UpdateLocation(context.Background(), "d-2", farther))
-	_, err = r.engine.SetAvailable(context.Background(), "d-2")
+	must(t, r.engine.Drivers().UpdateLocation(context.Background(), "d-2", farther))
+	_, err = r.engine.Drivers().SetAvailable(context.Background(), "d-2")
 	must(t, err)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)

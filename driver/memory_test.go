@@ -129,7 +129,7 @@ func measureIdle(tb testing.TB, n int) idleMemory {
 		g.PingInterval = 5 * time.Minute
 	})
 	for i := range n {
-		if _, err := r.engine.Connect(context.Background(), idleID(i)); err != nil {
+		if _, err := r.engine.Drivers().Connect(context.Background(), idleID(i)); err != nil {
 			tb.Fatal(err)
 		}
 	}

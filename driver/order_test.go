@@ -40,12 +40,12 @@ func syncFrames(tb testing.TB, c *client.Client, ref string) []driver.Message {
 func TestGatewayNeverShowsAnOlderRideLast(t *testing.T) {
 	r := mustOpenRegion(t, nil)
 	c := r.online(t, "d-1", near)
-	ride, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	ride, err := r.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
 	must(t, err)
 	o := drivertest.Next(t, c, driver.TypeOffer)
 	must(t, c.Accept(context.Background(), o.OfferID))
 	drivertest.Next(t, c, driver.TypeAssigned)
-	matched, err := r.engine.Ride(context.Background(), ride.ID)
+	matched, err := r.engine.Riders().Ride(context.Background(), ride.ID)
 	must(t, err)
 
 	// Another replica cancelled the ride (version +2) and its event overtook one
@@ -116,7 +116,7 @@ func TestAnswerComesBeforeTheOfferItMadePossible(t *testing.T) {
 	}
 	r.tap.Store(&tap)
 	c := r.online(t, "d-1", near)
-	first, err := r.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	first, err := r.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
 	must(t, err)
 	o := drivertest.Next(t, c, driver.TypeOffer)
 	<-late.offered
@@ -128,9 +128,9 @@ func TestAnswerComesBeforeTheOfferItMadePossible(t *testing.T) {
 	}
 	// Two more rides wait: complete frees the driver for the second, declining that
 	// one frees it for the third.
-	_, err = r.engine.RequestRide(context.Background(), "u-2", pickup, dropoff)
+	_, err = r.engine.Riders().RequestRide(context.Background(), "u-2", pickup, dropoff)
 	must(t, err)
-	_, err = r.engine.RequestRide(context.Background(), "u-3", pickup, dropoff)
+	_, err = r.engine.Riders().RequestRide(context.Background(), "u-3", pickup, dropoff)
 	must(t, err)
 	must(t, c.Complete(context.Background(), first.ID))
 	if m := drivertest.Next(t, c, driver.TypeRide); m.Ride.Status != dispatch.RideCompleted {

@@ -18,7 +18,7 @@ import (
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
-// Engine is what the API needs from the dispatcher; *dispatch.Engine implements it.
+// Engine is what the API needs from the dispatcher; dispatch.Riders implements it.
 type Engine interface {
 	RequestRide(ctx context.Context, riderID string, pickup, dropoff dispatch.Point) (dispatch.Ride, error)
 	Ride(ctx context.Context, id string) (dispatch.Ride, error)
@@ -28,7 +28,7 @@ type Engine interface {
 }
 
 var (
-	_ Engine            = (*dispatch.Engine)(nil)
+	_ Engine            = dispatch.Riders{}
 	_ dispatch.Notifier = (*API)(nil)
 )
 

@@ -92,7 +92,7 @@ func TestBadRequestsAnswerProblems(t *testing.T) {
 		})
 	}
 	// Bob was not allowed to cancel: Alice's ride is still searching.
-	if got, _ := e.engine.Ride(context.Background(), ride.ID); got.Status != dispatch.RideSearching {
+	if got, _ := e.engine.Riders().Ride(context.Background(), ride.ID); got.Status != dispatch.RideSearching {
 		t.Fatalf("alice's ride is %s after the refused requests", got.Status)
 	}
 }
@@ -190,8 +190,8 @@ func TestRideShowsItsDriverWhileActive(t *testing.T) {
 	if err := e.engine.Step(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := e.engine.Driver(ctx, "d-1")
-	if _, err := e.engine.Accept(ctx, "d-1", d.OfferID); err != nil {
+	d, _ := e.engine.Riders().Driver(ctx, "d-1")
+	if _, err := e.engine.Drivers().Accept(ctx, "d-1", d.OfferID); err != nil {
 		t.Fatalf("accept: %v", err)
 	}
 	_, b := e.do("GET", "/v1/rides/"+r.ID, alice, "")
@@ -305,7 +305,7 @@ func (g *gatedEngine) open() { g.opened.Do(func() { close(g.gate) }) }
 
 func withGate(g *gatedEngine) func(*env) {
 	return func(e *env) {
-		g.Engine = e.engine
+		g.Engine = e.engine.Riders()
 		e.api.Engine = g
 	}
 }

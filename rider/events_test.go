@@ -22,7 +22,7 @@ func assignedTrip(t *testing.T, e *env) (token, rideID, offerID string) {
 	if err := e.engine.Step(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	d, err := e.engine.Driver(context.Background(), "d-1")
+	d, err := e.engine.Riders().Driver(context.Background(), "d-1")
 	if err != nil || d.OfferID == "" {
 		t.Fatalf("driver after a step: %+v, %v; want an offer", d, err)
 	}
@@ -52,10 +52,10 @@ func TestEventsStreamEveryStatusThenEnd(t *testing.T) {
 		do   func() (dispatch.Ride, error)
 		want dispatch.RideStatus
 	}{
-		{func() (dispatch.Ride, error) { return e.engine.Accept(ctx, "d-1", offerID) }, dispatch.RideMatched},
-		{func() (dispatch.Ride, error) { return e.engine.Arrived(ctx, "d-1", rideID) }, dispatch.RideArrived},
-		{func() (dispatch.Ride, error) { return e.engine.Start(ctx, "d-1", rideID) }, dispatch.RideInProgress},
-		{func() (dispatch.Ride, error) { return e.engine.Complete(ctx, "d-1", rideID) }, dispatch.RideCompleted},
+		{func() (dispatch.Ride, error) { return e.engine.Drivers().Accept(ctx, "d-1", offerID) }, dispatch.RideMatched},
+		{func() (dispatch.Ride, error) { return e.engine.Drivers().Arrived(ctx, "d-1", rideID) }, dispatch.RideArrived},
+		{func() (dispatch.Ride, error) { return e.engine.Drivers().Start(ctx, "d-1", rideID) }, dispatch.RideInProgress},
+		{func() (dispatch.Ride, error) { return e.engine.Drivers().Complete(ctx, "d-1", rideID) }, dispatch.RideCompleted},
 	}
 	prev, _ := strconv.ParseUint(id, 10, 64)
 	for _, step := range steps {
@@ -80,7 +80,7 @@ func TestEventsResumeFromLastEventID(t *testing.T) {
 	e := mustOpenAPI(t)
 	ctx := context.Background()
 	alice, rideID, offerID := assignedTrip(t, e)
-	matched, err := e.engine.Accept(ctx, "d-1", offerID)
+	matched, err := e.engine.Drivers().Accept(ctx, "d-1", offerID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestEventsResumeFromLastEventID(t *testing.T) {
 
 	// Up to date: nothing until the next change.
 	s := e.openEvents(alice, rideID, v)
-	if _, err := e.engine.Arrived(ctx, "d-1", rideID); err != nil {
+	if _, err := e.engine.Drivers().Arrived(ctx, "d-1", rideID); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.nextRide(t); got.Status != dispatch.RideArrived {
@@ -103,10 +103,10 @@ func TestEventsResumeFromLastEventID(t *testing.T) {
 	}
 	s.close()
 
-	if _, err := e.engine.Start(ctx, "d-1", rideID); err != nil {
+	if _, err := e.engine.Drivers().Start(ctx, "d-1", rideID); err != nil {
 		t.Fatal(err)
 	}
-	done, err := e.engine.Complete(ctx, "d-1", rideID)
+	done, err := e.engine.Drivers().Complete(ctx, "d-1", rideID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +213,7 @@ func TestEventsShowTheDriverWhereItIs(t *testing.T) {
 	if got, _ := s.nextRide(t); got.Driver != nil {
 		t.Fatalf("searching ride shows a driver: %+v", got.Driver)
 	}
-	if _, err := e.engine.Accept(ctx, "d-1", offerID); err != nil {
+	if _, err := e.engine.Drivers().Accept(ctx, "d-1", offerID); err != nil {
 		t.Fatal(err)
 	}
 	matched, _ := s.nextRide(t)
@@ -222,7 +222,7 @@ func TestEventsShowTheDriverWhereItIs(t *testing.T) {
 	}
 
 	moved := dispatch.Point{Lat: 37.5668, Lng: 126.9785}
-	if err := e.engine.UpdateLocation(ctx, "d-1", moved); err != nil {
+	if err := e.engine.Drivers().UpdateLocation(ctx, "d-1", moved); err != nil {
 		t.Fatal(err)
 	}
 	loc := s.nextLocation(t)
@@ -233,7 +233,7 @@ func TestEventsShowTheDriverWhereItIs(t *testing.T) {
 		t.Fatalf("GET after the move: %s, want the driver at %v", b, moved)
 	}
 	// A driver standing still sends nothing: the next event is the next change.
-	if _, err := e.engine.Arrived(ctx, "d-1", rideID); err != nil {
+	if _, err := e.engine.Drivers().Arrived(ctx, "d-1", rideID); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := s.next(t)
@@ -246,7 +246,7 @@ func TestEventsShowTheDriverWhereItIs(t *testing.T) {
 	// A stream resumed with nothing new to say still follows the driver.
 	s = e.openEvents(alice, rideID, f.ID)
 	again := dispatch.Point{Lat: 37.5666, Lng: 126.9782}
-	if err := e.engine.UpdateLocation(ctx, "d-1", again); err != nil {
+	if err := e.engine.Drivers().UpdateLocation(ctx, "d-1", again); err != nil {
 		t.Fatal(err)
 	}
 	dispatchtest.Eventually(t, func() error { // the first one may still show the earlier position
@@ -255,10 +255,10 @@ func TestEventsShowTheDriverWhereItIs(t *testing.T) {
 		}
 		return nil
 	})
-	if _, err := e.engine.Start(ctx, "d-1", rideID); err != nil {
+	if _, err := e.engine.Drivers().Start(ctx, "d-1", rideID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.engine.Complete(ctx, "d-1", rideID); err != nil {
+	if _, err := e.engine.Drivers().Complete(ctx, "d-1", rideID); err != nil {
 		t.Fatal(err)
 	}
 	var last rider.Ride

@@ -41,7 +41,7 @@ func mustOpenAPI(tb testing.TB, options ...func(*env)) *env {
 	e.keys = &jwtauth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef")}
 	e.engine = &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig()}
 	e.idem = &memstore.IdempotencyStore{Now: e.clock.Now}
-	e.api = &rider.API{Engine: e.engine, Verifier: e.keys, Idempotency: e.idem, Config: rider.DefaultConfig(), Now: e.clock.Now}
+	e.api = &rider.API{Engine: e.engine.Riders(), Verifier: e.keys, Idempotency: e.idem, Config: rider.DefaultConfig(), Now: e.clock.Now}
 	for _, o := range options {
 		o(e)
 	}
@@ -120,13 +120,13 @@ func (e *env) mustRequest(token string, hdr ...string) rider.Ride {
 func (e *env) driverAt(id string, p dispatch.Point) {
 	e.tb.Helper()
 	ctx := context.Background()
-	if _, err := e.engine.Connect(ctx, id); err != nil {
+	if _, err := e.engine.Drivers().Connect(ctx, id); err != nil {
 		e.tb.Fatal(err)
 	}
-	if err := e.engine.UpdateLocation(ctx, id, p); err != nil {
+	if err := e.engine.Drivers().UpdateLocation(ctx, id, p); err != nil {
 		e.tb.Fatal(err)
 	}
-	if _, err := e.engine.SetAvailable(ctx, id); err != nil {
+	if _, err := e.engine.Drivers().SetAvailable(ctx, id); err != nil {
 		e.tb.Fatal(err)
 	}
 }

@@ -41,12 +41,12 @@ func TestDriveAutoCompletesATrip(t *testing.T) {
 		}
 	}()
 	dispatchtest.Eventually(t, supplied(s.engine, 1))
-	ride, err := s.engine.RequestRide(context.Background(), "u-1", dispatch.Point{Lat: 37.5665, Lng: 126.978}, dispatch.Point{Lat: 37.5512, Lng: 126.9882})
+	ride, err := s.engine.Riders().RequestRide(context.Background(), "u-1", dispatch.Point{Lat: 37.5665, Lng: 126.978}, dispatch.Point{Lat: 37.5512, Lng: 126.9882})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dispatchtest.Eventually(t, func() error {
-		r, err := s.engine.Ride(context.Background(), ride.ID)
+		r, err := s.engine.Riders().Ride(context.Background(), ride.ID)
 		if err == nil && r.Status != dispatch.RideCompleted {
 			err = fmt.Errorf("ride %s is %s, want completed by the demo driver", ride.ID, r.Status)
 		}

@@ -13,7 +13,7 @@ import (
 // the engine's driver events, and at shutdown tells every driver to reconnect.
 func (s *server) openDriverGateway() (component, error) {
 	gw := &driver.Gateway{
-		Engine:         s.engine,
+		Engine:         s.engine.Drivers(),
 		Verifier:       s.keys,
 		AllowedOrigins: s.cfg.AllowedOrigins,
 		Grace:          s.cfg.DriverGrace,

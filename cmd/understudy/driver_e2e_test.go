@@ -89,7 +89,7 @@ func send(tb testing.TB, err error) {
 
 func request(tb testing.TB, s *server, rider string) dispatch.Ride {
 	tb.Helper()
-	r, err := s.engine.RequestRide(context.Background(), rider, pickup, dropoff)
+	r, err := s.engine.Riders().RequestRide(context.Background(), rider, pickup, dropoff)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -146,10 +146,10 @@ func TestDriverTripEndToEnd(t *testing.T) {
 			t.Fatalf("ride frame = %s, want status %s", m.Raw, step.want)
 		}
 	}
-	if r, err := s.engine.Ride(context.Background(), ride.ID); err != nil || r.Status != dispatch.RideCompleted || r.DriverID != "d-2" {
+	if r, err := s.engine.Riders().Ride(context.Background(), ride.ID); err != nil || r.Status != dispatch.RideCompleted || r.DriverID != "d-2" {
 		t.Fatalf("stored ride = %+v %v, want completed by d-2", r, err)
 	}
-	if d, err := s.engine.Driver(context.Background(), "d-2"); err != nil || d.State != dispatch.DriverAvailable {
+	if d, err := s.engine.Riders().Driver(context.Background(), "d-2"); err != nil || d.State != dispatch.DriverAvailable {
 		t.Fatalf("d-2 after the trip = %+v %v, want available", d, err)
 	}
 
@@ -201,7 +201,7 @@ func TestDriverResumeAfterOfferExpired(t *testing.T) {
 	o := drivertest.Next(t, c, driver.TypeOffer)
 	c.Drop()
 	dispatchtest.Eventually(t, func() error {
-		r, err := s.engine.Ride(context.Background(), ride.ID)
+		r, err := s.engine.Riders().Ride(context.Background(), ride.ID)
 		if err == nil && r.Offer != nil {
 			err = fmt.Errorf("ride %s still has offer %s, past its 200 ms", ride.ID, r.Offer.ID)
 		}
@@ -234,7 +234,7 @@ func TestDriverSilentGoesOffline(t *testing.T) {
 	if st.State != dispatch.DriverOffline || st.Reason != dispatch.ReasonMissedOffers {
 		t.Fatalf("state frame = %s, want offline for missed_offers", st.Raw)
 	}
-	if d, err := s.engine.Driver(context.Background(), "d-1"); err != nil || d.State != dispatch.DriverOffline {
+	if d, err := s.engine.Riders().Driver(context.Background(), "d-1"); err != nil || d.State != dispatch.DriverOffline {
 		t.Fatalf("driver = %+v %v, want offline", d, err)
 	}
 }
@@ -527,7 +527,7 @@ func TestDriverAcceptRaces(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-time.After(skew)
-				if _, err := s.engine.CancelRide(context.Background(), ride.ID); err != nil {
+				if _, err := s.engine.Riders().CancelRide(context.Background(), ride.ID); err != nil {
 					t.Errorf("cancel: %v", err)
 				}
 			}()
@@ -536,7 +536,7 @@ func TestDriverAcceptRaces(t *testing.T) {
 		wg.Wait()
 		if expiry {
 			dispatchtest.Eventually(t, func() error {
-				r, err := s.engine.Ride(context.Background(), ride.ID)
+				r, err := s.engine.Riders().Ride(context.Background(), ride.ID)
 				if err == nil && r.Offer != nil && r.Offer.ID == o.OfferID {
 					err = fmt.Errorf("race %d: offer %s neither answered nor expired", i, o.OfferID)
 				}
@@ -575,7 +575,7 @@ func TestDriverAcceptRaces(t *testing.T) {
 		if assigned+revoked != 1 {
 			t.Fatalf("race %d: driver heard %d assigned and %d offer_revoked: %s", i, assigned, revoked, frames)
 		}
-		r, err := s.engine.Ride(context.Background(), ride.ID)
+		r, err := s.engine.Riders().Ride(context.Background(), ride.ID)
 		if err != nil {
 			t.Fatalf("race %d: %v", i, err)
 		}
@@ -602,13 +602,13 @@ func TestDriverAcceptRaces(t *testing.T) {
 				t.Fatalf("race %d: driver heard offer_revoked but the ride was matched: %+v", i, r)
 			}
 			if r.Status == dispatch.RideSearching {
-				if _, err := s.engine.CancelRide(context.Background(), ride.ID); err != nil {
+				if _, err := s.engine.Riders().CancelRide(context.Background(), ride.ID); err != nil {
 					t.Fatalf("race %d: cancel the ride left searching: %v", i, err)
 				}
 			}
 		}
 		dispatchtest.Eventually(t, func() error {
-			d, err := s.engine.Driver(context.Background(), "d-1")
+			d, err := s.engine.Riders().Driver(context.Background(), "d-1")
 			if err == nil && d.State != dispatch.DriverAvailable {
 				err = fmt.Errorf("race %d: d-1 is %s, want available again", i, d.State)
 			}

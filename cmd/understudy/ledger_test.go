@@ -23,7 +23,7 @@ func TestCompletedTripReachesTheLedgerOnce(t *testing.T) {
 	engineOnline(t, e, "d-1", p)
 	ride := acceptedRide(t, e, p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 	// complete three times: the app retries when it misses the acknowledgement.
-	for _, step := range []func(context.Context, string, string) (dispatch.Ride, error){e.Arrived, e.Start, e.Complete, e.Complete, e.Complete} {
+	for _, step := range []func(context.Context, string, string) (dispatch.Ride, error){e.Drivers().Arrived, e.Drivers().Start, e.Drivers().Complete, e.Drivers().Complete, e.Drivers().Complete} {
 		if _, err := step(ctx, "d-1", ride.ID); err != nil {
 			t.Fatal(err)
 		}

@@ -90,7 +90,7 @@ func benchRequestToOffer(b *testing.B, s *server, nDrivers, nRiders int) {
 					// driver finishing trips every few hundred milliseconds would
 					// (rightly) trip the gateway's frame limit.
 					for _, step := range []func(context.Context, string, string) (dispatch.Ride, error){
-						s.engine.Arrived, s.engine.Start, s.engine.Complete} {
+						s.engine.Drivers().Arrived, s.engine.Drivers().Start, s.engine.Drivers().Complete} {
 						if _, err := step(ctx, id, m.Ride.ID); err != nil && ctx.Err() == nil {
 							b.Errorf("driver %s trip step: %v", id, err)
 						}

@@ -194,13 +194,13 @@ func supplied(e *dispatch.Engine, n int) func() error {
 func engineOnline(tb testing.TB, e *dispatch.Engine, id string, p dispatch.Point) {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := e.Connect(ctx, id); err != nil {
+	if _, err := e.Drivers().Connect(ctx, id); err != nil {
 		tb.Fatal(err)
 	}
-	if err := e.UpdateLocation(ctx, id, p); err != nil {
+	if err := e.Drivers().UpdateLocation(ctx, id, p); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := e.SetAvailable(ctx, id); err != nil {
+	if _, err := e.Drivers().SetAvailable(ctx, id); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -209,7 +209,7 @@ func engineOnline(tb testing.TB, e *dispatch.Engine, id string, p dispatch.Point
 func waitOffered(tb testing.TB, e *dispatch.Engine, id string) dispatch.Ride {
 	tb.Helper()
 	return dispatchtest.Await(tb, func() (dispatch.Ride, error) {
-		r, err := e.Ride(context.Background(), id)
+		r, err := e.Riders().Ride(context.Background(), id)
 		if err == nil && r.Offer == nil {
 			err = fmt.Errorf("ride %s is %s without an offer", id, r.Status)
 		}
@@ -222,12 +222,12 @@ func waitOffered(tb testing.TB, e *dispatch.Engine, id string) dispatch.Ride {
 func acceptedRide(tb testing.TB, e *dispatch.Engine, pickup, dropoff dispatch.Point) dispatch.Ride {
 	tb.Helper()
 	ctx := context.Background()
-	ride, err := e.RequestRide(ctx, "u-1", pickup, dropoff)
+	ride, err := e.Riders().RequestRide(ctx, "u-1", pickup, dropoff)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	offered := waitOffered(tb, e, ride.ID)
-	matched, err := e.Accept(ctx, offered.Offer.DriverID, offered.Offer.ID)
+	matched, err := e.Drivers().Accept(ctx, offered.Offer.DriverID, offered.Offer.ID)
 	if err != nil {
 		tb.Fatal(err)
 	}

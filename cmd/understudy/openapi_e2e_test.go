@@ -484,10 +484,10 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	}()
 	offer := riderOfferTo(t, s, "d-1", first.ID)
 	for _, step := range []func() (dispatch.Ride, error){
-		func() (dispatch.Ride, error) { return s.engine.Accept(ctx, "d-1", offer) },
-		func() (dispatch.Ride, error) { return s.engine.Arrived(ctx, "d-1", first.ID) },
-		func() (dispatch.Ride, error) { return s.engine.Start(ctx, "d-1", first.ID) },
-		func() (dispatch.Ride, error) { return s.engine.Complete(ctx, "d-1", first.ID) },
+		func() (dispatch.Ride, error) { return s.engine.Drivers().Accept(ctx, "d-1", offer) },
+		func() (dispatch.Ride, error) { return s.engine.Drivers().Arrived(ctx, "d-1", first.ID) },
+		func() (dispatch.Ride, error) { return s.engine.Drivers().Start(ctx, "d-1", first.ID) },
+		func() (dispatch.Ride, error) { return s.engine.Drivers().Complete(ctx, "d-1", first.ID) },
 	} {
 		if _, err := step(); err != nil {
 			t.Fatal(err)
@@ -524,10 +524,10 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(415, "POST", "/v1/rides/"+second.ID+"/cancel", alice, "{}", "Content-Encoding", "gzip")
 	expect(200, "POST", "/v1/rides/"+second.ID+"/cancel", alice, "")
 	late := ride(expect(201, "POST", "/v1/rides", alice, trip)) // cancelled after arrival: a fee
-	if _, err := s.engine.Accept(ctx, "d-1", riderOfferTo(t, s, "d-1", late.ID)); err != nil {
+	if _, err := s.engine.Drivers().Accept(ctx, "d-1", riderOfferTo(t, s, "d-1", late.ID)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.engine.Arrived(ctx, "d-1", late.ID); err != nil {
+	if _, err := s.engine.Drivers().Arrived(ctx, "d-1", late.ID); err != nil {
 		t.Fatal(err)
 	}
 	expect(200, "POST", "/v1/rides/"+late.ID+"/cancel", alice, "")

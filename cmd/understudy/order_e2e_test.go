@@ -106,7 +106,7 @@ func raceRideEvents(t *testing.T, sockets, rides []*server, drivers, total int) 
 				cancels.Add(1)
 				cancel := func() {
 					defer cancels.Done()
-					if _, err := home.engine.CancelRide(context.Background(), m.RideID); err != nil {
+					if _, err := home.engine.Riders().CancelRide(context.Background(), m.RideID); err != nil {
 						t.Errorf("cancel %s: %v", m.RideID, err)
 					}
 				}
@@ -124,7 +124,7 @@ func raceRideEvents(t *testing.T, sockets, rides []*server, drivers, total int) 
 	// rides waiting: a driver a cancel frees has its next ride waiting.
 	ids := make([]string, 0, total)
 	for i := range total {
-		r, err := rides[i%len(rides)].engine.RequestRide(context.Background(), fmt.Sprintf("u-%d", i), spot(i%drivers), dropoff)
+		r, err := rides[i%len(rides)].engine.Riders().RequestRide(context.Background(), fmt.Sprintf("u-%d", i), spot(i%drivers), dropoff)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -133,7 +133,7 @@ func raceRideEvents(t *testing.T, sockets, rides []*server, drivers, total int) 
 	dispatchtest.Eventually(t, func() error {
 		left := 0
 		for _, id := range ids {
-			r, err := home.engine.Ride(context.Background(), id)
+			r, err := home.engine.Riders().Ride(context.Background(), id)
 			if err != nil {
 				return err
 			}

@@ -34,14 +34,14 @@ func TestServeWithRedisKeepsStateAcrossRestart(t *testing.T) {
 	ride := acceptedRide(t, e, p, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 
 	second := mustServe(t, args...)
-	got, err := second.engine.Ride(ctx, ride.ID)
+	got, err := second.engine.Riders().Ride(ctx, ride.ID)
 	if err != nil || got.Status != dispatch.RideMatched || got.DriverID != ride.DriverID {
 		t.Fatalf("ride after restart = %+v, %v", got, err)
 	}
 	if second.engine.Available() != 1 {
 		t.Fatalf("available after restart = %d, want the other driver", second.engine.Available())
 	}
-	if _, err := second.engine.Arrived(ctx, got.DriverID, ride.ID); err != nil {
+	if _, err := second.engine.Drivers().Arrived(ctx, got.DriverID, ride.ID); err != nil {
 		t.Fatalf("the trip does not carry on after restart: %v", err)
 	}
 }
@@ -57,10 +57,10 @@ func TestRestartAfterRedisLossRestoresRidesFromTheLog(t *testing.T) {
 	p := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
 	engineOnline(t, e, "d-1", p)
 	matched := acceptedRide(t, e, p, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
-	if _, err := e.Arrived(ctx, "d-1", matched.ID); err != nil {
+	if _, err := e.Drivers().Arrived(ctx, "d-1", matched.ID); err != nil {
 		t.Fatal(err)
 	}
-	searching, err := e.RequestRide(ctx, "u-2", dispatch.Point{Lat: 35.10, Lng: 129.03}, p)
+	searching, err := e.Riders().RequestRide(ctx, "u-2", dispatch.Point{Lat: 35.10, Lng: 129.03}, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,24 +74,24 @@ func TestRestartAfterRedisLossRestoresRidesFromTheLog(t *testing.T) {
 	}
 
 	second := mustServe(t, args...)
-	got, err := second.engine.Ride(ctx, matched.ID)
+	got, err := second.engine.Riders().Ride(ctx, matched.ID)
 	if err != nil || got.Status != dispatch.RideArrived || got.DriverID != "d-1" {
 		t.Fatalf("matched ride after Redis loss = %+v, %v", got, err)
 	}
-	if d, err := second.engine.Driver(ctx, "d-1"); err != nil || d.State != dispatch.DriverEnRoute || d.RideID != matched.ID {
+	if d, err := second.engine.Riders().Driver(ctx, "d-1"); err != nil || d.State != dispatch.DriverEnRoute || d.RideID != matched.ID {
 		t.Fatalf("its driver after Redis loss = %+v, %v", d, err)
 	}
-	if got, err := second.engine.Ride(ctx, searching.ID); err != nil || got.Status != dispatch.RideSearching {
+	if got, err := second.engine.Riders().Ride(ctx, searching.ID); err != nil || got.Status != dispatch.RideSearching {
 		t.Fatalf("searching ride after Redis loss = %+v, %v", got, err)
 	}
 	if second.engine.Pending() != 1 {
 		t.Fatalf("pending = %d, want the searching ride queued again", second.engine.Pending())
 	}
 	// The trip carries on to the ledger.
-	if _, err := second.engine.Start(ctx, "d-1", matched.ID); err != nil {
+	if _, err := second.engine.Drivers().Start(ctx, "d-1", matched.ID); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := second.engine.Complete(ctx, "d-1", matched.ID); err != nil {
+	if _, err := second.engine.Drivers().Complete(ctx, "d-1", matched.ID); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -69,7 +69,7 @@ func TestReplicasServeOneRegionTogether(t *testing.T) {
 	d := mustOnline(t, a, "d-1", near)
 	dispatchtest.Eventually(t, supplied(b.engine, 1))
 
-	ride, err := b.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	ride, err := b.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestReplicasServeOneRegionTogether(t *testing.T) {
 		drivertest.Next(t, d, driver.TypeRide)
 	}
 	for name, s := range map[string]*server{"A": a, "B": b} {
-		if r, err := s.engine.Ride(context.Background(), ride.ID); err != nil || r.Status != dispatch.RideCompleted || r.DriverID != "d-1" {
+		if r, err := s.engine.Riders().Ride(context.Background(), ride.ID); err != nil || r.Status != dispatch.RideCompleted || r.DriverID != "d-1" {
 			t.Fatalf("ride on %s = %+v, %v; want completed by d-1", name, r, err)
 		}
 	}
@@ -186,13 +186,13 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 		id := fmt.Sprintf("d-%03d", i)
 		s := rs.servers[i%2]
 		home[id] = s
-		if _, err := s.engine.Connect(bg, id); err != nil {
+		if _, err := s.engine.Drivers().Connect(bg, id); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.engine.UpdateLocation(bg, id, spot()); err != nil {
+		if err := s.engine.Drivers().UpdateLocation(bg, id, spot()); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.engine.SetAvailable(bg, id); err != nil {
+		if _, err := s.engine.Drivers().SetAvailable(bg, id); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -236,7 +236,7 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 			answers.Add(1)
 			switch {
 			case p < 6:
-				r, err := s.engine.Accept(ctx, d.ID, d.OfferID)
+				r, err := s.engine.Drivers().Accept(ctx, d.ID, d.OfferID)
 				if err != nil {
 					return refused(err)
 				}
@@ -247,18 +247,18 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 				}
 				acceptedBy[r.ID] = d.ID
 			case p < 9:
-				return refused(s.engine.Decline(ctx, d.ID, d.OfferID))
+				return refused(s.engine.Drivers().Decline(ctx, d.ID, d.OfferID))
 			default:
 				silent.Store(d.OfferID, true)
 			}
 		case dispatch.DriverEnRoute:
-			if _, err := s.engine.Arrived(ctx, d.ID, d.RideID); err != nil {
+			if _, err := s.engine.Drivers().Arrived(ctx, d.ID, d.RideID); err != nil {
 				return err
 			}
-			_, err := s.engine.Start(ctx, d.ID, d.RideID)
+			_, err := s.engine.Drivers().Start(ctx, d.ID, d.RideID)
 			return err
 		case dispatch.DriverOnTrip:
-			_, err := s.engine.Complete(ctx, d.ID, d.RideID)
+			_, err := s.engine.Drivers().Complete(ctx, d.ID, d.RideID)
 			return err
 		}
 		return nil
@@ -309,7 +309,7 @@ func TestReplicasNeverDoubleAssign(t *testing.T) {
 	began := time.Now()
 	for i := range rides {
 		s := rs.servers[i%2]
-		r, err := s.engine.RequestRide(bg, fmt.Sprintf("u-%d", i), spot(), dropoff)
+		r, err := s.engine.Riders().RequestRide(bg, fmt.Sprintf("u-%d", i), spot(), dropoff)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -491,7 +491,7 @@ func TestSurvivorCarriesOnStoppedReplicasRides(t *testing.T) {
 	d2 := mustOnline(t, b, "d-2", farther)
 	dispatchtest.Eventually(t, supplied(a.engine, 2))
 
-	offered, err := a.engine.RequestRide(context.Background(), "u-1", pickup, dropoff)
+	offered, err := a.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -499,7 +499,7 @@ func TestSurvivorCarriesOnStoppedReplicasRides(t *testing.T) {
 	heard := time.Now()
 	// Far from every driver: it stays in A's queue.
 	busan := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
-	searching, err := a.engine.RequestRide(context.Background(), "u-2", busan, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
+	searching, err := a.engine.Riders().RequestRide(context.Background(), "u-2", busan, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func (s *server) openRiderAPI() (component, error) {
 		idem = kv
 	}
 	api := &rider.API{
-		Engine:      s.engine,
+		Engine:      s.engine.Riders(),
 		Verifier:    s.keys,
 		Idempotency: idem,
 		Limiter:     s.limiter,

@@ -78,13 +78,13 @@ func riderCtx(tb testing.TB) context.Context {
 func riderDriverAt(tb testing.TB, s *server, id string, p dispatch.Point) {
 	tb.Helper()
 	ctx := context.Background()
-	if _, err := s.engine.Connect(ctx, id); err != nil {
+	if _, err := s.engine.Drivers().Connect(ctx, id); err != nil {
 		tb.Fatal(err)
 	}
-	if err := s.engine.UpdateLocation(ctx, id, p); err != nil {
+	if err := s.engine.Drivers().UpdateLocation(ctx, id, p); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := s.engine.SetAvailable(ctx, id); err != nil {
+	if _, err := s.engine.Drivers().SetAvailable(ctx, id); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -93,7 +93,7 @@ func riderDriverAt(tb testing.TB, s *server, id string, p dispatch.Point) {
 func riderOfferTo(tb testing.TB, s *server, id, rideID string) string {
 	tb.Helper()
 	d := dispatchtest.Await(tb, func() (dispatch.Driver, error) {
-		d, err := s.engine.Driver(context.Background(), id)
+		d, err := s.engine.Riders().Driver(context.Background(), id)
 		if err == nil && (d.State != dispatch.DriverOffered || d.RideID != rideID) {
 			err = fmt.Errorf("driver %s is %s with ride %q, want offered ride %s", id, d.State, d.RideID, rideID)
 		}
@@ -104,7 +104,7 @@ func riderOfferTo(tb testing.TB, s *server, id, rideID string) string {
 
 func riderDriverState(tb testing.TB, s *server, id string) dispatch.Driver {
 	tb.Helper()
-	d, err := s.engine.Driver(context.Background(), id)
+	d, err := s.engine.Riders().Driver(context.Background(), id)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestRiderTripEndToEnd(t *testing.T) {
 		t.Fatalf("d-far is %s while d-near holds the offer", d.State)
 	}
 	// A decline cascades to the next driver; the decliner is available again.
-	if err := s.engine.Decline(ctx, "d-near", nearOffer); err != nil {
+	if err := s.engine.Drivers().Decline(ctx, "d-near", nearOffer); err != nil {
 		t.Fatal(err)
 	}
 	farOffer := riderOfferTo(t, s, "d-far", ride.ID)
@@ -167,10 +167,10 @@ func TestRiderTripEndToEnd(t *testing.T) {
 		do   func() (dispatch.Ride, error)
 		want dispatch.RideStatus
 	}{
-		{func() (dispatch.Ride, error) { return s.engine.Accept(ctx, "d-far", farOffer) }, dispatch.RideMatched},
-		{func() (dispatch.Ride, error) { return s.engine.Arrived(ctx, "d-far", ride.ID) }, dispatch.RideArrived},
-		{func() (dispatch.Ride, error) { return s.engine.Start(ctx, "d-far", ride.ID) }, dispatch.RideInProgress},
-		{func() (dispatch.Ride, error) { return s.engine.Complete(ctx, "d-far", ride.ID) }, dispatch.RideCompleted},
+		{func() (dispatch.Ride, error) { return s.engine.Drivers().Accept(ctx, "d-far", farOffer) }, dispatch.RideMatched},
+		{func() (dispatch.Ride, error) { return s.engine.Drivers().Arrived(ctx, "d-far", ride.ID) }, dispatch.RideArrived},
+		{func() (dispatch.Ride, error) { return s.engine.Drivers().Start(ctx, "d-far", ride.ID) }, dispatch.RideInProgress},
+		{func() (dispatch.Ride, error) { return s.engine.Drivers().Complete(ctx, "d-far", ride.ID) }, dispatch.RideCompleted},
 	}
 	for _, step := range steps {
 		if _, err := step.do(); err != nil {
@@ -216,7 +216,7 @@ func TestRiderCancelWhileSearchingRevokesTheOffer(t *testing.T) {
 	if d := riderDriverState(t, s, "d-1"); d.State != dispatch.DriverAvailable || d.OfferID != "" || d.RideID != "" {
 		t.Fatalf("d-1 after the rider cancelled: %+v, want available with no offer", d)
 	}
-	if _, err := s.engine.Accept(ctx, "d-1", offer); dispatch.ErrorCode(err) != dispatch.ECodeConflict {
+	if _, err := s.engine.Drivers().Accept(ctx, "d-1", offer); dispatch.ErrorCode(err) != dispatch.ECodeConflict {
 		t.Fatalf("accepting the revoked offer: %v, want a conflict", err)
 	}
 	// Back in the supply: the next ride is offered to d-1.
@@ -383,10 +383,10 @@ func TestRiderEventsResumeWithLastEventID(t *testing.T) {
 	}
 	// Meanwhile the driver accepts and arrives.
 	offer := riderOfferTo(t, s, "d-1", ride.ID)
-	if _, err := s.engine.Accept(ctx, "d-1", offer); err != nil {
+	if _, err := s.engine.Drivers().Accept(ctx, "d-1", offer); err != nil {
 		t.Fatal(err)
 	}
-	arrived, err := s.engine.Arrived(ctx, "d-1", ride.ID)
+	arrived, err := s.engine.Drivers().Arrived(ctx, "d-1", ride.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -398,13 +398,13 @@ func TestRiderEventsResumeWithLastEventID(t *testing.T) {
 	if got := riderNext(t, st); got.Status != dispatch.RideArrived {
 		t.Fatalf("first event after resuming: %s, want arrived (the current state)", got.Status)
 	}
-	if _, err := s.engine.Start(ctx, "d-1", ride.ID); err != nil {
+	if _, err := s.engine.Drivers().Start(ctx, "d-1", ride.ID); err != nil {
 		t.Fatal(err)
 	}
 	if got := riderNext(t, st); got.Status != dispatch.RideInProgress {
 		t.Fatalf("next event: %s, want in_progress", got.Status)
 	}
-	if _, err := s.engine.Complete(ctx, "d-1", ride.ID); err != nil { // a trip in progress is its driver's to end
+	if _, err := s.engine.Drivers().Complete(ctx, "d-1", ride.ID); err != nil { // a trip in progress is its driver's to end
 		t.Fatal(err)
 	}
 	if got := riderNext(t, st); got.Status != dispatch.RideCompleted {

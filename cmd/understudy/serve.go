@@ -112,7 +112,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	// This replica's events go to its own clients directly and to the other replicas
 	// through the bus, which hands theirs to the engine and to the same clients (in
 	// step with this engine's own events for the same driver).
-	s.bus = &natsbus.Bus{Conn: s.nats, Region: cfg.Region, Engine: s.engine, Local: s.engine.Remote(local),
+	s.bus = &natsbus.Bus{Conn: s.nats, Region: cfg.Region, Engine: s.engine.Replicas(), Local: s.engine.Replicas().Deliver(local),
 		Logger: log.With(slog.String("component", "bus")), Metrics: natsbus.NewMetrics(s.registry)}
 	s.engine.Notifier = append(dispatch.Notifiers{s.bus}, local...)
 	s.engine.Peers = s.bus

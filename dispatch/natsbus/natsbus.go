@@ -27,14 +27,14 @@ import (
 	"github.com/understudy/understudy/dispatch/internal/subject"
 )
 
-// Engine is what the bus feeds other replicas' events to; *dispatch.Engine implements it.
+// Engine is what the bus feeds other replicas' events to; dispatch.Replicas implements it.
 type Engine interface {
-	ApplyRemote(ev dispatch.Event)
+	Apply(ev dispatch.Event)
 }
 
 var (
 	_ dispatch.Notifier = (*Bus)(nil)
-	_ Engine            = (*dispatch.Engine)(nil)
+	_ Engine            = dispatch.Replicas{}
 )
 
 // SubjectPrefix starts every subject of the bus: SubjectPrefix + "<region>.<replica>",
@@ -52,7 +52,7 @@ const SubjectPrefix = "understudy.events."
 type Bus struct {
 	Conn   *nats.Conn
 	Region string
-	// Engine takes in the other replicas' events (ApplyRemote); nil takes in none.
+	// Engine takes in the other replicas' events (Apply); nil takes in none.
 	Engine Engine
 	// Local receives the other replicas' client events (offers, assignments, ride
 	// changes) for this replica's driver gateway and rider API; nil delivers none.
@@ -83,7 +83,7 @@ type Bus struct {
 }
 
 // driverChange is one driver's coalesced replica events: the last presence change and
-// the last supply change, sent in that order (see dispatch.Engine.ApplyRemote).
+// the last supply change, sent in that order (see dispatch.Replicas.Apply).
 type driverChange struct {
 	presence dispatch.EventType // EventDriverConnected, EventDriverAway or ""
 	supply   bool               // a supply change is due: in at loc, or out
@@ -326,7 +326,7 @@ func (b *Bus) receive(m *nats.Msg) {
 	for _, w := range wire {
 		ev := w.event()
 		if b.Engine != nil {
-			b.Engine.ApplyRemote(ev)
+			b.Engine.Apply(ev)
 		}
 		if b.Local != nil && forClients(ev.Type) {
 			b.Local.Notify(ev)

@@ -28,8 +28,8 @@ type recorder struct {
 	evs []dispatch.Event
 }
 
-func (r *recorder) Notify(ev dispatch.Event)      { r.mu.Lock(); r.evs = append(r.evs, ev); r.mu.Unlock() }
-func (r *recorder) ApplyRemote(ev dispatch.Event) { r.Notify(ev) }
+func (r *recorder) Notify(ev dispatch.Event) { r.mu.Lock(); r.evs = append(r.evs, ev); r.mu.Unlock() }
+func (r *recorder) Apply(ev dispatch.Event)  { r.Notify(ev) }
 
 func (r *recorder) events() []dispatch.Event {
 	r.mu.Lock()
@@ -279,23 +279,23 @@ func TestEnginesJoinedByTheBus(t *testing.T) {
 		if err := e.Open(ctx); err != nil {
 			t.Fatal(err)
 		}
-		b.Engine = e
+		b.Engine = e.Replicas()
 		b.start(t)
 		return e, b
 	}
 	ea, a := replica()
 	eb, b := replica()
-	if _, err := ea.Connect(ctx, "d-1"); err != nil {
+	if _, err := ea.Drivers().Connect(ctx, "d-1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := ea.UpdateLocation(ctx, "d-1", gangnam); err != nil {
+	if err := ea.Drivers().UpdateLocation(ctx, "d-1", gangnam); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ea.SetAvailable(ctx, "d-1"); err != nil {
+	if _, err := ea.Drivers().SetAvailable(ctx, "d-1"); err != nil {
 		t.Fatal(err)
 	}
 	dispatchtest.Eventually(t, func() error { return available(eb, 1) })
-	r, err := eb.RequestRide(ctx, "u-1", gangnam, seoul)
+	r, err := eb.Riders().RequestRide(ctx, "u-1", gangnam, seoul)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestEnginesJoinedByTheBus(t *testing.T) {
 		return nil, fmt.Errorf("no offer to d-1 among A's %d events", len(a.local.events()))
 	})
 	dispatchtest.Eventually(t, func() error { return available(ea, 0) })
-	if _, err := ea.Accept(ctx, "d-1", offer.ID); err != nil {
+	if _, err := ea.Drivers().Accept(ctx, "d-1", offer.ID); err != nil {
 		t.Fatal(err)
 	}
 	dispatchtest.Eventually(t, func() error {

@@ -140,31 +140,31 @@ func (w *payWorld) assigned(tb testing.TB, e *dispatch.Engine, steps ...string) 
 	tb.Helper()
 	ctx := context.Background()
 	gangnam := dispatch.Point{Lat: 37.4979, Lng: 127.0276}
-	if _, err := e.Connect(ctx, "d-1"); err != nil {
+	if _, err := e.Drivers().Connect(ctx, "d-1"); err != nil {
 		tb.Fatal(err)
 	}
-	if err := e.UpdateLocation(ctx, "d-1", gangnam); err != nil {
+	if err := e.Drivers().UpdateLocation(ctx, "d-1", gangnam); err != nil {
 		tb.Fatal(err)
 	}
-	if _, err := e.SetAvailable(ctx, "d-1"); err != nil {
+	if _, err := e.Drivers().SetAvailable(ctx, "d-1"); err != nil {
 		tb.Fatal(err)
 	}
-	r, err := e.RequestRide(ctx, "u-1", gangnam, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
+	r, err := e.Riders().RequestRide(ctx, "u-1", gangnam, dispatch.Point{Lat: 37.5547, Lng: 126.9707})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	if err := e.Step(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	d, err := e.Driver(ctx, "d-1")
+	d, err := e.Riders().Driver(ctx, "d-1")
 	if err != nil || d.OfferID == "" {
 		tb.Fatalf("d-1 has no offer: %+v %v", d, err)
 	}
-	if _, err := e.Accept(ctx, "d-1", d.OfferID); err != nil {
+	if _, err := e.Drivers().Accept(ctx, "d-1", d.OfferID); err != nil {
 		tb.Fatal(err)
 	}
 	for _, s := range steps {
-		step := map[string]func(context.Context, string, string) (dispatch.Ride, error){"arrived": e.Arrived, "start": e.Start}[s]
+		step := map[string]func(context.Context, string, string) (dispatch.Ride, error){"arrived": e.Drivers().Arrived, "start": e.Drivers().Start}[s]
 		if _, err := step(ctx, "d-1", r.ID); err != nil {
 			tb.Fatalf("%s: %v", s, err)
 		}
@@ -177,7 +177,7 @@ func (w *payWorld) assigned(tb testing.TB, e *dispatch.Engine, steps ...string) 
 // entry (when feeDue), any other ride none. It returns the ride's status.
 func (w *payWorld) agree(tb testing.TB, e *dispatch.Engine, id string, feeDue bool) dispatch.RideStatus {
 	tb.Helper()
-	r, err := e.Ride(context.Background(), id)
+	r, err := e.Riders().Ride(context.Background(), id)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -240,11 +240,11 @@ func TestLedgerAgreesWithRidesThroughFailures(t *testing.T) {
 			e := w.start(t, log, ledger, store)
 			id := w.assigned(t, e, "arrived", "start")
 			c.fail(log, ledger, store)
-			if _, err := e.Complete(ctx, "d-1", id); !errors.Is(err, errInjected) {
+			if _, err := e.Drivers().Complete(ctx, "d-1", id); !errors.Is(err, errInjected) {
 				t.Fatalf("complete: %v, want the injected failure", err)
 			}
 			if c.retry {
-				if r, err := e.Complete(ctx, "d-1", id); err != nil || r.Status != dispatch.RideCompleted {
+				if r, err := e.Drivers().Complete(ctx, "d-1", id); err != nil || r.Status != dispatch.RideCompleted {
 					t.Fatalf("retried complete: %+v %v", r, err)
 				}
 			}
@@ -262,7 +262,7 @@ func TestLedgerAgreesWithRidesThroughFailures(t *testing.T) {
 			}
 			if got := w.agree(t, e, id, false); got == dispatch.RideInProgress {
 				// The driver, who was told complete failed, completes again: paid once.
-				if r, err := e.Complete(ctx, "d-1", id); err != nil || r.Status != dispatch.RideCompleted {
+				if r, err := e.Drivers().Complete(ctx, "d-1", id); err != nil || r.Status != dispatch.RideCompleted {
 					t.Fatalf("complete after the failure: %+v %v", r, err)
 				}
 				w.agree(t, e, id, false)
@@ -295,11 +295,11 @@ func TestCancellationFeeAgreesWithRidesThroughFailures(t *testing.T) {
 			e := w.start(t, nil, ledger, store)
 			id := w.assigned(t, e, "arrived")
 			c.fail(ledger, store)
-			if _, err := e.CancelRide(ctx, id); !errors.Is(err, errInjected) {
+			if _, err := e.Riders().CancelRide(ctx, id); !errors.Is(err, errInjected) {
 				t.Fatalf("cancel: %v, want the injected failure", err)
 			}
 			// The driver cannot start a ride its rider cancelled, even half way.
-			if _, err := e.Start(ctx, "d-1", id); !errors.Is(err, dispatch.ErrIllegalTransition) {
+			if _, err := e.Drivers().Start(ctx, "d-1", id); !errors.Is(err, dispatch.ErrIllegalTransition) {
 				t.Fatalf("start after the cancel: %v, want refused", err)
 			}
 			if c.step {
@@ -314,10 +314,10 @@ func TestCancellationFeeAgreesWithRidesThroughFailures(t *testing.T) {
 			if got := w.agree(t, e, id, true); got != dispatch.RideCancelled {
 				t.Fatalf("ride is %s, want cancelled", got)
 			}
-			if d, err := e.Driver(ctx, "d-1"); err != nil || d.RideID == id {
+			if d, err := e.Riders().Driver(ctx, "d-1"); err != nil || d.RideID == id {
 				t.Fatalf("driver after the cancel: %+v %v, want freed", d, err)
 			}
-			if r, err := e.CancelRide(ctx, id); err != nil || r.Status != dispatch.RideCancelled { // the rider's retry
+			if r, err := e.Riders().CancelRide(ctx, id); err != nil || r.Status != dispatch.RideCancelled { // the rider's retry
 				t.Fatalf("retried cancel: %+v %v", r, err)
 			}
 			w.agree(t, e, id, true)
@@ -333,14 +333,14 @@ func TestCancellationFeeAgreesWithRidesThroughFailures(t *testing.T) {
 			id := w.assigned(t, e, "arrived")
 			var wg sync.WaitGroup
 			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = e.Start(ctx, "d-1", id) }()
-			go func() { defer wg.Done(); _, _ = e.CancelRide(ctx, id) }()
+			go func() { defer wg.Done(); _, _ = e.Drivers().Start(ctx, "d-1", id) }()
+			go func() { defer wg.Done(); _, _ = e.Riders().CancelRide(ctx, id) }()
 			wg.Wait()
 			status := w.agree(t, e, id, true)
 			won[status]++
 			switch status {
 			case dispatch.RideInProgress:
-				if _, err := e.Complete(ctx, "d-1", id); err != nil {
+				if _, err := e.Drivers().Complete(ctx, "d-1", id); err != nil {
 					t.Fatal(err)
 				}
 				w.agree(t, e, id, true)

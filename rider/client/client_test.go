@@ -193,7 +193,7 @@ func TestAgainstTheAPI(t *testing.T) {
 	ctx := context.Background()
 	keys := &jwtauth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef")}
 	engine := &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig()}
-	api := &rider.API{Engine: engine, Verifier: keys, Idempotency: memstore.NewIdempotencyStore(), Config: rider.DefaultConfig()}
+	api := &rider.API{Engine: engine.Riders(), Verifier: keys, Idempotency: memstore.NewIdempotencyStore(), Config: rider.DefaultConfig()}
 	engine.Notifier = api
 	if err := engine.Open(ctx); err != nil {
 		t.Fatal(err)

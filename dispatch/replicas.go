@@ -4,9 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/understudy/understudy/dispatch/supply"
 )
+
+// replicas is what this replica knows of the region's others: where drivers' apps
+// are, which rides they said they are matching, which drivers they took out of supply,
+// and when the sweep is next due. Its mutex is a leaf.
+type replicas struct {
+	mu        sync.Mutex
+	presence  map[string]presence  // where drivers' apps are, as far as this replica knows
+	held      map[string]time.Time // rides other replicas said they queue, when last said
+	recheck   map[string]struct{}  // drivers other replicas took out of supply
+	nextSweep time.Time
+}
 
 // presence is where a driver's app is, as far as one replica knows. Only the replica
 // that holds (or held) the app's socket says so, with EventDriverConnected and
@@ -20,14 +33,70 @@ const (
 	presenceAway                      // its socket dropped and no replica has it since
 )
 
-func (e *Engine) presenceOf(driverID string) presence {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.presence[driverID]
+func (rs *replicas) set(driverID string, p presence) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.presence == nil {
+		rs.presence = make(map[string]presence)
+	}
+	rs.presence[driverID] = p
+}
+
+func (rs *replicas) of(driverID string) presence {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	return rs.presence[driverID]
 }
 
 // isAway reports whether driverID's app cannot hear offers now, on any replica.
-func (e *Engine) isAway(driverID string) bool { return e.presenceOf(driverID) == presenceAway }
+func (rs *replicas) isAway(driverID string) bool { return rs.of(driverID) == presenceAway }
+
+// connectedElsewhere records another replica's word that driverID connected there,
+// unless its socket is here.
+func (rs *replicas) connectedElsewhere(driverID string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.presence[driverID] != presenceHere {
+		if rs.presence == nil {
+			rs.presence = make(map[string]presence)
+		}
+		rs.presence[driverID] = presenceElsewhere
+	}
+}
+
+// awayElsewhere records another replica's word that driverID's socket dropped there,
+// and reports whether the driver's socket is here after all.
+func (rs *replicas) awayElsewhere(driverID string) (here bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.presence[driverID] == presenceHere {
+		return true
+	}
+	if rs.presence == nil {
+		rs.presence = make(map[string]presence)
+	}
+	rs.presence[driverID] = presenceAway
+	return false
+}
+
+// markRecheck asks the next Step to read driverID from the Store.
+func (rs *replicas) markRecheck(driverID string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.recheck == nil {
+		rs.recheck = make(map[string]struct{})
+	}
+	rs.recheck[driverID] = struct{}{}
+}
+
+// takeRecheck returns the drivers to read again, and forgets them.
+func (rs *replicas) takeRecheck() map[string]struct{} {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	ids := rs.recheck
+	rs.recheck = nil
+	return ids
+}
 
 // peer sends a replica event to the region's other replicas.
 func (e *Engine) peer(ev Event) {
@@ -54,8 +123,12 @@ func (e *Engine) supplyOut(driverID string, always bool) {
 	}
 }
 
-// ApplyRemote takes in an event that another replica of the region published, so that
-// this replica's in-process indexes follow the region and not only its own traffic:
+// Replicas is the engine as the region's bus uses it: what the other replicas
+// publish comes in here. Get it from Engine.Replicas.
+type Replicas struct{ e *Engine }
+
+// Apply takes in an event that another replica of the region published, so that this
+// replica's in-process indexes follow the region and not only its own traffic:
 //   - EventSupply moves the driver in (or out of) the supply index; a driver taken
 //     out is read again from the Store in the next Step, so that events of two
 //     replicas crossing on the way cannot leave an available driver out for good;
@@ -67,7 +140,8 @@ func (e *Engine) supplyOut(driverID string, always bool) {
 //
 // Other events change nothing here. It never blocks on the Store and is safe to call
 // from the bus's goroutine.
-func (e *Engine) ApplyRemote(ev Event) {
+func (rp Replicas) Apply(ev Event) {
+	e := rp.e
 	switch ev.Type {
 	case EventSupply:
 		if ev.Location == nil {
@@ -75,30 +149,18 @@ func (e *Engine) ApplyRemote(ev Event) {
 			// the next Step, in case this "out" overtook a later "in" sent by another
 			// replica (a claim on one, then a completed trip on another).
 			e.supply.Remove(ev.DriverID)
-			e.mu.Lock()
-			e.recheck[ev.DriverID] = struct{}{}
-			e.mu.Unlock()
+			e.replicas.markRecheck(ev.DriverID)
 			return
 		}
-		if e.supply.Move(ev.DriverID, supply.Point(*ev.Location)) || e.isAway(ev.DriverID) {
+		if e.supply.Move(ev.DriverID, supply.Point(*ev.Location)) || e.replicas.isAway(ev.DriverID) {
 			return
 		}
 		e.supply.Upsert(ev.DriverID, supply.Point(*ev.Location))
 		e.poke()
 	case EventDriverConnected:
-		e.mu.Lock()
-		if e.presence[ev.DriverID] != presenceHere {
-			e.presence[ev.DriverID] = presenceElsewhere
-		}
-		e.mu.Unlock()
+		e.replicas.connectedElsewhere(ev.DriverID)
 	case EventDriverAway:
-		e.mu.Lock()
-		here := e.presence[ev.DriverID] == presenceHere
-		if !here {
-			e.presence[ev.DriverID] = presenceAway
-		}
-		e.mu.Unlock()
-		if here {
+		if e.replicas.awayElsewhere(ev.DriverID) {
 			// A socket it left elsewhere timed out after it connected here: say again
 			// that it is here, and where it is in supply, after the others' "away".
 			e.peer(Event{Type: EventDriverConnected, DriverID: ev.DriverID})
@@ -110,54 +172,50 @@ func (e *Engine) ApplyRemote(ev Event) {
 		}
 		e.supply.Remove(ev.DriverID)
 	case EventQueue:
-		now := e.Now()
-		e.mu.Lock()
-		for _, id := range ev.Queue {
-			e.held[id] = now
-		}
-		e.mu.Unlock()
+		e.replicas.hold(ev.Queue, e.Now())
 	case EventOffer:
 		if o := ev.Offer; o != nil {
-			e.mu.Lock()
-			e.watchLocked(timer{at: o.ExpiresAt.Add(peerGrace), rideID: o.RideID, offerID: o.ID})
-			e.mu.Unlock()
+			e.timers.watch(timer{at: o.ExpiresAt.Add(peerGrace), rideID: o.RideID, offerID: o.ID})
 		}
 	case EventRideChanged:
-		r := ev.Ride
-		e.mu.Lock()
-		switch {
+		switch r := ev.Ride; {
 		case r.Status == RideSearching:
-			e.watchLocked(timer{at: r.SearchDeadline.Add(peerGrace), rideID: r.ID})
+			e.timers.watch(timer{at: r.SearchDeadline.Add(peerGrace), rideID: r.ID})
 		case r.Status.Final():
-			delete(e.firstOff, r.ID)
+			e.matcher.forget(r.ID)
 		}
-		e.mu.Unlock()
 	}
+}
+
+// Deliver returns the Notifier for the events other replicas publish (the bus hands
+// them to it): it passes them on to n, holding back a driver's event while this engine
+// is publishing one of its own for that driver, so the two reach the driver in the
+// order they were committed. It never blocks.
+func (rp Replicas) Deliver(n Notifier) Notifier {
+	return NotifierFunc(func(ev Event) {
+		if ev.DriverID == "" {
+			n.Notify(ev)
+			return
+		}
+		rp.e.seq.after(ev.DriverID, func() { n.Notify(ev) })
+	})
 }
 
 // recheckSupply reads the drivers other replicas took out of supply since the last
 // Step and puts back those the Store says are available (and reachable).
 func (e *Engine) recheckSupply(ctx context.Context) error {
-	e.mu.Lock()
-	ids := e.recheck
-	if len(ids) > 0 {
-		e.recheck = make(map[string]struct{})
-	}
-	e.mu.Unlock()
 	var errs []error
-	for id := range ids {
+	for id := range e.replicas.takeRecheck() {
 		d, err := e.Store.Driver(ctx, id)
 		if errors.Is(err, ErrDriverNotFound) {
 			continue
 		}
 		if err != nil {
-			e.mu.Lock()
-			e.recheck[id] = struct{}{} // next Step
-			e.mu.Unlock()
+			e.replicas.markRecheck(id) // next Step
 			errs = append(errs, fmt.Errorf("recheck supply of driver %s: %w", id, err))
 			continue
 		}
-		if d.State == DriverAvailable && d.Location != nil && !e.isAway(id) {
+		if d.State == DriverAvailable && d.Location != nil && !e.replicas.isAway(id) {
 			if !e.supply.Move(id, supply.Point(*d.Location)) {
 				e.supply.Upsert(id, supply.Point(*d.Location))
 				e.poke()

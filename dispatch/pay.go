@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -16,7 +17,7 @@ import (
 //     driver can no longer start), then writes the fee, then cancels;
 //   - whatever stops half way (a commit or a ledger write that fails, a crash) is
 //     finished: by the client's retry, by Step for what this process saw fail
-//     (unsettled), and at Open for every trip in progress and every owed fee in the
+//     (the settler), and at Open for every trip in progress and every owed fee in the
 //     Store (finishInterrupted);
 //   - a retried complete or cancel of a ride already final re-appends it to the ride
 //     log (settle), which a first try may have missed after its Store commit.
@@ -48,7 +49,7 @@ func (e *Engine) cancellationFee(r Ride) Money {
 func (e *Engine) settle(ctx context.Context, r Ride) error {
 	if e.Log != nil {
 		if err := e.Log.Append(ctx, []Ride{r}); err != nil {
-			e.unsettle(r.ID)
+			e.settler.add(r.ID)
 			return fmt.Errorf("append to the ride log: %w", err)
 		}
 	}
@@ -62,38 +63,52 @@ func (e *Engine) settle(ctx context.Context, r Ride) error {
 		return nil
 	}
 	if _, err := e.record(ctx, entry); err != nil {
-		e.unsettle(r.ID)
+		e.settler.add(r.ID)
 		return err
 	}
 	return nil
 }
 
-// unsettle remembers that ride id's complete or cancel stopped half way, for Step to
-// finish.
-func (e *Engine) unsettle(id string) {
-	e.mu.Lock()
-	e.unsettled[id] = struct{}{}
-	e.mu.Unlock()
+// settler holds the rides whose complete or cancel stopped half way in this process
+// (between the ledger and the Store), for Step to finish. Its mutex is a leaf.
+type settler struct {
+	mu   sync.Mutex
+	ids  map[string]struct{}
+	next time.Time
 }
 
-// finishUnsettled finishes, at most every settleInterval, what unsettle remembered.
-func (e *Engine) finishUnsettled(ctx context.Context, now time.Time) error {
-	e.mu.Lock()
-	if len(e.unsettled) == 0 || now.Before(e.nextSettle) {
-		e.mu.Unlock()
+// add remembers that ride id's complete or cancel stopped half way.
+func (s *settler) add(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil {
+		s.ids = make(map[string]struct{})
+	}
+	s.ids[id] = struct{}{}
+}
+
+// due returns, at most every settleInterval, the rides to finish, and forgets them.
+func (s *settler) due(now time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ids) == 0 || now.Before(s.next) {
 		return nil
 	}
-	e.nextSettle = now.Add(settleInterval)
-	ids := make([]string, 0, len(e.unsettled))
-	for id := range e.unsettled {
+	s.next = now.Add(settleInterval)
+	ids := make([]string, 0, len(s.ids))
+	for id := range s.ids {
 		ids = append(ids, id)
 	}
-	clear(e.unsettled)
-	e.mu.Unlock()
+	clear(s.ids)
+	return ids
+}
+
+// finishUnsettled finishes what the settler holds, at most every settleInterval.
+func (e *Engine) finishUnsettled(ctx context.Context, now time.Time) error {
 	var errs []error
-	for _, id := range ids {
+	for _, id := range e.settler.due(now) {
 		if err := e.finish(ctx, id); err != nil {
-			e.unsettle(id)
+			e.settler.add(id)
 			errs = append(errs, err)
 		}
 	}
@@ -125,13 +140,13 @@ func (e *Engine) finish(ctx context.Context, id string) error {
 		} else if err != nil {
 			return fmt.Errorf("look up ride %s in the ledger: %w", r.ID, err)
 		}
-		if _, err := e.Complete(ctx, r.DriverID, r.ID); err != nil {
+		if _, err := e.Drivers().Complete(ctx, r.DriverID, r.ID); err != nil {
 			return fmt.Errorf("finish completing ride %s: %w", r.ID, err)
 		}
 		e.Logger.Warn("completed a trip whose entry was in the ledger but not its commit",
 			slog.String("ride_id", r.ID), slog.String("driver_id", r.DriverID))
 	case !r.CancelFeeAt.IsZero() && !r.Status.Final():
-		if _, err := e.CancelRide(ctx, r.ID); err != nil {
+		if _, err := e.Riders().CancelRide(ctx, r.ID); err != nil {
 			return fmt.Errorf("finish cancelling ride %s: %w", r.ID, err)
 		}
 		e.Logger.Warn("finished a cancel that owed its driver the fee", slog.String("ride_id", r.ID),
@@ -159,7 +174,7 @@ func (e *Engine) finishInterrupted(ctx context.Context) error {
 	}
 	for _, id := range ids {
 		if err := e.finish(ctx, id); err != nil {
-			e.unsettle(id)
+			e.settler.add(id)
 			e.Logger.Warn("could not finish an interrupted complete or cancel yet", slog.String("ride_id", id), slog.Any("err", err))
 		}
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"slices"
 	"time"
 )
 
@@ -14,18 +13,51 @@ import (
 // second commit finds the ride changed), this only saves the work.
 const peerGrace = 250 * time.Millisecond
 
-// sweepDue reports whether the sweep is due at now and, if so, schedules the next one.
-func (e *Engine) sweepDue(now time.Time) bool {
-	if e.Config.SweepInterval <= 0 {
+// sweepDue reports whether the sweep is due at now and, if so, schedules the next one
+// interval later.
+func (rs *replicas) sweepDue(now time.Time, interval time.Duration) bool {
+	if interval <= 0 {
 		return false
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if now.Before(e.nextSweep) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if now.Before(rs.nextSweep) {
 		return false
 	}
-	e.nextSweep = now.Add(e.Config.SweepInterval)
+	rs.nextSweep = now.Add(interval)
 	return true
+}
+
+// hold records that another replica said at now it is matching rides ids.
+func (rs *replicas) hold(ids []string, now time.Time) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if rs.held == nil {
+		rs.held = make(map[string]time.Time)
+	}
+	for _, id := range ids {
+		rs.held[id] = now
+	}
+}
+
+// heldSince reports whether another replica said within the last d before now that
+// it is matching ride id.
+func (rs *replicas) heldSince(id string, now time.Time, d time.Duration) bool {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	at, ok := rs.held[id]
+	return ok && now.Sub(at) < d
+}
+
+// forgetHeld forgets what other replicas said before now minus d.
+func (rs *replicas) forgetHeld(now time.Time, d time.Duration) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for id, at := range rs.held {
+		if now.Sub(at) >= d {
+			delete(rs.held, id)
+		}
+	}
 }
 
 // orphanAfter is how long a searching ride without an offer must have gone unchanged,
@@ -52,39 +84,22 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 		if r.Status != RideSearching {
 			return nil
 		}
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		e.watchLocked(timer{at: r.SearchDeadline.Add(peerGrace), rideID: r.ID})
-		if r.Offer != nil {
-			e.watchLocked(timer{at: r.Offer.ExpiresAt.Add(peerGrace), rideID: r.ID, offerID: r.Offer.ID})
-			return nil
+		e.timers.watch(timer{at: r.SearchDeadline.Add(peerGrace), rideID: r.ID})
+		switch {
+		case r.Offer != nil:
+			e.timers.watch(timer{at: r.Offer.ExpiresAt.Add(peerGrace), rideID: r.ID, offerID: r.Offer.ID})
+		case e.matcher.has(r.ID), e.replicas.heldSince(r.ID, now, orphanAfter), now.Sub(r.UpdatedAt) < orphanAfter:
+		default:
+			e.matcher.enqueue(r.ID)
+			adopted = append(adopted, r.ID)
 		}
-		if _, ok := e.queued[r.ID]; ok {
-			return nil
-		}
-		if at, ok := e.held[r.ID]; ok && now.Sub(at) < orphanAfter {
-			return nil
-		}
-		if now.Sub(r.UpdatedAt) < orphanAfter {
-			return nil
-		}
-		e.enqueueLocked(r.ID)
-		adopted = append(adopted, r.ID)
 		return nil
 	})
-	e.mu.Lock()
-	for id, at := range e.held {
-		if now.Sub(at) >= orphanAfter {
-			delete(e.held, id)
+	e.replicas.forgetHeld(now, orphanAfter)
+	if e.Peers != nil {
+		if queue := e.matcher.queue(); len(queue) > 0 {
+			e.peer(Event{Type: EventQueue, Queue: queue, At: now})
 		}
-	}
-	var queue []string
-	if e.Peers != nil && len(e.pending) > 0 {
-		queue = slices.Clone(e.pending)
-	}
-	e.mu.Unlock()
-	if len(queue) > 0 {
-		e.peer(Event{Type: EventQueue, Queue: queue, At: now})
 	}
 	if len(adopted) > 0 {
 		e.Logger.Info("adopted searching rides no replica was handling", slog.Int("rides", len(adopted)),

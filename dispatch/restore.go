@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/understudy/understudy/dispatch/supply"
 )
 
 // RideLog is the durable log of ride changes: the record that outlives the hot state.
@@ -56,7 +58,7 @@ func (e *Engine) restore(ctx context.Context) error {
 				tx.Drivers = []Driver{d}
 			}
 		}
-		switch err := e.claim(ctx, tx); {
+		switch err := e.write(ctx, tx); {
 		case errors.Is(err, ErrVersionConflict):
 			return nil // another replica starting at the same time restored it
 		case err != nil:
@@ -91,4 +93,33 @@ func (e *Engine) storeIsEmpty(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("look at the store: %w", err)
 	}
 	return true, nil
+}
+
+// rebuild refills the supply index, the pending queue and the timers from the Store.
+func (e *Engine) rebuild(ctx context.Context) error {
+	err := e.Store.Drivers(ctx, func(d Driver) error {
+		if d.State == DriverAvailable && d.Location != nil {
+			e.supply.Upsert(d.ID, supply.Point(*d.Location))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild drivers: %w", err)
+	}
+	err = e.Store.ActiveRides(ctx, func(r Ride) error {
+		if r.Status != RideSearching {
+			return nil
+		}
+		e.timers.watch(timer{at: r.SearchDeadline, rideID: r.ID})
+		if r.Offer != nil {
+			e.timers.watch(timer{at: r.Offer.ExpiresAt, rideID: r.ID, offerID: r.Offer.ID})
+		} else {
+			e.matcher.enqueue(r.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("rebuild rides: %w", err)
+	}
+	return nil
 }

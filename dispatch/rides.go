@@ -9,10 +9,15 @@ import (
 	"github.com/understudy/understudy/dispatch/supply"
 )
 
+// Riders is the engine as the rider API uses it: ride requests, estimates and
+// cancels. Get it from Engine.Riders.
+type Riders struct{ e *Engine }
+
 // RequestRide creates a searching ride for riderID and queues it for matching.
-func (e *Engine) RequestRide(ctx context.Context, riderID string, pickup, dropoff Point) (Ride, error) {
-	if err := e.checkOpen(); err != nil {
-		return Ride{}, err
+func (rs Riders) RequestRide(ctx context.Context, riderID string, pickup, dropoff Point) (Ride, error) {
+	e := rs.e
+	if e.closed.Load() {
+		return Ride{}, ErrClosed
 	}
 	if riderID == "" {
 		return Ride{}, Errorf(ECodeInvalid, "rider id is required")
@@ -31,35 +36,31 @@ func (e *Engine) RequestRide(ctx context.Context, riderID string, pickup, dropof
 		Fare: e.Config.Fare.Price(route), DistanceM: math.Round(route),
 		SearchDeadline: now.Add(e.Config.MaxSearch), CreatedAt: now, UpdatedAt: now,
 	}
-	if err := e.commit(ctx, Tx{Rides: []Ride{r}}); err != nil {
+	c := change{ride: &r, changed: true, requeue: true, watch: []timer{{at: r.SearchDeadline, rideID: r.ID}}}
+	if err := e.commit(ctx, &c, now); err != nil {
 		return Ride{}, fmt.Errorf("create ride: %w", err)
 	}
-	r.Version++
-	e.mu.Lock()
-	e.watchLocked(timer{at: r.SearchDeadline, rideID: r.ID})
-	e.enqueueLocked(r.ID)
-	e.mu.Unlock()
 	e.poke()
-	e.Notifier.Notify(Event{Type: EventRideChanged, Ride: r, At: now})
 	return r, nil
 }
 
 // Ride returns the ride with id.
-func (e *Engine) Ride(ctx context.Context, id string) (Ride, error) { return e.Store.Ride(ctx, id) }
+func (rs Riders) Ride(ctx context.Context, id string) (Ride, error) { return rs.e.Store.Ride(ctx, id) }
 
 // Driver returns the driver with id.
-func (e *Engine) Driver(ctx context.Context, id string) (Driver, error) {
-	return e.Store.Driver(ctx, id)
+func (rs Riders) Driver(ctx context.Context, id string) (Driver, error) {
+	return rs.e.Store.Driver(ctx, id)
 }
 
 // Estimate quotes a ride from pickup to dropoff and the nearest driver's pickup ETA.
-func (e *Engine) Estimate(pickup, dropoff Point) (Estimate, error) {
+func (rs Riders) Estimate(pickup, dropoff Point) (Estimate, error) {
 	if err := pickup.Validate(); err != nil {
 		return Estimate{}, fmt.Errorf("pickup: %w", err)
 	}
 	if err := dropoff.Validate(); err != nil {
 		return Estimate{}, fmt.Errorf("dropoff: %w", err)
 	}
+	e := rs.e
 	m := e.Config.Fare
 	route := m.RouteM(pickup, dropoff)
 	est := Estimate{Fare: m.Price(route), DistanceM: math.Round(route)}
@@ -79,93 +80,58 @@ func (e *Engine) Estimate(pickup, dropoff Point) (Estimate, error) {
 // the ledger, and only then the ride is cancelled, so the fee is durable before the
 // cancel is answered and written once however the cancel is retried. A cancel that
 // stops on the way is finished by a retry, by Step or at the next Open.
-func (e *Engine) CancelRide(ctx context.Context, id string) (Ride, error) {
-	return e.retry(ctx, func(now time.Time) (Ride, func(), error) {
+func (rs Riders) CancelRide(ctx context.Context, id string) (Ride, error) {
+	e := rs.e
+	c, err := e.apply(ctx, func(now time.Time) (change, error) {
 		r, err := e.Store.Ride(ctx, id)
 		if err != nil {
-			return Ride{}, nil, err
+			return change{}, err
 		}
 		switch {
 		case r.Status == RideCancelled:
 			// A retried or racing cancel; the first may have stopped between the Store
 			// and the ride log (its fee was durable before the ride was cancelled).
-			if err := e.settle(ctx, r); err != nil {
-				return Ride{}, nil, err
-			}
-			return r, nil, nil
+			return answer(nil, &r), e.settle(ctx, r)
 		case r.Status == RideInProgress:
-			return Ride{}, nil, wrapf(ErrIllegalTransition, "ride %s is in progress: its driver ends it", id)
+			return change{}, wrapf(ErrIllegalTransition, "ride %s is in progress: its driver ends it", id)
 		case r.Status == RideArrived && r.CancelFeeAt.IsZero() && e.Config.Fare.CancellationFee > 0:
 			r.CancelFeeAt, r.UpdatedAt = now, now
-			if err := e.commit(ctx, Tx{Rides: []Ride{r}}); err != nil {
-				return Ride{}, nil, err
+			if err := e.commit(ctx, &change{ride: &r}, now); err != nil {
+				return change{}, err
 			}
-			r.Version++
 		}
-		if !r.CancelFeeAt.IsZero() {
+		c := change{changed: true, paid: !r.CancelFeeAt.IsZero()}
+		if c.paid {
 			if _, err := e.record(ctx, feeEntry(r, e.cancellationFee(r), e.Region, e.Now())); err != nil {
-				e.unsettle(r.ID)
-				return Ride{}, nil, err
+				e.settler.add(r.ID)
+				return change{}, err
 			}
 		}
-		var (
-			tx     = Tx{}
-			events []Event
-			freed  *Driver
-		)
-		offer := r.Offer
-		if err := r.moveTo(RideCancelled, now); err != nil {
-			return Ride{}, nil, err
+		d, ok, err := e.holder(ctx, r)
+		if err != nil {
+			return change{}, err
 		}
-		if !r.CancelFeeAt.IsZero() {
+		if ok {
+			ev := Event{Type: EventRideCancelled}
+			if r.Offer != nil {
+				ev = Event{Type: EventOfferRevoked, Offer: r.Offer, Reason: ReasonCancelled}
+				c.outcome = OutcomeRevoked
+			}
+			if err := release(&c, d, DriverAvailable, now, ev); err != nil {
+				return change{}, err
+			}
+		}
+		if err := r.moveTo(RideCancelled, now); err != nil {
+			return change{}, err
+		}
+		if c.paid {
 			r.EndedAt = r.CancelFeeAt // as the fee's entry says
 		}
-		driverID := r.DriverID
-		if offer != nil {
-			driverID = offer.DriverID
-		}
-		if driverID != "" {
-			d, err := e.Store.Driver(ctx, driverID)
-			if err != nil {
-				return Ride{}, nil, fmt.Errorf("load driver %s: %w", driverID, err)
-			}
-			if d.RideID == r.ID {
-				if err := d.moveTo(DriverAvailable, now); err != nil {
-					return Ride{}, nil, err
-				}
-				tx.Drivers = append(tx.Drivers, d)
-				freed = &d
-				if offer != nil {
-					events = append(events, Event{Type: EventOfferRevoked, DriverID: d.ID, Offer: offer, Reason: ReasonCancelled})
-				} else {
-					events = append(events, Event{Type: EventRideCancelled, DriverID: d.ID})
-				}
-			}
-		}
-		tx.Rides = append(tx.Rides, r)
-		release := func() {}
-		if freed != nil {
-			release, err = e.commitFor(ctx, freed.ID, tx, e.commit)
-		} else {
-			err = e.commit(ctx, tx)
-		}
-		if err != nil {
-			if !r.CancelFeeAt.IsZero() {
-				e.unsettle(r.ID)
-			}
-			return Ride{}, nil, err
-		}
-		r.Version++
-		return r, func() {
-			if offer != nil {
-				e.Metrics.OfferOutcome(OutcomeRevoked)
-			}
-			e.Metrics.RideEnded(RideCancelled)
-			e.publish(r, now, events...)
-			release()
-			if freed != nil {
-				e.makeAvailable(*freed) // only once it has heard of the cancel
-			}
-		}, nil
+		c.ride = &r
+		return c, nil
 	})
+	if err != nil {
+		return Ride{}, err
+	}
+	return *c.ride, nil
 }

@@ -1,0 +1,211 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// A change is what one operation of the engine wants done: the driver and ride
+// records to commit together (each as read, with the version it was read at), and what
+// follows once they are committed. Operations only read and decide; apply does the
+// rest, the same way for every change:
+//
+//  1. hold the driver's sequencer slot (a driver hears its events in commit order);
+//  2. commit the records in one Store transaction carrying the engine's fencing epoch
+//     (the place an area's lease check belongs: a writer without the lease commits
+//     nothing);
+//  3. append the ride to the durable log, unless the change is an offer;
+//  4. take a driver that the change made busy or offline out of supply, set timers;
+//  5. tell the clients: the change's events, then ride_changed if the ride's status
+//     changed, each carrying the ride as committed;
+//  6. free the slot, and only then put a driver the change made available back into
+//     supply and the ride back into the matcher's queue.
+type change struct {
+	driver *Driver // at most one driver per change
+	ride   *Ride   // at most one ride per change
+	// offer marks a transient change: the log keeps an offer's outcome, not the
+	// offer, so the matching loop never waits on the log.
+	offer bool
+	// events go to the Notifier in order, after the commit.
+	events []Event
+	// changed says the ride's status changed: its followers hear ride_changed.
+	changed bool
+	// outcome, if set, is the offer outcome this change counts.
+	outcome string
+	// requeue puts the ride back into the matcher's queue.
+	requeue bool
+	// watch are timers to set once committed.
+	watch []timer
+	// paid says the ledger already holds this change's entry: if the commit fails,
+	// the settler finishes it (pay.go).
+	paid bool
+	// answer says the operation only read: nothing is committed, and its answer is
+	// the records as read.
+	answer bool
+}
+
+// answer is the change of an operation that finds nothing to do: the caller gets d
+// and r as they are (either may be nil).
+func answer(d *Driver, r *Ride) change { return change{driver: d, ride: r, answer: true} }
+
+// empty reports whether c has nothing to commit.
+func (c *change) empty() bool { return c.driver == nil && c.ride == nil }
+
+// tell adds a client event about c's ride.
+func (c *change) tell(ev Event) { c.events = append(c.events, ev) }
+
+// maxRetries is how often apply runs an operation again after a version conflict.
+const maxRetries = 16
+
+// apply runs op and commits the change it returns; when the commit loses a race with
+// another writer (ErrVersionConflict), it runs op again on fresh reads, at most
+// maxRetries more times. It returns the change as committed, versions as stored. An
+// op that finds nothing to do returns an empty change or an answer.
+func (e *Engine) apply(ctx context.Context, op func(now time.Time) (change, error)) (change, error) {
+	for attempt := 0; ; attempt++ {
+		now := e.Now()
+		c, err := op(now)
+		if err == nil && !c.answer && !c.empty() {
+			err = e.commit(ctx, &c, now)
+			if err != nil && c.paid {
+				e.settler.add(c.ride.ID)
+			}
+		}
+		if !errors.Is(err, ErrVersionConflict) {
+			return c, err
+		}
+		if attempt >= maxRetries || ctx.Err() != nil {
+			e.Logger.Warn("commit kept losing races with concurrent changes: given up",
+				slog.Int("attempts", attempt+1), slog.Any("err", err))
+			return c, err
+		}
+		e.Logger.Debug("commit lost a race: retrying", slog.Int("attempt", attempt+1), slog.Any("err", err))
+	}
+}
+
+// commit carries out c (see change) at now.
+func (e *Engine) commit(ctx context.Context, c *change, now time.Time) error {
+	release := func() {}
+	if d := c.driver; d != nil {
+		var err error
+		if release, err = e.seq.lock(ctx, d.ID); err != nil {
+			return fmt.Errorf("wait for driver %s's events: %w", d.ID, err)
+		}
+	}
+	var tx Tx
+	if c.driver != nil {
+		tx.Drivers = []Driver{*c.driver}
+	}
+	if c.ride != nil {
+		tx.Rides = []Ride{*c.ride}
+	}
+	if err := e.write(ctx, tx); err != nil {
+		release()
+		return err
+	}
+	if c.driver != nil {
+		c.driver.Version++
+	}
+	if c.ride != nil {
+		c.ride.Version++
+		if e.Log != nil && !c.offer {
+			if err := e.Log.Append(ctx, []Ride{*c.ride}); err != nil {
+				release()
+				return fmt.Errorf("append to the ride log: %w", err)
+			}
+		}
+	}
+	d := c.driver
+	if d != nil && d.Version > 1 && (d.State == DriverOffered || d.State == DriverOffline) {
+		e.supplyOut(d.ID, true) // a new driver (version 1) was never in supply
+	}
+	e.timers.watch(c.watch...)
+	e.tellAll(c, now)
+	release()
+	if d != nil && d.State == DriverAvailable {
+		e.makeAvailable(*d) // only now that it has heard of its previous ride
+	}
+	if c.requeue {
+		e.matcher.enqueue(c.ride.ID)
+	}
+	return nil
+}
+
+// write commits tx to the Store with the engine's fencing epoch. Every write of the
+// engine goes through it.
+func (e *Engine) write(ctx context.Context, tx Tx) error {
+	tx.Epoch = e.Epoch
+	err := e.Store.Commit(ctx, tx)
+	if errors.Is(err, ErrVersionConflict) {
+		e.Metrics.Conflict()
+	}
+	return err
+}
+
+// tellAll sends c's events, and ride_changed when its ride's status changed, and
+// counts what c ended.
+func (e *Engine) tellAll(c *change, now time.Time) {
+	var r Ride
+	if c.ride != nil {
+		r = *c.ride
+	}
+	for _, ev := range c.events {
+		ev.Ride, ev.At = r, now
+		e.Notifier.Notify(ev)
+	}
+	if c.outcome != "" {
+		e.Metrics.OfferOutcome(c.outcome)
+	}
+	if !c.changed {
+		return
+	}
+	e.Notifier.Notify(Event{Type: EventRideChanged, Ride: r, At: now})
+	if r.Status.Final() {
+		e.matcher.forget(r.ID)
+		e.Metrics.RideEnded(r.Status)
+	}
+}
+
+// makeAvailable puts a driver that just became available into the supply index and,
+// with MatchInterval zero, wakes the loop so pending rides can have it at once.
+func (e *Engine) makeAvailable(d Driver) {
+	if d.State == DriverAvailable && d.Location != nil && !e.replicas.isAway(d.ID) {
+		e.supplyIn(d.ID, *d.Location)
+		e.poke()
+	}
+}
+
+// holder loads the driver holding ride r as read: the driver of its offer, or the
+// driver it is assigned to. ok is false when r has none, or that driver has moved on.
+func (e *Engine) holder(ctx context.Context, r Ride) (d Driver, ok bool, err error) {
+	driverID, offerID := r.DriverID, ""
+	if r.Offer != nil {
+		driverID, offerID = r.Offer.DriverID, r.Offer.ID
+	}
+	if driverID == "" {
+		return Driver{}, false, nil
+	}
+	if d, err = e.Store.Driver(ctx, driverID); err != nil {
+		return Driver{}, false, fmt.Errorf("load driver %s: %w", driverID, err)
+	}
+	return d, d.RideID == r.ID && (offerID == "" || d.OfferID == offerID), nil
+}
+
+// release lets driver d go from its offer or ride in change c: d moves to next
+// (available, or offline) and, when ev has a type, hears ev. A cancel, the end of a
+// search, an expired offer and a decline all free their driver here; d rejoins supply
+// only once c's events are out (commit).
+func release(c *change, d Driver, next DriverState, now time.Time, ev Event) error {
+	if err := d.moveTo(next, now); err != nil {
+		return err
+	}
+	c.driver = &d
+	if ev.Type != "" {
+		ev.DriverID = d.ID
+		c.tell(ev)
+	}
+	return nil
+}

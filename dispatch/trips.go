@@ -1,0 +1,85 @@
+package dispatch
+
+import (
+	"context"
+	"time"
+)
+
+// Arrived, Start and Complete report trip progress. Repeating a step that already
+// happened returns the ride unchanged, so a retried frame is harmless.
+func (ds Drivers) Arrived(ctx context.Context, driverID, rideID string) (Ride, error) {
+	return ds.e.progress(ctx, driverID, rideID, RideArrived, DriverEnRoute)
+}
+
+// Start: the rider is on board.
+func (ds Drivers) Start(ctx context.Context, driverID, rideID string) (Ride, error) {
+	return ds.e.progress(ctx, driverID, rideID, RideInProgress, DriverOnTrip)
+}
+
+// Complete: the trip is over; the driver is available again. The trip's ledger entry
+// is durable before the ride is completed anywhere (pay.go says why).
+func (ds Drivers) Complete(ctx context.Context, driverID, rideID string) (Ride, error) {
+	return ds.e.progress(ctx, driverID, rideID, RideCompleted, DriverAvailable)
+}
+
+// progress moves driverID's ride rideID to status to and the driver to driverTo.
+func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideStatus, driverTo DriverState) (Ride, error) {
+	c, err := e.apply(ctx, func(now time.Time) (change, error) {
+		r, err := e.Store.Ride(ctx, rideID)
+		if err != nil {
+			return change{}, err
+		}
+		if r.DriverID != driverID {
+			if r.Offer != nil && r.Offer.DriverID == driverID {
+				return change{}, wrapf(ErrIllegalTransition, "ride %s is only offered to driver %s: accept it first", rideID, driverID)
+			}
+			return change{}, wrapf(ErrRideNotFound, "ride %s is not assigned to driver %s", rideID, driverID)
+		}
+		if r.Status == to {
+			// A retried frame. For complete, the first try may have stopped between
+			// the Store and the ride log: settle writes what is missing.
+			if to == RideCompleted {
+				return answer(nil, &r), e.settle(ctx, r)
+			}
+			return answer(nil, &r), nil
+		}
+		if to == RideInProgress && !r.CancelFeeAt.IsZero() {
+			return change{}, wrapf(ErrIllegalTransition, "ride %s was cancelled by its rider", rideID)
+		}
+		d, err := e.Store.Driver(ctx, driverID)
+		if err != nil {
+			return change{}, err
+		}
+		if err := r.moveTo(to, now); err != nil {
+			return change{}, err
+		}
+		c := change{ride: &r, changed: true}
+		if d.State != driverTo {
+			if err := d.moveTo(driverTo, now); err != nil {
+				return change{}, err
+			}
+			if driverTo != DriverAvailable {
+				d.RideID = r.ID
+			}
+			c.driver = &d
+		}
+		if to == RideCompleted {
+			// The trip's entry comes first, durable before the ride is completed
+			// anywhere: so no completed ride lacks its entry, and since a trip in
+			// progress can only end completed, an entry always means a ride that will
+			// be. A commit that fails after it is finished by the driver's retry, by
+			// Step (the settler) or at the next Open.
+			entry, err := e.record(ctx, tripEntry(r, e.Region, now))
+			if err != nil {
+				return change{}, err
+			}
+			r.EndedAt = entry.CompletedAt // as first recorded, if an earlier try did
+			c.paid = true
+		}
+		return c, nil
+	})
+	if err != nil {
+		return Ride{}, err
+	}
+	return *c.ride, nil
+}
