@@ -154,7 +154,7 @@ func (e *Engine) tellAll(c *change, now time.Time) {
 	}
 	for _, ev := range c.events {
 		ev.Ride, ev.At = r, now
-		e.Notifier.Notify(ev)
+		e.notify(ev)
 	}
 	if c.outcome != "" {
 		e.Metrics.OfferOutcome(c.outcome)
@@ -162,10 +162,19 @@ func (e *Engine) tellAll(c *change, now time.Time) {
 	if !c.changed {
 		return
 	}
-	e.Notifier.Notify(Event{Type: EventRideChanged, Ride: r, At: now})
+	e.notify(Event{Type: EventRideChanged, Ride: r, At: now})
 	if r.Status.Final() {
 		e.matcher.forget(r.ID)
 		e.Metrics.RideEnded(r.Status)
+	}
+}
+
+// notify is the one fan-out of client events: to this process's clients (Notifier)
+// and, through Peers, to the other replicas' clients.
+func (e *Engine) notify(ev Event) {
+	e.Notifier.Notify(ev)
+	if e.Peers != nil {
+		e.Peers.Forward(ev)
 	}
 }
 

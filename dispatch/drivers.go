@@ -23,7 +23,7 @@ func (ds Drivers) Connect(ctx context.Context, driverID string) (Driver, error) 
 		return Driver{}, Errorf(ECodeInvalid, "driver id is required")
 	}
 	e.replicas.set(driverID, presenceHere)
-	e.peer(Event{Type: EventDriverConnected, DriverID: driverID})
+	e.peer(PeerEvent{Type: PeerDriverConnected, DriverID: driverID})
 	d, err := e.Store.Driver(ctx, driverID)
 	if err == nil {
 		e.makeAvailable(d)
@@ -49,7 +49,7 @@ func (ds Drivers) Disconnect(driverID string) {
 	e := ds.e
 	e.replicas.set(driverID, presenceAway)
 	e.supply.Remove(driverID)
-	e.peer(Event{Type: EventDriverAway, DriverID: driverID}) // out of supply too
+	e.peer(PeerEvent{Type: PeerDriverAway, DriverID: driverID}) // out of supply too
 }
 
 // UpdateLocation records driverID's position and moves it in the supply index. The
@@ -72,7 +72,7 @@ func (ds Drivers) UpdateLocation(ctx context.Context, driverID string, p Point) 
 	case e.supply.Move(driverID, supply.Point(p)):
 		if e.Peers != nil {
 			loc := p // escapes: a lone engine (no Peers) does not pay for it
-			e.peer(Event{Type: EventSupply, DriverID: driverID, Location: &loc})
+			e.peer(PeerEvent{Type: PeerSupply, DriverID: driverID, Location: &loc})
 		}
 	case !e.replicas.isAway(driverID):
 		e.supplyIn(driverID, p)

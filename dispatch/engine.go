@@ -38,13 +38,15 @@ import (
 // notification. The one lock held across a commit is a driver's sequencer slot
 // (sequencer.go), taken before any of those.
 type Engine struct {
-	Store    Store
-	Notifier Notifier     // receives committed changes; nil drops them
+	Store Store
+	// Notifier receives committed changes for this process's clients (the driver
+	// gateway, the rider API); nil drops them. Notify must not block.
+	Notifier Notifier
 	Metrics  Metrics      // nil records nothing
 	Logger   *slog.Logger // nil logs nothing
-	// Peers receives the replica events that the region's other replicas take in
-	// through Replicas; nil sends none, for a lone engine. Notify must not block.
-	Peers Notifier
+	// Peers carries this replica's events to the region's other replicas, which take
+	// them in through Replicas; nil, for a lone engine, sends none.
+	Peers Peers
 	// Ledger records completed trips and cancellation fees for driver pay; nil records
 	// none (tests only: serve always sets one).
 	Ledger Ledger

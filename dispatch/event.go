@@ -16,23 +16,6 @@ const (
 	EventRideChanged   EventType = "ride_changed"   // Ride's status changed (riders follow these)
 )
 
-// Replica event types: what the other replicas of a region need to keep their own
-// indexes in step with this one. The engine sends them to Engine.Peers (never to
-// Notifier) and takes them in from the others through Engine.Replicas.
-const (
-	// EventSupply: DriverID entered or moved in the supply index (Location set) or
-	// left it (Location nil).
-	EventSupply EventType = "supply"
-	// EventDriverConnected: DriverID's app connected to the sending replica.
-	EventDriverConnected EventType = "driver_connected"
-	// EventDriverAway: DriverID's app dropped from the sending replica: it is out of
-	// supply, and offered nothing until it connects again, wherever.
-	EventDriverAway EventType = "driver_away"
-	// EventQueue: Queue lists the rides the sending replica is finding drivers for, so
-	// that no other replica adopts them as orphans.
-	EventQueue EventType = "queue"
-)
-
 // Event is a change that clients must hear about: gateways deliver driver events over
 // the socket, the rider API streams ride changes.
 type Event struct {
@@ -42,10 +25,6 @@ type Event struct {
 	Offer    *Offer
 	Reason   string
 	At       time.Time
-	// Location is where an EventSupply's driver now is in supply; nil: out of it.
-	Location *Point
-	// Queue is an EventQueue's ride ids.
-	Queue []string
 }
 
 // Notifier receives events after they are committed. Notify must not block: an
@@ -70,4 +49,42 @@ func (ns Notifiers) Notify(ev Event) {
 			n.Notify(ev)
 		}
 	}
+}
+
+// PeerEventType says what a PeerEvent tells.
+type PeerEventType string
+
+// Peer event types: what the other replicas of a region need to keep their own indexes
+// in step with this one. No client ever sees them.
+const (
+	// PeerSupply: DriverID entered or moved in the supply index (Location set) or left
+	// it (Location nil).
+	PeerSupply PeerEventType = "supply"
+	// PeerDriverConnected: DriverID's app connected to the sending replica.
+	PeerDriverConnected PeerEventType = "driver_connected"
+	// PeerDriverAway: DriverID's app dropped from the sending replica: it is out of
+	// supply, and offered nothing until it connects again, wherever.
+	PeerDriverAway PeerEventType = "driver_away"
+	// PeerQueue: Queue lists the rides the sending replica is finding drivers for, so
+	// that no other replica adopts them as orphans.
+	PeerQueue PeerEventType = "queue"
+)
+
+// PeerEvent is what one replica tells the region's others about its own indexes.
+type PeerEvent struct {
+	Type     PeerEventType
+	DriverID string
+	// Location is where a PeerSupply's driver now is in supply; nil: out of it.
+	Location *Point
+	// Queue is a PeerQueue's ride ids.
+	Queue []string
+	At    time.Time
+}
+
+// Peers carries what one replica tells the region's other replicas: its peer events,
+// and its client events for the clients connected there. The bus (dispatch/natsbus)
+// implements it; a lone engine has none. Neither method may block.
+type Peers interface {
+	Tell(PeerEvent)
+	Forward(Event)
 }

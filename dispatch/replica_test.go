@@ -13,7 +13,7 @@ import (
 )
 
 // region is several engine replicas of one region: one Store, one clock, and an
-// in-process bus that hands each replica's events to the others' Replicas().Apply in one
+// in-process bus that hands each replica's events to the others' Replicas() in one
 // order for all, as natsbus does over one NATS server. A replica marked dead neither
 // sends nor receives.
 type region struct {
@@ -27,19 +27,31 @@ type region struct {
 	delivering bool
 }
 
+// sent is a client event, or a peer event (peer set), from replica from.
 type sent struct {
 	from int
 	ev   dispatch.Event
+	peer *dispatch.PeerEvent
 }
 
-// publish queues ev from replica from, and delivers the queue unless a caller further
-// up the stack (or another goroutine) is delivering it already.
-func (rg *region) publish(from int, ev dispatch.Event) {
+// relay is replica from's Peers: it publishes on the region's bus.
+type relay struct {
+	rg   *region
+	from int
+}
+
+func (r relay) Forward(ev dispatch.Event)  { r.rg.publish(sent{from: r.from, ev: ev}) }
+func (r relay) Tell(ev dispatch.PeerEvent) { r.rg.publish(sent{from: r.from, peer: &ev}) }
+
+// publish queues what replica s.from sent, and delivers the queue unless a caller
+// further up the stack (or another goroutine) is delivering it already.
+func (rg *region) publish(s sent) {
+	from := s.from
 	if rg.dead[from].Load() {
 		return
 	}
 	rg.mu.Lock()
-	rg.fifo = append(rg.fifo, sent{from, ev})
+	rg.fifo = append(rg.fifo, s)
 	if rg.delivering {
 		rg.mu.Unlock()
 		return
@@ -50,8 +62,12 @@ func (rg *region) publish(from int, ev dispatch.Event) {
 		rg.fifo = rg.fifo[1:]
 		rg.mu.Unlock()
 		for j, other := range rg.replicas {
-			if j != s.from && !rg.dead[j].Load() {
-				other.Replicas().Apply(s.ev)
+			switch {
+			case j == s.from || rg.dead[j].Load():
+			case s.peer != nil:
+				other.Replicas().Apply(*s.peer)
+			default:
+				other.Replicas().Observe(s.ev)
 			}
 		}
 		rg.mu.Lock()
@@ -69,8 +85,7 @@ func mustOpenRegion(tb testing.TB, n int, tune func(*dispatch.Config)) *region {
 	rg := &region{clock: newClock(), store: memstore.New(), dead: make([]atomic.Bool, n)}
 	for i := range n {
 		te := &testEngine{clock: rg.clock, rec: &recorder{}, store: rg.store}
-		relay := dispatch.NotifierFunc(func(ev dispatch.Event) { rg.publish(i, ev) })
-		te.Engine = &dispatch.Engine{Store: rg.store, Notifier: dispatch.Notifiers{te.rec, relay}, Peers: relay,
+		te.Engine = &dispatch.Engine{Store: rg.store, Notifier: te.rec, Peers: relay{rg, i},
 			Config: cfg, Now: rg.clock.Now}
 		if err := te.Open(context.Background()); err != nil {
 			tb.Fatalf("open replica %d: %v", i, err)
@@ -322,7 +337,7 @@ func TestStaleSupplyOutIsRechecked(t *testing.T) {
 	rg := mustOpenRegion(t, 2, nil)
 	a := rg.replicas[0]
 	a.online(t, "d-1", gangnam)
-	a.Replicas().Apply(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-1"}) // stale
+	a.Replicas().Apply(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: "d-1"}) // stale
 	if a.Available() != 0 {
 		t.Fatal("an out of supply from another replica was not applied at once")
 	}

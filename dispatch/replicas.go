@@ -22,8 +22,8 @@ type replicas struct {
 }
 
 // presence is where a driver's app is, as far as one replica knows. Only the replica
-// that holds (or held) the app's socket says so, with EventDriverConnected and
-// EventDriverAway; a driver never heard of is reachable.
+// that holds (or held) the app's socket says so, with PeerDriverConnected and
+// PeerDriverAway; a driver never heard of is reachable.
 type presence uint8
 
 const (
@@ -99,9 +99,9 @@ func (rs *replicas) takeRecheck() map[string]struct{} {
 }
 
 // peer sends a replica event to the region's other replicas.
-func (e *Engine) peer(ev Event) {
+func (e *Engine) peer(ev PeerEvent) {
 	if e.Peers != nil {
-		e.Peers.Notify(ev)
+		e.Peers.Tell(ev)
 	}
 }
 
@@ -110,7 +110,7 @@ func (e *Engine) supplyIn(driverID string, p Point) {
 	e.supply.Upsert(driverID, supply.Point(p))
 	if e.Peers != nil {
 		loc := p
-		e.peer(Event{Type: EventSupply, DriverID: driverID, Location: &loc})
+		e.peer(PeerEvent{Type: PeerSupply, DriverID: driverID, Location: &loc})
 	}
 }
 
@@ -119,7 +119,7 @@ func (e *Engine) supplyIn(driverID string, p Point) {
 // replicas must hear of even if this one's index had lost the driver already).
 func (e *Engine) supplyOut(driverID string, always bool) {
 	if e.supply.Remove(driverID) || always {
-		e.peer(Event{Type: EventSupply, DriverID: driverID})
+		e.peer(PeerEvent{Type: PeerSupply, DriverID: driverID})
 	}
 }
 
@@ -127,23 +127,20 @@ func (e *Engine) supplyOut(driverID string, always bool) {
 // publish comes in here. Get it from Engine.Replicas.
 type Replicas struct{ e *Engine }
 
-// Apply takes in an event that another replica of the region published, so that this
-// replica's in-process indexes follow the region and not only its own traffic:
-//   - EventSupply moves the driver in (or out of) the supply index; a driver taken
-//     out is read again from the Store in the next Step, so that events of two
-//     replicas crossing on the way cannot leave an available driver out for good;
-//   - EventDriverConnected and EventDriverAway say where the driver's app is: a driver
+// Apply takes in a peer event that another replica of the region published, so that
+// this replica's in-process indexes follow the region and not only its own traffic:
+//   - PeerSupply moves the driver in (or out of) the supply index; a driver taken out
+//     is read again from the Store in the next Step, so that events of two replicas
+//     crossing on the way cannot leave an available driver out for good;
+//   - PeerDriverConnected and PeerDriverAway say where the driver's app is: a driver
 //     away is offered nothing until it connects again, to any replica;
-//   - EventQueue marks rides as handled, so the sweep does not adopt them;
-//   - EventOffer and EventRideChanged (searching) set the timers this replica fires a
-//     grace period after the other replica's, in case that one died meanwhile.
+//   - PeerQueue marks rides as handled, so the sweep does not adopt them.
 //
-// Other events change nothing here. It never blocks on the Store and is safe to call
-// from the bus's goroutine.
-func (rp Replicas) Apply(ev Event) {
+// It never blocks on the Store and is safe to call from the bus's goroutine.
+func (rp Replicas) Apply(ev PeerEvent) {
 	e := rp.e
 	switch ev.Type {
-	case EventSupply:
+	case PeerSupply:
 		if ev.Location == nil {
 			// Out at once, so this replica offers it nothing; then read the Store in
 			// the next Step, in case this "out" overtook a later "in" sent by another
@@ -157,33 +154,37 @@ func (rp Replicas) Apply(ev Event) {
 		}
 		e.supply.Upsert(ev.DriverID, supply.Point(*ev.Location))
 		e.poke()
-	case EventDriverConnected:
+	case PeerDriverConnected:
 		e.replicas.connectedElsewhere(ev.DriverID)
-	case EventDriverAway:
+	case PeerDriverAway:
 		if e.replicas.awayElsewhere(ev.DriverID) {
 			// A socket it left elsewhere timed out after it connected here: say again
 			// that it is here, and where it is in supply, after the others' "away".
-			e.peer(Event{Type: EventDriverConnected, DriverID: ev.DriverID})
+			e.peer(PeerEvent{Type: PeerDriverConnected, DriverID: ev.DriverID})
 			if at, ok := e.supply.Location(ev.DriverID); ok {
 				p := Point(at)
-				e.peer(Event{Type: EventSupply, DriverID: ev.DriverID, Location: &p})
+				e.peer(PeerEvent{Type: PeerSupply, DriverID: ev.DriverID, Location: &p})
 			}
 			return
 		}
 		e.supply.Remove(ev.DriverID)
-	case EventQueue:
+	case PeerQueue:
 		e.replicas.hold(ev.Queue, e.Now())
-	case EventOffer:
-		if o := ev.Offer; o != nil {
-			e.timers.watch(timer{at: o.ExpiresAt.Add(peerGrace), rideID: o.RideID, offerID: o.ID})
-		}
-	case EventRideChanged:
-		switch r := ev.Ride; {
-		case r.Status == RideSearching:
-			e.timers.watch(timer{at: r.SearchDeadline.Add(peerGrace), rideID: r.ID})
-		case r.Status.Final():
-			e.matcher.forget(r.ID)
-		}
+	}
+}
+
+// Observe takes in a client event that another replica committed and published: an
+// offer, or a ride that is searching, sets the timer this replica fires a grace period
+// after the other replica's, in case that one died meanwhile. It never blocks.
+func (rp Replicas) Observe(ev Event) {
+	e := rp.e
+	switch r := ev.Ride; {
+	case ev.Type == EventOffer && ev.Offer != nil:
+		e.timers.watch(timer{at: ev.Offer.ExpiresAt.Add(peerGrace), rideID: ev.Offer.RideID, offerID: ev.Offer.ID})
+	case ev.Type == EventRideChanged && r.Status == RideSearching:
+		e.timers.watch(timer{at: r.SearchDeadline.Add(peerGrace), rideID: r.ID})
+	case ev.Type == EventRideChanged && r.Status.Final():
+		e.matcher.forget(r.ID)
 	}
 }
 

@@ -61,7 +61,7 @@ func (rs *replicas) forgetHeld(now time.Time, d time.Duration) {
 }
 
 // orphanAfter is how long a searching ride without an offer must have gone unchanged,
-// and unclaimed by any replica's EventQueue, before the sweep adopts it: two sweeps,
+// and unclaimed by any replica's PeerQueue, before the sweep adopts it: two sweeps,
 // so that one late announcement does not make two replicas search for it.
 func (e *Engine) orphanAfter() time.Duration { return 2 * e.Config.SweepInterval }
 
@@ -74,7 +74,7 @@ func (e *Engine) orphanAfter() time.Duration { return 2 * e.Config.SweepInterval
 //   - a searching ride without an offer that is in no replica's queue (none announced
 //     it within orphanAfter, and it has not changed for as long) joins this one's.
 //
-// Then it announces this replica's queue (EventQueue) to the others. Several replicas
+// Then it announces this replica's queue (PeerQueue) to the others. Several replicas
 // sweeping at once is safe: whatever they then do is a versioned commit, and only one
 // commit per ride version wins.
 func (e *Engine) sweep(ctx context.Context, now time.Time) error {
@@ -98,7 +98,7 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 	e.replicas.forgetHeld(now, orphanAfter)
 	if e.Peers != nil {
 		if queue := e.matcher.queue(); len(queue) > 0 {
-			e.peer(Event{Type: EventQueue, Queue: queue, At: now})
+			e.peer(PeerEvent{Type: PeerQueue, Queue: queue, At: now})
 		}
 	}
 	if len(adopted) > 0 {

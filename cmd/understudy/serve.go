@@ -114,7 +114,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	// step with this engine's own events for the same driver).
 	s.bus = &natsbus.Bus{Conn: s.nats, Region: cfg.Region, Engine: s.engine.Replicas(), Local: s.engine.Replicas().Deliver(local),
 		Logger: log.With(slog.String("component", "bus")), Metrics: natsbus.NewMetrics(s.registry)}
-	s.engine.Notifier = append(dispatch.Notifiers{s.bus}, local...)
+	s.engine.Notifier = local
 	s.engine.Peers = s.bus
 	if err := s.engine.Open(ctx); err != nil {
 		return nil, fmt.Errorf("open engine: %w", err)

@@ -29,12 +29,13 @@ import (
 
 // Engine is what the bus feeds other replicas' events to; dispatch.Replicas implements it.
 type Engine interface {
-	Apply(ev dispatch.Event)
+	Apply(dispatch.PeerEvent) // a peer event
+	Observe(dispatch.Event)   // a client event
 }
 
 var (
-	_ dispatch.Notifier = (*Bus)(nil)
-	_ Engine            = dispatch.Replicas{}
+	_ dispatch.Peers = (*Bus)(nil)
+	_ Engine         = dispatch.Replicas{}
 )
 
 // SubjectPrefix starts every subject of the bus: SubjectPrefix + "<region>.<replica>",
@@ -43,16 +44,16 @@ const SubjectPrefix = "understudy.events."
 
 // Bus publishes one replica's engine events on its region's subject and hands the
 // other replicas' events to this replica. Set the exported fields, give it to the
-// engine as (part of) its Notifier and as its Peers, Open it once the engine is open
-// (it feeds the engine from then on), Run it, and Close it after Run returns.
+// engine as its Peers, Open it once the engine is open (it feeds the engine from then
+// on), Run it, and Close it after Run returns.
 //
-// A replica's own events reach its clients directly (the engine's Notifier lists
-// them next to the bus) and come back from NATS only to be dropped by subject, so
-// local delivery never waits on NATS and keeps working when NATS does not.
+// A replica's own events reach its clients directly (the engine's Notifier) and come
+// back from NATS only to be dropped by subject, so local delivery never waits on NATS
+// and keeps working when NATS does not.
 type Bus struct {
 	Conn   *nats.Conn
 	Region string
-	// Engine takes in the other replicas' events (Apply); nil takes in none.
+	// Engine takes in the other replicas' events (Apply, Observe); nil takes in none.
 	Engine Engine
 	// Local receives the other replicas' client events (offers, assignments, ride
 	// changes) for this replica's driver gateway and rider API; nil delivers none.
@@ -64,8 +65,8 @@ type Bus struct {
 	// FlushInterval is how long supply and presence changes wait to be coalesced (the
 	// last per driver wins) before they are sent. Default 50 ms.
 	FlushInterval time.Duration
-	// MaxQueue bounds the events waiting to be sent; Notify drops (and counts) what
-	// does not fit rather than block the engine. Default 65,536.
+	// MaxQueue bounds the events waiting to be sent; Forward and Tell drop (and count)
+	// what does not fit rather than block the engine. Default 65,536.
 	MaxQueue int
 	// MaxMessageBytes bounds one NATS message; events are packed into as few as fit.
 	// Default 512 KiB, or the server's max payload if smaller.
@@ -77,7 +78,7 @@ type Bus struct {
 	armed   chan struct{} // supply changes waiting for the flush
 
 	mu      sync.Mutex
-	queue   []dispatch.Event
+	queue   []wireEvent
 	drivers map[string]driverChange
 	closed  bool
 }
@@ -85,8 +86,8 @@ type Bus struct {
 // driverChange is one driver's coalesced replica events: the last presence change and
 // the last supply change, sent in that order (see dispatch.Replicas.Apply).
 type driverChange struct {
-	presence dispatch.EventType // EventDriverConnected, EventDriverAway or ""
-	supply   bool               // a supply change is due: in at loc, or out
+	presence dispatch.PeerEventType // PeerDriverConnected, PeerDriverAway or ""
+	supply   bool                   // a supply change is due: in at loc, or out
 	in       bool
 	loc      dispatch.Point
 }
@@ -131,14 +132,22 @@ func (b *Bus) Open() error {
 // Subject is the subject this replica publishes on.
 func (b *Bus) Subject() string { return b.subject }
 
-// Notify queues ev for the other replicas and returns at once: it never blocks on
-// NATS. Supply and presence changes are coalesced per driver for FlushInterval.
-func (b *Bus) Notify(ev dispatch.Event) {
-	switch ev.Type {
-	case dispatch.EventSupply, dispatch.EventDriverConnected, dispatch.EventDriverAway:
-		b.coalesce(ev)
+// Forward queues client event ev for the other replicas' clients and returns at once:
+// it never blocks on NATS.
+func (b *Bus) Forward(ev dispatch.Event) { b.enqueue(clientWire(ev)) }
+
+// Tell queues peer event ev for the other replicas and returns at once: it never
+// blocks on NATS. Supply and presence changes are coalesced per driver for
+// FlushInterval.
+func (b *Bus) Tell(ev dispatch.PeerEvent) {
+	if ev.Type == dispatch.PeerQueue {
+		b.enqueue(peerWire(ev))
 		return
 	}
+	b.coalesce(ev)
+}
+
+func (b *Bus) enqueue(ev wireEvent) {
 	b.mu.Lock()
 	if b.closed || len(b.queue) >= b.MaxQueue {
 		b.mu.Unlock()
@@ -153,7 +162,7 @@ func (b *Bus) Notify(ev dispatch.Event) {
 	}
 }
 
-func (b *Bus) coalesce(ev dispatch.Event) {
+func (b *Bus) coalesce(ev dispatch.PeerEvent) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -165,12 +174,12 @@ func (b *Bus) coalesce(ev dispatch.Event) {
 	}
 	c := b.drivers[ev.DriverID]
 	switch ev.Type {
-	case dispatch.EventSupply:
+	case dispatch.PeerSupply:
 		c.supply, c.in = true, ev.Location != nil
 		if c.in {
 			c.loc = *ev.Location
 		}
-	case dispatch.EventDriverAway:
+	case dispatch.PeerDriverAway:
 		c.presence, c.supply = ev.Type, false // away means out of supply too
 	default:
 		c.presence = ev.Type
@@ -232,7 +241,7 @@ func (b *Bus) Run(ctx context.Context) error {
 	}
 }
 
-func (b *Bus) takeEvents() []dispatch.Event {
+func (b *Bus) takeEvents() []wireEvent {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	evs := b.queue
@@ -242,7 +251,7 @@ func (b *Bus) takeEvents() []dispatch.Event {
 
 // takeAll takes the queued events and the coalesced changes at once, so that every
 // event queued before one of the changes is among the events.
-func (b *Bus) takeAll() (evs, changes []dispatch.Event) {
+func (b *Bus) takeAll() (evs, changes []wireEvent) {
 	b.mu.Lock()
 	evs, b.queue = b.queue, nil
 	drivers := b.drivers
@@ -252,14 +261,14 @@ func (b *Bus) takeAll() (evs, changes []dispatch.Event) {
 }
 
 // driverEvents turns coalesced changes into events: presence, then supply, per driver.
-func driverEvents(changes map[string]driverChange) []dispatch.Event {
-	evs := make([]dispatch.Event, 0, 2*len(changes))
+func driverEvents(changes map[string]driverChange) []wireEvent {
+	evs := make([]wireEvent, 0, 2*len(changes))
 	for id, c := range changes {
 		if c.presence != "" {
-			evs = append(evs, dispatch.Event{Type: c.presence, DriverID: id})
+			evs = append(evs, wireEvent{Type: string(c.presence), Peer: true, DriverID: id})
 		}
 		if c.supply {
-			ev := dispatch.Event{Type: dispatch.EventSupply, DriverID: id}
+			ev := wireEvent{Type: string(dispatch.PeerSupply), Peer: true, DriverID: id}
 			if c.in {
 				ev.Location = &c.loc
 			}
@@ -271,7 +280,7 @@ func driverEvents(changes map[string]driverChange) []dispatch.Event {
 
 // send publishes evs, in order, packed as JSON arrays into messages of at most
 // MaxMessageBytes (an event larger than that goes alone).
-func (b *Bus) send(evs []dispatch.Event) {
+func (b *Bus) send(evs []wireEvent) {
 	if len(evs) == 0 {
 		return
 	}
@@ -291,7 +300,7 @@ func (b *Bus) send(evs []dispatch.Event) {
 		msg, n = msg[:0], 0
 	}
 	for _, ev := range evs {
-		data, err := json.Marshal(toWire(ev))
+		data, err := json.Marshal(ev)
 		if err != nil { // cannot happen: every field encodes
 			b.Metrics.dropped(1)
 			b.Logger.Error("encode event", slog.String("type", string(ev.Type)), slog.Any("err", err))
@@ -324,24 +333,20 @@ func (b *Bus) receive(m *nats.Msg) {
 	}
 	b.Metrics.received(len(wire))
 	for _, w := range wire {
+		if w.Peer {
+			if b.Engine != nil {
+				b.Engine.Apply(w.peerEvent())
+			}
+			continue
+		}
 		ev := w.event()
 		if b.Engine != nil {
-			b.Engine.Apply(ev)
+			b.Engine.Observe(ev)
 		}
-		if b.Local != nil && forClients(ev.Type) {
+		if b.Local != nil {
 			b.Local.Notify(ev)
 		}
 	}
-}
-
-// forClients reports whether events of type t are for the driver gateway and the
-// rider API, rather than only for the engines.
-func forClients(t dispatch.EventType) bool {
-	switch t {
-	case dispatch.EventSupply, dispatch.EventDriverConnected, dispatch.EventDriverAway, dispatch.EventQueue:
-		return false
-	}
-	return true
 }
 
 // Close unsubscribes: other replicas' events are no longer taken in. Events queued
@@ -359,32 +364,40 @@ func (b *Bus) Close() error {
 	return nil
 }
 
-// wireEvent is a dispatch.Event on the bus.
+// wireEvent is a dispatch.Event, or a dispatch.PeerEvent (Peer set), on the bus.
 type wireEvent struct {
-	Type     dispatch.EventType `json:"type"`
-	DriverID string             `json:"driver_id,omitempty"`
-	Ride     *dispatch.Ride     `json:"ride,omitempty"`
-	Offer    *dispatch.Offer    `json:"offer,omitempty"`
-	Reason   string             `json:"reason,omitempty"`
-	At       time.Time          `json:"at,omitzero"`
-	Location *dispatch.Point    `json:"location,omitempty"`
-	Queue    []string           `json:"queue,omitempty"`
+	Type     string          `json:"type"`
+	Peer     bool            `json:"peer,omitempty"`
+	DriverID string          `json:"driver_id,omitempty"`
+	Ride     *dispatch.Ride  `json:"ride,omitempty"`
+	Offer    *dispatch.Offer `json:"offer,omitempty"`
+	Reason   string          `json:"reason,omitempty"`
+	At       time.Time       `json:"at,omitzero"`
+	Location *dispatch.Point `json:"location,omitempty"`
+	Queue    []string        `json:"queue,omitempty"`
 }
 
-func toWire(ev dispatch.Event) wireEvent {
-	w := wireEvent{Type: ev.Type, DriverID: ev.DriverID, Offer: ev.Offer, Reason: ev.Reason, At: ev.At,
-		Location: ev.Location, Queue: ev.Queue}
+func clientWire(ev dispatch.Event) wireEvent {
+	w := wireEvent{Type: string(ev.Type), DriverID: ev.DriverID, Offer: ev.Offer, Reason: ev.Reason, At: ev.At}
 	if ev.Ride.ID != "" {
 		w.Ride = &ev.Ride
 	}
 	return w
 }
 
+func peerWire(ev dispatch.PeerEvent) wireEvent {
+	return wireEvent{Type: string(ev.Type), Peer: true, DriverID: ev.DriverID, Location: ev.Location, Queue: ev.Queue, At: ev.At}
+}
+
 func (w wireEvent) event() dispatch.Event {
-	ev := dispatch.Event{Type: w.Type, DriverID: w.DriverID, Offer: w.Offer, Reason: w.Reason, At: w.At,
-		Location: w.Location, Queue: w.Queue}
+	ev := dispatch.Event{Type: dispatch.EventType(w.Type), DriverID: w.DriverID, Offer: w.Offer, Reason: w.Reason, At: w.At}
 	if w.Ride != nil {
 		ev.Ride = *w.Ride
 	}
 	return ev
+}
+
+func (w wireEvent) peerEvent() dispatch.PeerEvent {
+	return dispatch.PeerEvent{Type: dispatch.PeerEventType(w.Type), DriverID: w.DriverID, Location: w.Location,
+		Queue: w.Queue, At: w.At}
 }

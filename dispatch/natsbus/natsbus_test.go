@@ -23,13 +23,46 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // recorder keeps the events it is given; it serves as both an Engine and a Notifier.
+// peers are the peer events; order names every event, of both kinds, as heard.
 type recorder struct {
-	mu  sync.Mutex
-	evs []dispatch.Event
+	mu    sync.Mutex
+	evs   []dispatch.Event
+	peers []dispatch.PeerEvent
+	order []heard
 }
 
-func (r *recorder) Notify(ev dispatch.Event) { r.mu.Lock(); r.evs = append(r.evs, ev); r.mu.Unlock() }
-func (r *recorder) Apply(ev dispatch.Event)  { r.Notify(ev) }
+// heard is one event a recorder heard: a client event, or a peer event (peer set).
+type heard struct {
+	peer     bool
+	typ      string
+	driverID string
+}
+
+func (r *recorder) Notify(ev dispatch.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evs = append(r.evs, ev)
+	r.order = append(r.order, heard{typ: string(ev.Type), driverID: ev.DriverID})
+}
+func (r *recorder) Observe(ev dispatch.Event) { r.Notify(ev) }
+func (r *recorder) Apply(ev dispatch.PeerEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.peers = append(r.peers, ev)
+	r.order = append(r.order, heard{peer: true, typ: string(ev.Type), driverID: ev.DriverID})
+}
+
+func (r *recorder) peerEvents() []dispatch.PeerEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]dispatch.PeerEvent(nil), r.peers...)
+}
+
+func (r *recorder) heardInOrder() []heard {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]heard(nil), r.order...)
+}
 
 func (r *recorder) events() []dispatch.Event {
 	r.mu.Lock()
@@ -144,7 +177,7 @@ func TestEventsReachTheRegionsOtherReplicas(t *testing.T) {
 
 	const n = 500
 	for i := range n {
-		a.Notify(offerEvent(i))
+		a.Forward(offerEvent(i))
 	}
 	dispatchtest.Eventually(t, func() error {
 		return errors.Join(b.local.heard("B's gateway", n), b.engine.heard("B's engine", n))
@@ -159,7 +192,7 @@ func TestEventsReachTheRegionsOtherReplicas(t *testing.T) {
 		}
 	}
 	// A round trip from each makes sure anything misrouted would have arrived.
-	b.Notify(dispatch.Event{Type: dispatch.EventRideChanged, Ride: dispatch.Ride{ID: "r-b"}})
+	b.Forward(dispatch.Event{Type: dispatch.EventRideChanged, Ride: dispatch.Ride{ID: "r-b"}})
 	dispatchtest.Eventually(t, func() error { return a.local.heard("A's gateway", 1) })
 	if got := len(other.local.events()) + len(other.engine.events()); got != 0 {
 		t.Fatalf("busan got %d of seoul's events", got)
@@ -176,29 +209,34 @@ func TestSupplyChangesAreCoalescedPerDriver(t *testing.T) {
 	a := mustOpenBus(t, url, "seoul", func(b *natsbus.Bus) { b.FlushInterval = 200 * time.Millisecond })
 	b := mustOpenBus(t, url, "seoul", nil)
 
-	a.Notify(dispatch.Event{Type: dispatch.EventDriverConnected, DriverID: "d-1"})
+	a.Tell(dispatch.PeerEvent{Type: dispatch.PeerDriverConnected, DriverID: "d-1"})
 	var last dispatch.Point
 	for i := range 100 {
 		last = dispatch.Point{Lat: gangnam.Lat + float64(i)*1e-5, Lng: gangnam.Lng}
-		a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-1", Location: &last})
+		a.Tell(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: "d-1", Location: &last})
 	}
-	a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-2", Location: &gangnam})
-	a.Notify(dispatch.Event{Type: dispatch.EventDriverAway, DriverID: "d-2"})
-	a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: "d-3"})
-	dispatchtest.Eventually(t, func() error { return b.engine.heard("B's engine", 4) })
-	byDriver := map[string][]dispatch.Event{}
-	for _, ev := range b.engine.events() {
+	a.Tell(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: "d-2", Location: &gangnam})
+	a.Tell(dispatch.PeerEvent{Type: dispatch.PeerDriverAway, DriverID: "d-2"})
+	a.Tell(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: "d-3"})
+	dispatchtest.Eventually(t, func() error {
+		if got := len(b.engine.peerEvents()); got < 4 {
+			return fmt.Errorf("B's engine heard %d peer events, want 4", got)
+		}
+		return nil
+	})
+	byDriver := map[string][]dispatch.PeerEvent{}
+	for _, ev := range b.engine.peerEvents() {
 		byDriver[ev.DriverID] = append(byDriver[ev.DriverID], ev)
 	}
 	d1 := byDriver["d-1"]
-	if len(d1) != 2 || d1[0].Type != dispatch.EventDriverConnected || d1[1].Type != dispatch.EventSupply ||
+	if len(d1) != 2 || d1[0].Type != dispatch.PeerDriverConnected || d1[1].Type != dispatch.PeerSupply ||
 		d1[1].Location == nil || *d1[1].Location != last {
 		t.Fatalf("d-1 = %+v, want connected then its last location", d1)
 	}
-	if d2 := byDriver["d-2"]; len(d2) != 1 || d2[0].Type != dispatch.EventDriverAway {
+	if d2 := byDriver["d-2"]; len(d2) != 1 || d2[0].Type != dispatch.PeerDriverAway {
 		t.Fatalf("d-2 = %+v, want away alone", d2)
 	}
-	if d3 := byDriver["d-3"]; len(d3) != 1 || d3[0].Type != dispatch.EventSupply || d3[0].Location != nil {
+	if d3 := byDriver["d-3"]; len(d3) != 1 || d3[0].Type != dispatch.PeerSupply || d3[0].Location != nil {
 		t.Fatalf("d-3 = %+v, want out of supply", d3)
 	}
 	if got := b.local.events(); len(got) != 0 {
@@ -222,7 +260,7 @@ func TestNotifyNeverBlocksAndMessagesFit(t *testing.T) {
 	b := mustOpenBus(t, url, "seoul", nil)
 	start := time.Now()
 	for i := range 1000 {
-		a.Notify(offerEvent(i)) // nothing runs a yet
+		a.Forward(offerEvent(i)) // nothing runs a yet
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("1000 Notify calls took %s", took)
@@ -275,7 +313,7 @@ func TestEnginesJoinedByTheBus(t *testing.T) {
 		b := newBus(t, url, "seoul")
 		cfg := dispatch.DefaultConfig()
 		cfg.MatchInterval = 0
-		e := &dispatch.Engine{Store: store, Config: cfg, Notifier: dispatch.Notifiers{b.local, b.Bus}, Peers: b.Bus}
+		e := &dispatch.Engine{Store: store, Config: cfg, Notifier: b.local, Peers: b.Bus}
 		if err := e.Open(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -338,7 +376,7 @@ func BenchmarkNotifySupply(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		p := dispatch.Point{Lat: gangnam.Lat + float64(i%100)*1e-5, Lng: gangnam.Lng}
-		bus.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: ids[i%len(ids)], Location: &p})
+		bus.Tell(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: ids[i%len(ids)], Location: &p})
 	}
 }
 
@@ -354,7 +392,7 @@ func BenchmarkBusOffers(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 1; i <= b.N; i++ {
-		a.Notify(ev)
+		a.Forward(ev)
 		if i%1024 == 0 || i == b.N { // a window, so the receiver's pending limits hold
 			dispatchtest.CheckFor(b, dispatchtest.Patience, time.Millisecond, func() error {
 				if n := got.Load(); n != int64(i) {
@@ -385,8 +423,8 @@ func TestRegionNamesAreOneSubjectToken(t *testing.T) {
 			t.Fatalf("bus of a %d-byte region publishes on a %d-byte subject", len(bus.Region), n)
 		}
 	}
-	a.Notify(offerEvent(1))
-	dotted.Notify(offerEvent(2))
+	a.Forward(offerEvent(1))
+	dotted.Forward(offerEvent(2))
 	dispatchtest.Eventually(t, func() error {
 		if n, m := len(b.local.events()), len(dotted2.local.events()); n != 1 || m != 1 {
 			return fmt.Errorf("the long region's other replica has %d events, a.b's has %d; want 1 each", n, m)
@@ -395,7 +433,7 @@ func TestRegionNamesAreOneSubjectToken(t *testing.T) {
 	})
 	// A round trip on a_b makes sure a misrouted event would have arrived.
 	under2 := mustOpenBus(t, url, "a_b", nil)
-	under2.Notify(offerEvent(3))
+	under2.Forward(offerEvent(3))
 	dispatchtest.Eventually(t, func() error {
 		if evs := under.local.events(); len(evs) == 0 || evs[len(evs)-1].Ride.ID != "r-3" {
 			return fmt.Errorf("a_b's replica has %d events and not r-3 last", len(evs))

@@ -21,23 +21,23 @@ func TestEventsGoOutBeforeLaterSupplyChanges(t *testing.T) {
 	const n = 10000
 	for i := range n {
 		id := fmt.Sprintf("d-%d", i)
-		a.Notify(dispatch.Event{Type: dispatch.EventRideCancelled, DriverID: id, Ride: dispatch.Ride{ID: fmt.Sprintf("r-%d", i)}})
-		a.Notify(dispatch.Event{Type: dispatch.EventSupply, DriverID: id, Location: &gangnam})
+		a.Forward(dispatch.Event{Type: dispatch.EventRideCancelled, DriverID: id, Ride: dispatch.Ride{ID: fmt.Sprintf("r-%d", i)}})
+		a.Tell(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: id, Location: &gangnam})
 	}
 	dispatchtest.Eventually(t, func() error {
-		if got := len(b.engine.events()); got != 2*n {
+		if got := len(b.engine.heardInOrder()); got != 2*n {
 			return fmt.Errorf("B's engine heard %d of %d events", got, 2*n)
 		}
 		return nil
 	})
 	cancelled := make(map[string]bool)
-	for k, ev := range b.engine.events() {
-		switch ev.Type {
-		case dispatch.EventRideCancelled:
-			cancelled[ev.DriverID] = true
-		case dispatch.EventSupply:
-			if !cancelled[ev.DriverID] {
-				t.Fatalf("event %d: %s back in supply before its ride_cancelled was sent", k, ev.DriverID)
+	for k, ev := range b.engine.heardInOrder() {
+		switch {
+		case !ev.peer && ev.typ == string(dispatch.EventRideCancelled):
+			cancelled[ev.driverID] = true
+		case ev.peer && ev.typ == string(dispatch.PeerSupply):
+			if !cancelled[ev.driverID] {
+				t.Fatalf("event %d: %s back in supply before its ride_cancelled was sent", k, ev.driverID)
 			}
 		}
 	}
