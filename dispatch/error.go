@@ -128,9 +128,10 @@ var (
 	ErrRideNotFound = sentinel(ECodeNotFound, "ride not found")
 	// ErrDriverNotFound: no driver with that id has connected.
 	ErrDriverNotFound = sentinel(ECodeNotFound, "driver not found")
-	// ErrOfferNotFound: the offer id is not this driver's current offer.
-	ErrOfferNotFound = sentinel(ECodeNotFound, "offer not found")
-	// ErrOfferExpired: the offer was revoked (expired, taken or cancelled) before the answer.
+	// ErrOfferExpired: the offer is not (or no longer) the driver's: revoked (expired,
+	// taken or cancelled) before the answer. An id that was never the driver's offer
+	// gets the same answer: the engine keeps no history of past offers to tell the two
+	// apart, and the app hears offer_revoked for every offer it was really sent.
 	ErrOfferExpired = sentinel(ECodeConflict, "offer is no longer valid")
 	// ErrDriverBusy: the driver already holds an offer or a ride.
 	ErrDriverBusy = sentinel(ECodeConflict, "driver is busy")

@@ -9,14 +9,6 @@ import (
 	"github.com/understudy/understudy/dispatch/supply"
 )
 
-// RideLog is the durable log of ride changes: the record that outlives the hot state.
-type RideLog interface {
-	// Append durably records rides as they now are.
-	Append(ctx context.Context, rides []Ride) error
-	// Latest calls fn with the last logged state of every ride.
-	Latest(ctx context.Context, fn func(Ride) error) error
-}
-
 // restore refills an empty Store (its Redis was lost or flushed, or the in-memory
 // store of a crashed process) from the log: every ride it lacks, as last logged and at
 // its logged version, with the drivers that active rides bind. Versions go on from

@@ -47,3 +47,11 @@ type Tx struct {
 	// so that a ride's versions only grow across a restore. Only Engine.Open uses it.
 	Restore []Ride
 }
+
+// RideLog is the durable log of ride changes: the record that outlives the hot state.
+type RideLog interface {
+	// Append durably records rides as they now are.
+	Append(ctx context.Context, rides []Ride) error
+	// Latest calls fn with the last logged state of every ride.
+	Latest(ctx context.Context, fn func(Ride) error) error
+}
