@@ -68,8 +68,8 @@ type closeReq struct {
 func newConn(g *Gateway, ws *websocket.Conn, driverID string) *conn {
 	return &conn{
 		g: g, ws: ws, driverID: driverID,
-		pace:  rate.NewLimiter(g.FrameReadRate, g.FrameBurst),
-		flood: rate.NewLimiter(g.FrameRate, g.FrameBurst+int(float64(g.FrameRate)*g.FloodWindow.Seconds())),
+		pace:  rate.NewLimiter(g.Config.FrameReadRate, g.Config.FrameBurst),
+		flood: rate.NewLimiter(g.Config.FrameRate, g.Config.FrameBurst+int(float64(g.Config.FrameRate)*g.Config.FloodWindow.Seconds())),
 		wake:  make(chan struct{}, 1),
 		wdone: make(chan struct{}),
 	}
@@ -90,7 +90,7 @@ func (c *conn) send(f outFrame) {
 		c.mu.Unlock()
 		return
 	}
-	if len(c.queue) >= c.g.SendQueue {
+	if len(c.queue) >= c.g.Config.SendQueue {
 		c.queue = nil
 		c.closing = &closeReq{code: CloseTooSlow, reason: "send queue overflowed: reconnect to resume"}
 	} else {
@@ -161,7 +161,7 @@ func (c *conn) abort() { _ = c.ws.NetConn().Close() }
 func (c *conn) rejectDraining() {
 	code := dispatch.ECodeUnavailable.Info().WSClose
 	_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, "service restart: reconnect"),
-		time.Now().Add(c.g.WriteTimeout))
+		time.Now().Add(c.g.Config.WriteTimeout))
 	c.abort()
 	c.g.Metrics.closed(code)
 }
@@ -201,7 +201,7 @@ func (c *conn) pingTick() {
 		return
 	}
 	c.pingDue = true
-	c.pinger.Reset(c.g.PingInterval)
+	c.pinger.Reset(c.g.Config.PingInterval)
 	c.mu.Unlock()
 	c.signal()
 }
@@ -213,7 +213,7 @@ func (c *conn) writeLoop() {
 	g := c.g
 	c.mu.Lock()
 	if !c.ended {
-		c.pinger = time.AfterFunc(g.PingInterval, c.pingTick)
+		c.pinger = time.AfterFunc(g.Config.PingInterval, c.pingTick)
 	}
 	c.mu.Unlock()
 	for range c.wake {
@@ -225,13 +225,13 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if w.ping {
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(g.WriteTimeout)); err != nil {
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(g.Config.WriteTimeout)); err != nil {
 				c.abort()
 				return
 			}
 		}
 		if w.pong != nil {
-			if err := c.ws.WriteControl(websocket.PongMessage, []byte(*w.pong), time.Now().Add(g.WriteTimeout)); err != nil {
+			if err := c.ws.WriteControl(websocket.PongMessage, []byte(*w.pong), time.Now().Add(g.Config.WriteTimeout)); err != nil {
 				c.abort()
 				return
 			}
@@ -245,7 +245,7 @@ func (c *conn) writeLoop() {
 		}
 		if w.close != nil {
 			if err := c.writeClose(w.close); err == nil {
-				c.awaitReader(g.CloseTimeout)
+				c.awaitReader(g.Config.CloseTimeout)
 			}
 			c.abort()
 			return
@@ -273,7 +273,7 @@ func (c *conn) awaitReader(d time.Duration) {
 }
 
 func (c *conn) write(f outFrame) error {
-	if err := c.ws.SetWriteDeadline(time.Now().Add(c.g.WriteTimeout)); err != nil {
+	if err := c.ws.SetWriteDeadline(time.Now().Add(c.g.Config.WriteTimeout)); err != nil {
 		return err
 	}
 	w, err := c.ws.NextWriter(websocket.TextMessage)
@@ -292,7 +292,7 @@ func (c *conn) write(f outFrame) error {
 
 func (c *conn) writeClose(cl *closeReq) error {
 	return c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(cl.code, cl.reason),
-		time.Now().Add(c.g.WriteTimeout))
+		time.Now().Add(c.g.Config.WriteTimeout))
 }
 
 // readLoop reads frames until the socket ends, then waits for the writer and detaches
@@ -300,7 +300,7 @@ func (c *conn) writeClose(cl *closeReq) error {
 func (c *conn) readLoop() {
 	defer c.finish()
 	g := c.g
-	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(g.ReadTimeout)) }
+	extend := func() { _ = c.ws.SetReadDeadline(time.Now().Add(g.Config.ReadTimeout)) }
 	extend()
 	// Pings and pongs count towards the frame rate as every other frame does.
 	c.ws.SetPongHandler(func(string) error {
@@ -366,7 +366,7 @@ func (c *conn) admit(typ string) bool {
 	}
 	c.g.Metrics.frameIn("invalid")
 	c.policyClose(typ, dispatch.ECodeRateLimited, dispatch.ECodeRateLimited.Info().WSClose, "too many frames",
-		slog.Float64("frame_rate", float64(c.g.FrameRate)), slog.Duration("flood_window", c.g.FloodWindow))
+		slog.Float64("frame_rate", float64(c.g.Config.FrameRate)), slog.Duration("flood_window", c.g.Config.FloodWindow))
 	return false
 }
 
@@ -385,13 +385,13 @@ func (c *conn) readFrame(mt int, r io.Reader) error {
 	g := c.g
 	bufp := g.bufs.Get().(*[]byte)
 	defer g.bufs.Put(bufp)
-	buf := (*bufp)[:g.MaxFrameBytes+1]
+	buf := (*bufp)[:g.Config.MaxFrameBytes+1]
 	n, err := io.ReadFull(r, buf)
 	switch {
 	case err == nil: // filled the buffer: over the limit
 		g.Metrics.frameIn("invalid")
-		c.policyClose("invalid", dispatch.ECodeTooLarge, dispatch.ECodeTooLarge.Info().WSClose, fmt.Sprintf("frame over %d bytes", g.MaxFrameBytes),
-			slog.Int("max_frame_bytes", g.MaxFrameBytes))
+		c.policyClose("invalid", dispatch.ECodeTooLarge, dispatch.ECodeTooLarge.Info().WSClose, fmt.Sprintf("frame over %d bytes", g.Config.MaxFrameBytes),
+			slog.Int("max_frame_bytes", g.Config.MaxFrameBytes))
 		return nil
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 	default:

@@ -71,42 +71,9 @@ type Gateway struct {
 	Logger         *slog.Logger // nil logs nothing
 	Metrics        *Metrics     // nil counts nothing
 
-	// Grace is how long a dropped driver keeps its session (state, offer, ride) before
-	// the gateway takes it offline. Default 60 s.
-	Grace time.Duration
-	// PingInterval is how often the server pings; ReadTimeout is how long a socket may
-	// stay silent (no frame, no pong) before it is dropped. Defaults 25 s and 60 s.
-	PingInterval time.Duration
-	ReadTimeout  time.Duration
-	// WriteTimeout bounds each write; CloseTimeout is how long the gateway waits for the
-	// app to answer its close frame. Defaults 10 s and 2 s.
-	WriteTimeout time.Duration
-	CloseTimeout time.Duration
-	// OpTimeout bounds each engine call a frame makes. Default 5 s.
-	OpTimeout time.Duration
-	// MaxFrameBytes is the largest frame accepted; larger ones close the socket with
-	// 1009. Default 4096.
-	MaxFrameBytes int
-	// FrameRate and FrameBurst limit the frames of a socket, pings and pongs included:
-	// at most FrameRate per second on average, beyond a burst of FrameBurst plus
-	// FloodWindow's worth. A socket that keeps above FrameRate for longer than that
-	// floods and is closed with 1008; a socket whose frames only queued up while the
-	// server was slow is not (it can be FloodWindow behind). Defaults 10 per second,
-	// burst 40, 30 s.
-	FrameRate   rate.Limit
-	FrameBurst  int
-	FloodWindow time.Duration
-	// FrameReadRate is the most frames per second the gateway reads from one socket
-	// (burst FrameBurst): a faster sender is slowed down by TCP flow control while the
-	// gateway waits, not closed. Default ten times FrameRate.
-	FrameReadRate rate.Limit
-	// SendQueue is how many frames may wait for a slow socket before it is closed with
-	// CloseTooSlow. Default 64.
-	SendQueue int
-	// ReadBufferSize and WriteBufferSize size the socket buffers (the write buffer is
-	// pooled, held only while writing). Defaults 512 and 1024 bytes.
-	ReadBufferSize  int
-	WriteBufferSize int
+	// Config tunes the sockets: timeouts, frame limits, queue and buffers. Start from
+	// DefaultConfig; Open refuses one that does not Validate.
+	Config Config
 
 	// Now is the clock for offer expiry on resume; nil means time.Now.
 	Now func() time.Time
@@ -130,51 +97,15 @@ type Gateway struct {
 	graceSeq uint64
 }
 
-// Open checks the dependencies and applies defaults.
+// Open checks the dependencies and the configuration, and prepares the gateway.
 func (g *Gateway) Open() error {
 	if g.Engine == nil || g.Verifier == nil {
 		return errors.New("driver gateway needs an Engine and a Verifier")
 	}
-	def := func(d *time.Duration, v time.Duration) {
-		if *d <= 0 {
-			*d = v
-		}
-	}
-	def(&g.Grace, 60*time.Second)
-	def(&g.PingInterval, 25*time.Second)
-	def(&g.ReadTimeout, 60*time.Second)
-	def(&g.WriteTimeout, 10*time.Second)
-	def(&g.CloseTimeout, 2*time.Second)
-	def(&g.OpTimeout, 5*time.Second)
-	if g.ReadTimeout <= g.PingInterval {
-		return fmt.Errorf("driver gateway: read timeout %s must exceed ping interval %s", g.ReadTimeout, g.PingInterval)
-	}
-	if g.MaxFrameBytes <= 0 {
-		g.MaxFrameBytes = 4096
-	}
-	if g.FrameRate <= 0 {
-		g.FrameRate = 10
-	}
-	if g.FrameBurst <= 0 {
-		g.FrameBurst = 40
-	}
-	def(&g.FloodWindow, 30*time.Second)
-	if g.FrameReadRate <= 0 {
-		g.FrameReadRate = 10 * g.FrameRate
-	}
-	if g.FrameReadRate < g.FrameRate {
-		return fmt.Errorf("driver gateway: frame read rate %v must not be below the frame rate %v", g.FrameReadRate, g.FrameRate)
+	if err := g.Config.Validate(); err != nil {
+		return fmt.Errorf("driver gateway: %w", err)
 	}
 	g.logs = rate.NewLimiter(logRate, logBurst)
-	if g.SendQueue <= 0 {
-		g.SendQueue = 64
-	}
-	if g.ReadBufferSize <= 0 {
-		g.ReadBufferSize = 512
-	}
-	if g.WriteBufferSize <= 0 {
-		g.WriteBufferSize = 1024
-	}
 	if g.Logger == nil {
 		g.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -184,12 +115,12 @@ func (g *Gateway) Open() error {
 	if g.AfterFunc == nil {
 		g.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
 	}
-	size := g.MaxFrameBytes + 1
+	size := g.Config.MaxFrameBytes + 1
 	g.bufs.New = func() any { b := make([]byte, size); return &b }
 	g.upgrader = websocket.Upgrader{
-		HandshakeTimeout: g.WriteTimeout,
-		ReadBufferSize:   g.ReadBufferSize,
-		WriteBufferSize:  g.WriteBufferSize,
+		HandshakeTimeout: g.Config.WriteTimeout,
+		ReadBufferSize:   g.Config.ReadBufferSize,
+		WriteBufferSize:  g.Config.WriteBufferSize,
 		WriteBufferPool:  &sync.Pool{},
 		CheckOrigin:      func(*http.Request) bool { return true }, // admit checked it
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
@@ -380,7 +311,7 @@ func (g *Gateway) serve(c *conn) {
 }
 
 func (g *Gateway) opContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(g.ctx, g.OpTimeout)
+	return context.WithTimeout(g.ctx, g.Config.OpTimeout)
 }
 
 // logErr logs an engine error: internal ones as errors, refusals at Info (sampled).

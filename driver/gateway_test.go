@@ -91,7 +91,7 @@ func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
 	cfg.MatchInterval = 0
 	r := &region{keys: &jwtauth.Keys{Secret: []byte("test-secret-0123456789")}, timers: &fakeTimers{}}
 	r.engine = &dispatch.Engine{Store: memstore.New(), Config: cfg}
-	r.gw = &driver.Gateway{Engine: r.engine.Drivers(), Verifier: r.keys, AfterFunc: r.timers.AfterFunc}
+	r.gw = &driver.Gateway{Engine: r.engine.Drivers(), Verifier: r.keys, Config: driver.DefaultConfig(), AfterFunc: r.timers.AfterFunc}
 	if opt != nil {
 		opt(r.gw)
 	}
@@ -181,7 +181,7 @@ func connected(g *driver.Gateway, n int) func() error {
 // TestGraceExpiryTakesDriverOffline: a driver that does not come back within the grace
 // period goes offline, and an offer it held cascades to the next driver.
 func TestGraceExpiryTakesDriverOffline(t *testing.T) {
-	r := mustOpenRegion(t, func(g *driver.Gateway) { g.Grace = 42 * time.Second })
+	r := mustOpenRegion(t, func(g *driver.Gateway) { g.Config.Grace = 42 * time.Second })
 	c := r.online(t, "d-1", near)
 	other := r.online(t, "d-2", farther)
 	ride, err := r.engine.Riders().RequestRide(context.Background(), "u-1", pickup, dropoff)
@@ -251,7 +251,7 @@ func TestGraceExpiryMidTripKeepsRide(t *testing.T) {
 // TestSlowDriverIsDisconnected: Notify never blocks on a socket that is not read; the
 // socket's queue overflows and it is closed with CloseTooSlow.
 func TestSlowDriverIsDisconnected(t *testing.T) {
-	r := mustOpenRegion(t, func(g *driver.Gateway) { g.SendQueue = 8 })
+	r := mustOpenRegion(t, func(g *driver.Gateway) { g.Config.SendQueue = 8 })
 	h := http.Header{"Authorization": {"Bearer " + r.token(t, "d-1")}}
 	ws, _, err := websocket.DefaultDialer.Dial(r.url(), h)
 	must(t, err)
@@ -290,7 +290,7 @@ func TestSlowDriverIsDisconnected(t *testing.T) {
 // a socket that never answers the close is cut at ctx's deadline, and every driver
 // stays as it was (available here), to resume on another replica.
 func TestDrain(t *testing.T) {
-	r := mustOpenRegion(t, func(g *driver.Gateway) { g.CloseTimeout = time.Minute })
+	r := mustOpenRegion(t, func(g *driver.Gateway) { g.Config.CloseTimeout = time.Minute })
 	polite := r.online(t, "d-1", near)
 	// A socket that never reads, so it never answers the close frame; its driver is made
 	// available through the engine.
@@ -339,8 +339,8 @@ func TestDrain(t *testing.T) {
 // past several read timeouts, one that never reads is dropped.
 func TestPingKeepsSocketAlive(t *testing.T) {
 	r := mustOpenRegion(t, func(g *driver.Gateway) {
-		g.PingInterval = 40 * time.Millisecond
-		g.ReadTimeout = 300 * time.Millisecond
+		g.Config.PingInterval = 40 * time.Millisecond
+		g.Config.ReadTimeout = 300 * time.Millisecond
 	})
 	h := http.Header{"Authorization": {"Bearer " + r.token(t, "d-1")}}
 	alive, _, err := websocket.DefaultDialer.Dial(r.url(), h)

@@ -125,8 +125,8 @@ func measureIdle(tb testing.TB, n int) idleMemory {
 	reg := prometheus.NewRegistry()
 	r := mustOpenRegion(tb, func(g *driver.Gateway) {
 		g.Metrics = driver.NewMetrics(reg)
-		g.ReadTimeout = 10 * time.Minute // the child never answers pings
-		g.PingInterval = 5 * time.Minute
+		g.Config.ReadTimeout = 10 * time.Minute // the child never answers pings
+		g.Config.PingInterval = 5 * time.Minute
 	})
 	for i := range n {
 		if _, err := r.engine.Drivers().Connect(context.Background(), idleID(i)); err != nil {

@@ -86,7 +86,7 @@ func TestStalledServerKeepsCompliantDriver(t *testing.T) {
 	r := mustOpenRegion(t, func(g *driver.Gateway) {
 		eng.Engine = g.Engine
 		g.Engine = eng
-		g.FrameRate, g.FrameBurst = perSecond, 5
+		g.Config.FrameRate, g.Config.FrameBurst = perSecond, 5
 	})
 	ws := r.rawDial(t, "d-1")
 	frame := []byte(`{"type":"location","lat":37.5668,"lng":126.9783}`)
@@ -154,7 +154,7 @@ func flood(tb testing.TB, ws *websocket.Conn, kind string, n int) error {
 // budget (FrameBurst plus FloodWindow's worth) is spent.
 func TestFloodIsClosed1008(t *testing.T) {
 	r := mustOpenRegion(t, func(g *driver.Gateway) {
-		g.FrameRate, g.FrameBurst, g.FloodWindow = 10, 5, time.Second
+		g.Config.FrameRate, g.Config.FrameBurst, g.Config.FloodWindow = 10, 5, time.Second
 	})
 	for _, kind := range []string{"text", "ping"} {
 		t.Run(kind, func(t *testing.T) {

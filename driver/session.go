@@ -221,7 +221,7 @@ func (g *Gateway) detach(c *conn) {
 	g.graceSeq++
 	id := g.graceSeq
 	s.graceID = id
-	s.stop = g.AfterFunc(g.Grace, func() { g.expire(s, id) })
+	s.stop = g.AfterFunc(g.Config.Grace, func() { g.expire(s, id) })
 }
 
 // expire ends a grace period: the driver did not come back, so it goes offline (which

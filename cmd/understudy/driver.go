@@ -12,11 +12,13 @@ import (
 // routes: it verifies driver tokens with the server's keys, drives the engine, receives
 // the engine's driver events, and at shutdown tells every driver to reconnect.
 func (s *server) openDriverGateway() (component, error) {
+	cfg := driver.DefaultConfig()
+	cfg.Grace = s.cfg.DriverGrace
 	gw := &driver.Gateway{
 		Engine:         s.engine.Drivers(),
 		Verifier:       s.keys,
 		AllowedOrigins: s.cfg.AllowedOrigins,
-		Grace:          s.cfg.DriverGrace,
+		Config:         cfg,
 		Logger:         s.log.With(slog.String("component", "driver")),
 		Metrics:        driver.NewMetrics(s.registry),
 	}

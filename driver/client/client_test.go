@@ -37,7 +37,7 @@ func mustOpenGateway(tb testing.TB) *gateway {
 	tb.Helper()
 	g := &gateway{keys: &jwtauth.Keys{Secret: []byte("client-test-secret-0123")}}
 	engine := &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig()}
-	g.gw = &driver.Gateway{Engine: engine.Drivers(), Verifier: g.keys}
+	g.gw = &driver.Gateway{Engine: engine.Drivers(), Verifier: g.keys, Config: driver.DefaultConfig()}
 	if err := g.gw.Open(); err != nil {
 		tb.Fatal(err)
 	}
