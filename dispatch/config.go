@@ -2,36 +2,39 @@ package dispatch
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"time"
 )
 
 // Config tunes one region's dispatch. The zero value is not usable: start from
-// DefaultConfig and override.
+// DefaultConfig and override. Each setting has a name (RegisterFlags) that is also its
+// flag, environment variable and config-file key in `understudy serve`, and that
+// Validate's errors use.
 type Config struct {
 	// H3Resolution of the supply index (0-15).
-	H3Resolution int `json:"h3_resolution"`
+	H3Resolution int
 	// MatchInterval is how long requests queue before a batch is assigned; zero
 	// matches each request as soon as it arrives.
-	MatchInterval time.Duration `json:"match_interval"`
+	MatchInterval time.Duration
 	// OfferTimeout is how long a driver has to answer an offer.
-	OfferTimeout time.Duration `json:"offer_timeout"`
+	OfferTimeout time.Duration
 	// MaxSearch is how long a ride may search before it ends as no_driver.
-	MaxSearch time.Duration `json:"max_search"`
+	MaxSearch time.Duration
 	// MaxRadiusM is the farthest pickup distance, in metres, a driver is offered.
-	MaxRadiusM float64 `json:"max_radius_m"`
+	MaxRadiusM float64
 	// Candidates is how many nearest drivers per ride the batch solver considers.
-	Candidates int `json:"candidates"`
+	Candidates int
 	// MaxMissedOffers takes a driver offline after that many offers in a row expired
 	// unanswered; zero never does.
-	MaxMissedOffers int `json:"max_missed_offers"`
+	MaxMissedOffers int
 	// Fare prices rides and estimates pickup times.
-	Fare FareModel `json:"fare"`
+	Fare FareModel
 	// SweepInterval is how often the engine reads every active ride from the Store to
 	// take over what no replica of the region is handling: offers past their expiry,
 	// searches past their deadline, and searching rides in nobody's queue (their
 	// replica died). Zero disables it, which only a lone engine can afford.
-	SweepInterval time.Duration `json:"sweep_interval"`
+	SweepInterval time.Duration
 }
 
 // DefaultConfig returns the defaults the contract and the docs describe.
@@ -49,32 +52,46 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports every setting that is out of range.
+// RegisterFlags declares each setting on fs under its name, with c's values as the
+// defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.IntVar(&c.H3Resolution, "h3-res", c.H3Resolution, "H3 `resolution` of the supply index (0-15)")
+	fs.DurationVar(&c.MatchInterval, "match-interval", c.MatchInterval, "batching window; 0 matches each request at once")
+	fs.DurationVar(&c.OfferTimeout, "offer-timeout", c.OfferTimeout, "how long a driver has to answer an offer")
+	fs.DurationVar(&c.MaxSearch, "max-search", c.MaxSearch, "how long a ride searches before no_driver")
+	fs.Float64Var(&c.MaxRadiusM, "max-radius", c.MaxRadiusM, "farthest pickup distance offered, in `metres`")
+	fs.IntVar(&c.Candidates, "candidates", c.Candidates, "nearest drivers per ride the batch solver considers (1-100)")
+	fs.IntVar(&c.MaxMissedOffers, "max-missed-offers", c.MaxMissedOffers, "take a driver offline after this many offers in a row expire unanswered; 0 never")
+	fs.DurationVar(&c.SweepInterval, "sweep-interval", c.SweepInterval, "how often replicas look for rides a dead replica left; 0 never")
+	c.Fare.RegisterFlags(fs)
+}
+
+// Validate reports every setting that is out of range, by name.
 func (c Config) Validate() error {
 	var errs []error
 	if c.H3Resolution < 0 || c.H3Resolution > 15 {
-		errs = append(errs, fmt.Errorf("h3_resolution %d: want 0 to 15", c.H3Resolution))
+		errs = append(errs, fmt.Errorf("h3-res %d: want 0 to 15", c.H3Resolution))
 	}
 	if c.MatchInterval < 0 {
-		errs = append(errs, fmt.Errorf("match_interval %s: want >= 0", c.MatchInterval))
+		errs = append(errs, fmt.Errorf("match-interval %s: want >= 0", c.MatchInterval))
 	}
 	if c.OfferTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("offer_timeout %s: want > 0", c.OfferTimeout))
+		errs = append(errs, fmt.Errorf("offer-timeout %s: want > 0", c.OfferTimeout))
 	}
 	if c.MaxSearch <= 0 {
-		errs = append(errs, fmt.Errorf("max_search %s: want > 0", c.MaxSearch))
+		errs = append(errs, fmt.Errorf("max-search %s: want > 0", c.MaxSearch))
 	}
 	if !(c.MaxRadiusM > 0) {
-		errs = append(errs, fmt.Errorf("max_radius_m %v: want > 0", c.MaxRadiusM))
+		errs = append(errs, fmt.Errorf("max-radius %v: want > 0", c.MaxRadiusM))
 	}
 	if c.MaxMissedOffers < 0 {
-		errs = append(errs, fmt.Errorf("max_missed_offers %d: want >= 0", c.MaxMissedOffers))
+		errs = append(errs, fmt.Errorf("max-missed-offers %d: want >= 0", c.MaxMissedOffers))
 	}
 	if c.Candidates < 1 || c.Candidates > 100 {
 		errs = append(errs, fmt.Errorf("candidates %d: want 1 to 100", c.Candidates))
 	}
 	if c.SweepInterval < 0 {
-		errs = append(errs, fmt.Errorf("sweep_interval %s: want >= 0", c.SweepInterval))
+		errs = append(errs, fmt.Errorf("sweep-interval %s: want >= 0", c.SweepInterval))
 	}
 	if err := c.Fare.Validate(); err != nil {
 		errs = append(errs, err)

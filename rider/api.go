@@ -7,7 +7,6 @@ package rider
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -31,91 +30,6 @@ var (
 	_ Engine            = dispatch.Riders{}
 	_ dispatch.Notifier = (*API)(nil)
 )
-
-// Config tunes the API. Start from DefaultConfig.
-type Config struct {
-	// MaxBodyBytes is the largest request body accepted; larger ones get 413.
-	MaxBodyBytes int64
-	// IdempotencyTTL is how long an Idempotency-Key is remembered after its ride was
-	// created.
-	IdempotencyTTL time.Duration
-	// PendingTTL is how long a key stays reserved by a request that is still creating
-	// its ride (bounds the damage of a process dying mid-request).
-	PendingTTL time.Duration
-	// InFlightWait is how long a duplicate request waits for the first request with
-	// the same key to finish before it answers 409.
-	InFlightWait time.Duration
-	// Heartbeat is the interval of comment lines on idle event streams.
-	Heartbeat time.Duration
-	// LocationInterval is how often an event stream of a ride with a driver on the
-	// way or on board looks for a new driver position and, if there is one, sends it
-	// as a location event: at most one per interval, read from the Store.
-	LocationInterval time.Duration
-	// StreamWriteTimeout bounds each write of an event stream: a write that waits
-	// longer (the client stopped reading) ends the stream, which otherwise lasts as
-	// long as the ride.
-	StreamWriteTimeout time.Duration
-	// SubscriberBuffer is how many undelivered ride changes an event stream holds;
-	// past that the oldest are dropped (the newest state always gets through).
-	SubscriberBuffer int
-	// MaxStreamsPerRider caps a rider's concurrent event streams.
-	MaxStreamsPerRider int
-	// Rate is each rider's sustained request rate per second, Burst its bucket size.
-	Rate  float64
-	Burst int
-	// SweepInterval is how often Run frees expired rate limiters and idempotency keys.
-	SweepInterval time.Duration
-}
-
-// DefaultConfig returns the defaults docs/rider-api.md describes.
-func DefaultConfig() Config {
-	return Config{
-		MaxBodyBytes:       16 << 10,
-		IdempotencyTTL:     24 * time.Hour,
-		PendingTTL:         time.Minute,
-		InFlightWait:       5 * time.Second,
-		Heartbeat:          15 * time.Second,
-		LocationInterval:   5 * time.Second,
-		StreamWriteTimeout: 30 * time.Second,
-		SubscriberBuffer:   16,
-		MaxStreamsPerRider: 8,
-		Rate:               10,
-		Burst:              30,
-		SweepInterval:      time.Minute,
-	}
-}
-
-// Validate reports every setting out of range.
-func (c Config) Validate() error {
-	var errs []error
-	positive := func(name string, d time.Duration) {
-		if d <= 0 {
-			errs = append(errs, fmt.Errorf("rider %s %s: want > 0", name, d))
-		}
-	}
-	if c.MaxBodyBytes < 256 {
-		errs = append(errs, fmt.Errorf("rider max body %d bytes: want >= 256", c.MaxBodyBytes))
-	}
-	positive("idempotency TTL", c.IdempotencyTTL)
-	positive("pending TTL", c.PendingTTL)
-	positive("heartbeat", c.Heartbeat)
-	positive("location interval", c.LocationInterval)
-	positive("stream write timeout", c.StreamWriteTimeout)
-	positive("sweep interval", c.SweepInterval)
-	if c.InFlightWait < 0 {
-		errs = append(errs, fmt.Errorf("rider in-flight wait %s: want >= 0", c.InFlightWait))
-	}
-	if c.SubscriberBuffer < 1 {
-		errs = append(errs, fmt.Errorf("rider subscriber buffer %d: want >= 1", c.SubscriberBuffer))
-	}
-	if c.MaxStreamsPerRider < 1 {
-		errs = append(errs, fmt.Errorf("rider max streams %d: want >= 1", c.MaxStreamsPerRider))
-	}
-	if !(c.Rate > 0) || c.Burst < 1 {
-		errs = append(errs, fmt.Errorf("rider rate %v/s burst %d: want > 0 and >= 1", c.Rate, c.Burst))
-	}
-	return errors.Join(errs...)
-}
 
 // API serves the rider routes. Set the exported fields, call Open, mount it with
 // Register, feed it the engine's events (it is a dispatch.Notifier), run Run for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net/http"
 	"strings"
@@ -491,13 +492,19 @@ func TestConfigValidate(t *testing.T) {
 	if err := rider.DefaultConfig().Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
-	bad := rider.DefaultConfig()
-	bad.MaxBodyBytes, bad.Heartbeat, bad.Rate, bad.SubscriberBuffer = 0, 0, 0, 0
-	err := bad.Validate()
-	for _, want := range []string{"max body", "heartbeat", "rate", "subscriber buffer"} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("Validate = %v, want it to mention %q", err, want)
+	// Every setting of a zero Config but idempotency-wait (0: answer 409 at once) is
+	// out of range, and named in the error as RegisterFlags names it.
+	err := rider.Config{}.Validate()
+	var c rider.Config
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name != "idempotency-wait" && (err == nil || !strings.Contains(err.Error(), f.Name+" ")) {
+			t.Errorf("zero %s not reported: %v", f.Name, err)
 		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "StreamWriteTimeout") {
+		t.Errorf("zero StreamWriteTimeout not reported: %v", err)
 	}
 	if err := (&rider.API{Config: rider.DefaultConfig()}).Open(); err == nil || !strings.Contains(fmt.Sprint(err), "Engine") {
 		t.Fatalf("Open without dependencies = %v", err)

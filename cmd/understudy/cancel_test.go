@@ -26,7 +26,7 @@ import (
 func TestCancelFollowsTheContract(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "understudy.json")
-	if err := os.WriteFile(conf, []byte(`{"fare":{"cancellation_fee":2500}}`), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(`{"fare-cancellation-fee":2500}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dataDir := filepath.Join(dir, "data")

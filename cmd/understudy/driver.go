@@ -12,13 +12,11 @@ import (
 // routes: it verifies driver tokens with the server's keys, drives the engine, receives
 // the engine's driver events, and at shutdown tells every driver to reconnect.
 func (s *server) openDriverGateway() (component, error) {
-	cfg := driver.DefaultConfig()
-	cfg.Grace = s.cfg.DriverGrace
 	gw := &driver.Gateway{
 		Engine:         s.engine.Drivers(),
 		Verifier:       s.keys,
 		AllowedOrigins: s.cfg.AllowedOrigins,
-		Config:         cfg,
+		Config:         s.cfg.Driver,
 		Logger:         s.log.With(slog.String("component", "driver")),
 		Metrics:        driver.NewMetrics(s.registry),
 	}

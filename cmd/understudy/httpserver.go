@@ -41,7 +41,9 @@ func defaultHTTPConfig() HTTPConfig {
 	}
 }
 
-func (c *HTTPConfig) bind(fs *flag.FlagSet) {
+// RegisterFlags declares each setting on fs under its name, with c's values as the
+// defaults.
+func (c *HTTPConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ReadHeaderTimeout, "read-header-timeout", c.ReadHeaderTimeout, "how long a client may take to send a request's headers")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", c.ReadTimeout, "how long a client may take to send a whole request, body included")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", c.WriteTimeout, "how long writing an answer, or one event of a stream, may take")
@@ -49,7 +51,7 @@ func (c *HTTPConfig) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxConns, "max-conns", c.MaxConns, "open HTTP connections at most (more are answered 503); 0 derives it from the open-files limit")
 }
 
-// Validate reports every setting out of range.
+// Validate reports every setting out of range, by name.
 func (c HTTPConfig) Validate() error {
 	var errs []error
 	for _, d := range []struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -116,57 +115,6 @@ func TestServeFailsFastOnBusyAddress(t *testing.T) {
 	err := serve(context.Background(), []string{"--addr", s.Addr(), "--data-dir", t.TempDir()}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Fatalf("second serve on %s: %v, want a listen error", s.Addr(), err)
-	}
-}
-
-func TestConfigPrecedence(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "understudy.json")
-	if err := os.WriteFile(file, []byte(`{"addr":"127.0.0.1:1","offer_timeout":"20s","max_search":"3m","max_token_lifetime":"2h","fare":{"base":3000}}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{"UNDERSTUDY_MAX_SEARCH": "4m", "UNDERSTUDY_ADDR": "127.0.0.1:2"}
-	cfg, err := loadConfig([]string{"--config", file, "--addr", "127.0.0.1:3", "--match-interval", "0"},
-		func(k string) string { return env[k] }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := cfg.Dispatch
-	if cfg.Addr != "127.0.0.1:3" || d.OfferTimeout != 20*time.Second || d.MaxSearch != 4*time.Minute ||
-		d.MatchInterval != 0 || d.Fare.Base != 3000 || d.Fare.PerKm != 760 || cfg.MaxTokenLifetime != 2*time.Hour {
-		t.Fatalf("flags > env > file > defaults broken: %+v", cfg)
-	}
-}
-
-func TestConfigErrors(t *testing.T) {
-	dir := t.TempDir()
-	bad := filepath.Join(dir, "bad.json")
-	badDur := filepath.Join(dir, "dur.json")
-	for name, text := range map[string]string{bad: `{"offer_timout":"20s"}`, badDur: `{"offer_timeout":"soon"}`} {
-		if err := os.WriteFile(name, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--offer-timeout", "0s"}, "offer_timeout"},
-		{[]string{"--h3-res", "20"}, "h3_resolution"},
-		{[]string{"--log-level", "loud"}, "log-level"},
-		{[]string{"--region", "seoul:1"}, "region"},
-		{[]string{"--sse-heartbeat", "0s"}, "heartbeat"},
-		{[]string{"--driver-grace", "0s"}, "driver-grace"},
-		{[]string{"--max-token-lifetime", "0s"}, "max-token-lifetime"},
-		{[]string{"--config", bad}, "unknown field"},
-		{[]string{"--config", badDur}, "offer_timeout"},
-		{[]string{"--config", filepath.Join(dir, "missing.json")}, "read config"},
-		{[]string{"stray"}, "unexpected arguments"},
-	} {
-		_, err := loadConfig(c.args, func(string) string { return "" }, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%v: %v, want an error mentioning %q", c.args, err, c.want)
-		}
 	}
 }
 

@@ -30,7 +30,7 @@ func TestPayAgreesWithRidesAcrossCrash(t *testing.T) {
 		t.Run(fmt.Sprintf("redis=%v", redis), func(t *testing.T) {
 			w := &crashWorld{tb: t, dataDir: t.TempDir(), drivers: map[string]*client.Client{}}
 			conf := filepath.Join(t.TempDir(), "understudy.json")
-			if err := os.WriteFile(conf, []byte(`{"fare":{"cancellation_fee":2500}}`), 0o600); err != nil {
+			if err := os.WriteFile(conf, []byte(`{"fare-cancellation-fee":2500}`), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			w.args = []string{"--addr", freeAddr(t), "--data-dir", w.dataDir, "--config", conf, "--match-interval", "0",

@@ -43,7 +43,6 @@ func (s *server) openRiderAPI() (component, error) {
 		// One list for the browser origins of the driver socket and the rider API.
 		AllowedOrigins: s.cfg.AllowedOrigins,
 	}
-	api.Config.StreamWriteTimeout = s.cfg.HTTP.WriteTimeout
 	if err := api.Open(); err != nil {
 		return component{}, err
 	}
