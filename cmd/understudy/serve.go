@@ -24,12 +24,10 @@ import (
 
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/jwtauth"
-	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/natsbus"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/problem"
 	"github.com/understudy/understudy/dispatch/prommetrics"
-	"github.com/understudy/understudy/dispatch/redisstore"
 )
 
 // server is one running region: the engine, its store, the gateways and the HTTP
@@ -39,6 +37,7 @@ type server struct {
 	log        *slog.Logger
 	engine     *dispatch.Engine
 	store      dispatch.Store
+	idem       dispatch.IdempotencyStore // the rider API's keys; store, idem and limiter: see openHotState
 	keys       *jwtauth.Keys
 	registry   *prometheus.Registry
 	components []component
@@ -86,18 +85,16 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	if s.keys, s.secretSource, err = loadKeys(cfg); err != nil {
 		return nil, err
 	}
-	if s.store, err = openStore(ctx, cfg); err != nil {
+	if err := s.openLog(ctx); err != nil {
 		return nil, err
 	}
-	s.closers = append(s.closers, s.store.Close)
-	if err := s.openLog(ctx); err != nil {
+	if err := s.openHotState(ctx); err != nil {
 		return nil, err
 	}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Log: s.rideLog, Region: cfg.Region, Config: cfg.Dispatch,
 		Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
-	s.limiter = callerLimiter(s.store, cfg.Rider)
 	for _, open := range []func() (component, error){s.openDriverGateway, s.openRiderAPI} {
 		c, err := open()
 		if err != nil {
@@ -349,26 +346,6 @@ func needsLog(r *http.Request) bool {
 		return false
 	}
 	return strings.HasPrefix(r.URL.Path, "/v1/") && r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodOptions
-}
-
-// openStore returns the hot-state Store: Redis with --redis, else in memory.
-func openStore(ctx context.Context, cfg Config) (dispatch.Store, error) {
-	if cfg.RedisURL == "" {
-		return memstore.New(), nil
-	}
-	st, err := redisstore.Open(ctx, cfg.RedisURL, "understudy:"+cfg.Region+":")
-	if err != nil {
-		return nil, fmt.Errorf("open redis store: %w", err)
-	}
-	return st, nil
-}
-
-// storeName says which Store runs, for the start-up log.
-func (s *server) storeName() string {
-	if s.cfg.RedisURL != "" {
-		return "redis"
-	}
-	return "memory"
 }
 
 // Addr is the address the server listens on (useful with port 0).
