@@ -24,21 +24,23 @@ import (
 //  6. free the slot, and only then put a driver the change made available back into
 //     supply and the ride back into the matcher's queue.
 type change struct {
-	driver *Driver // at most one driver per change
-	ride   *Ride   // at most one ride per change
+	driver Driver // at most one driver per change; none while its ID is empty
+	ride   Ride   // at most one ride per change; none while its ID is empty
 	// offer marks a transient change: the log keeps an offer's outcome, not the
 	// offer, so the matching loop never waits on the log.
 	offer bool
-	// events go to the Notifier in order, after the commit.
-	events []Event
+	// events go out in order after the commit (at most two: an offer revoked and the
+	// driver taken offline), each completed with the ride as committed.
+	events  [2]Event
+	nEvents int
 	// changed says the ride's status changed: its followers hear ride_changed.
 	changed bool
 	// outcome, if set, is the offer outcome this change counts.
 	outcome string
 	// requeue puts the ride back into the matcher's queue.
 	requeue bool
-	// watch are timers to set once committed.
-	watch []timer
+	// watch is a timer to set once committed, if its rideID is set.
+	watch timer
 	// paid says the ledger already holds this change's entry: if the commit fails,
 	// the settler finishes it (pay.go).
 	paid bool
@@ -49,13 +51,16 @@ type change struct {
 
 // answer is the change of an operation that finds nothing to do: the caller gets d
 // and r as they are (either may be nil).
-func answer(d *Driver, r *Ride) change { return change{driver: d, ride: r, answer: true} }
+func answer(d Driver, r Ride) change { return change{driver: d, ride: r, answer: true} }
 
 // empty reports whether c has nothing to commit.
-func (c *change) empty() bool { return c.driver == nil && c.ride == nil }
+func (c *change) empty() bool { return c.driver.ID == "" && c.ride.ID == "" }
 
 // tell adds a client event about c's ride.
-func (c *change) tell(ev Event) { c.events = append(c.events, ev) }
+func (c *change) tell(ev Event) {
+	c.events[c.nEvents] = ev
+	c.nEvents++
+}
 
 // maxRetries is how often apply runs an operation again after a version conflict.
 const maxRetries = 16
@@ -89,43 +94,46 @@ func (e *Engine) apply(ctx context.Context, op func(now time.Time) (change, erro
 // commit carries out c (see change) at now.
 func (e *Engine) commit(ctx context.Context, c *change, now time.Time) error {
 	release := func() {}
-	if d := c.driver; d != nil {
+	if id := c.driver.ID; id != "" {
 		var err error
-		if release, err = e.seq.lock(ctx, d.ID); err != nil {
-			return fmt.Errorf("wait for driver %s's events: %w", d.ID, err)
+		if release, err = e.seq.lock(ctx, id); err != nil {
+			return fmt.Errorf("wait for driver %s's events: %w", id, err)
 		}
 	}
 	var tx Tx
-	if c.driver != nil {
-		tx.Drivers = []Driver{*c.driver}
+	if c.driver.ID != "" {
+		tx.Drivers = []Driver{c.driver}
 	}
-	if c.ride != nil {
-		tx.Rides = []Ride{*c.ride}
+	if c.ride.ID != "" {
+		tx.Rides = []Ride{c.ride}
 	}
 	if err := e.write(ctx, tx); err != nil {
 		release()
 		return err
 	}
-	if c.driver != nil {
+	if c.driver.ID != "" {
 		c.driver.Version++
 	}
-	if c.ride != nil {
+	if c.ride.ID != "" {
 		c.ride.Version++
 		if e.Log != nil && !c.offer {
-			if err := e.Log.Append(ctx, []Ride{*c.ride}); err != nil {
+			tx.Rides[0] = c.ride // as stored
+			if err := e.Log.Append(ctx, tx.Rides); err != nil {
 				release()
 				return fmt.Errorf("append to the ride log: %w", err)
 			}
 		}
 	}
-	d := c.driver
-	if d != nil && d.Version > 1 && (d.State == DriverOffered || d.State == DriverOffline) {
+	d := &c.driver
+	if d.ID != "" && d.Version > 1 && (d.State == DriverOffered || d.State == DriverOffline) {
 		e.supplyOut(d.ID, true) // a new driver (version 1) was never in supply
 	}
-	e.timers.watch(c.watch...)
+	if c.watch.rideID != "" {
+		e.timers.watch(c.watch)
+	}
 	e.tellAll(c, now)
 	release()
-	if d != nil && d.State == DriverAvailable {
+	if d.ID != "" && d.State == DriverAvailable {
 		e.makeAvailable(*d) // only now that it has heard of its previous ride
 	}
 	if c.requeue {
@@ -148,11 +156,8 @@ func (e *Engine) write(ctx context.Context, tx Tx) error {
 // tellAll sends c's events, and ride_changed when its ride's status changed, and
 // counts what c ended.
 func (e *Engine) tellAll(c *change, now time.Time) {
-	var r Ride
-	if c.ride != nil {
-		r = *c.ride
-	}
-	for _, ev := range c.events {
+	r := c.ride
+	for _, ev := range c.events[:c.nEvents] {
 		ev.Ride, ev.At = r, now
 		e.notify(ev)
 	}
@@ -211,7 +216,7 @@ func release(c *change, d Driver, next DriverState, now time.Time, ev Event) err
 	if err := d.moveTo(next, now); err != nil {
 		return err
 	}
-	c.driver = &d
+	c.driver = d
 	if ev.Type != "" {
 		ev.DriverID = d.ID
 		c.tell(ev)

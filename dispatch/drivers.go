@@ -33,13 +33,14 @@ func (ds Drivers) Connect(ctx context.Context, driverID string) (Driver, error) 
 	}
 	now := e.Now()
 	d = Driver{ID: driverID, State: DriverOffline, UpdatedAt: now}
-	switch err := e.commit(ctx, &change{driver: &d}, now); {
+	c := change{driver: d}
+	switch err := e.commit(ctx, &c, now); {
 	case errors.Is(err, ErrVersionConflict): // created concurrently
 		return e.Store.Driver(ctx, driverID)
 	case err != nil:
 		return Driver{}, fmt.Errorf("register driver %s: %w", driverID, err)
 	}
-	return d, nil
+	return c.driver, nil
 }
 
 // Disconnect says driverID's app cannot hear offers for now (its socket dropped): the
@@ -92,7 +93,7 @@ func (ds Drivers) SetAvailable(ctx context.Context, driverID string) (Driver, er
 		}
 		switch {
 		case d.State != DriverOffline:
-			return answer(&d, nil), nil
+			return answer(d, Ride{}), nil
 		case d.Location == nil:
 			return change{}, Errorf(ECodeConflict, "send a location before going available")
 		}
@@ -100,15 +101,15 @@ func (ds Drivers) SetAvailable(ctx context.Context, driverID string) (Driver, er
 		if err := d.moveTo(DriverAvailable, now); err != nil {
 			return change{}, err
 		}
-		return change{driver: &d}, nil
+		return change{driver: d}, nil
 	})
 	if err != nil {
 		return Driver{}, err
 	}
 	if c.answer {
-		e.makeAvailable(*c.driver) // in case a race left it out of the index
+		e.makeAvailable(c.driver) // in case a race left it out of the index
 	}
-	return *c.driver, nil
+	return c.driver, nil
 }
 
 // SetOffline stops offers to driverID; an outstanding offer counts as declined. A
@@ -129,19 +130,19 @@ func (ds Drivers) SetOffline(ctx context.Context, driverID string) (Driver, erro
 		}
 		switch d.State {
 		case DriverOffline:
-			return answer(&d, nil), nil
+			return answer(d, Ride{}), nil
 		case DriverOffered:
 			return e.decline(ctx, driverID, d.OfferID, DriverOffline, now)
 		}
 		if err := d.moveTo(DriverOffline, now); err != nil {
 			return change{}, err
 		}
-		return change{driver: &d}, nil
+		return change{driver: d}, nil
 	})
 	if err != nil {
 		return Driver{}, err
 	}
-	return *c.driver, nil
+	return c.driver, nil
 }
 
 // Ride returns the ride with id.

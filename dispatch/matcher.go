@@ -218,7 +218,7 @@ func (e *Engine) offer(ctx context.Context, r Ride, driverID string, pickupM flo
 	d.OfferID, d.RideID = o.ID, r.ID
 	r.Offer = &o
 	r.UpdatedAt = now
-	c := change{driver: &d, ride: &r, offer: true, watch: []timer{{at: o.ExpiresAt, rideID: r.ID, offerID: o.ID}}}
+	c := change{driver: d, ride: r, offer: true, watch: timer{at: o.ExpiresAt, rideID: r.ID, offerID: o.ID}}
 	c.tell(Event{Type: EventOffer, DriverID: driverID, Offer: &o})
 	if err := e.commit(ctx, &c, now); err != nil {
 		return fmt.Errorf("claim driver %s for ride %s: %w", driverID, r.ID, err)

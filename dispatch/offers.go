@@ -29,7 +29,7 @@ func (ds Drivers) Accept(ctx context.Context, driverID, offerID string) (Ride, e
 			return change{}, err
 		}
 		d.RideID, d.MissedOffers = r.ID, 0
-		c := change{driver: &d, ride: &r, changed: true, outcome: OutcomeAccepted}
+		c := change{driver: d, ride: r, changed: true, outcome: OutcomeAccepted}
 		c.tell(Event{Type: EventAssigned, DriverID: d.ID})
 		return c, nil
 	})
@@ -39,7 +39,7 @@ func (ds Drivers) Accept(ctx context.Context, driverID, offerID string) (Ride, e
 	case expired:
 		return Ride{}, wrapf(ErrOfferExpired, "offer %s expired", offerID)
 	}
-	return *c.ride, nil
+	return c.ride, nil
 }
 
 // Decline answers driverID's offer with no; the ride cascades to the next driver.
@@ -58,13 +58,13 @@ func (e *Engine) decline(ctx context.Context, driverID, offerID string, next Dri
 		return change{}, err
 	}
 	d.MissedOffers = 0 // an answer, if a no
-	c := change{ride: &r, requeue: true, outcome: OutcomeDeclined}
-	if err := release(&c, d, next, now, Event{}); err != nil {
-		return change{}, err
-	}
 	r.Offer = nil
 	r.Declined = append(r.Declined, driverID)
 	r.UpdatedAt = now
+	c := change{ride: r, requeue: true, outcome: OutcomeDeclined}
+	if err := release(&c, d, next, now, Event{}); err != nil {
+		return change{}, err
+	}
 	return c, nil
 }
 
@@ -104,7 +104,7 @@ func (e *Engine) revoke(d Driver, r Ride, now time.Time) (change, error) {
 	if max := e.Config.MaxMissedOffers; max > 0 && d.MissedOffers >= max {
 		next, d.MissedOffers = DriverOffline, 0
 	}
-	c := change{ride: &r, requeue: true, outcome: OutcomeExpired}
+	c := change{ride: r, requeue: true, outcome: OutcomeExpired}
 	if err := release(&c, d, next, now, Event{Type: EventOfferRevoked, Offer: offer, Reason: ReasonExpired}); err != nil {
 		return change{}, err
 	}

@@ -36,12 +36,12 @@ func (rs Riders) RequestRide(ctx context.Context, riderID string, pickup, dropof
 		Fare: e.Config.Fare.Price(route), DistanceM: math.Round(route),
 		SearchDeadline: now.Add(e.Config.MaxSearch), CreatedAt: now, UpdatedAt: now,
 	}
-	c := change{ride: &r, changed: true, requeue: true, watch: []timer{{at: r.SearchDeadline, rideID: r.ID}}}
+	c := change{ride: r, changed: true, requeue: true, watch: timer{at: r.SearchDeadline, rideID: r.ID}}
 	if err := e.commit(ctx, &c, now); err != nil {
 		return Ride{}, fmt.Errorf("create ride: %w", err)
 	}
 	e.poke()
-	return r, nil
+	return c.ride, nil
 }
 
 // Ride returns the ride with id.
@@ -91,14 +91,16 @@ func (rs Riders) CancelRide(ctx context.Context, id string) (Ride, error) {
 		case r.Status == RideCancelled:
 			// A retried or racing cancel; the first may have stopped between the Store
 			// and the ride log (its fee was durable before the ride was cancelled).
-			return answer(nil, &r), e.settle(ctx, r)
+			return answer(Driver{}, r), e.settle(ctx, r)
 		case r.Status == RideInProgress:
 			return change{}, wrapf(ErrIllegalTransition, "ride %s is in progress: its driver ends it", id)
 		case r.Status == RideArrived && r.CancelFeeAt.IsZero() && e.Config.Fare.CancellationFee > 0:
 			r.CancelFeeAt, r.UpdatedAt = now, now
-			if err := e.commit(ctx, &change{ride: &r}, now); err != nil {
+			claim := change{ride: r}
+			if err := e.commit(ctx, &claim, now); err != nil {
 				return change{}, err
 			}
+			r = claim.ride
 		}
 		c := change{changed: true, paid: !r.CancelFeeAt.IsZero()}
 		if c.paid {
@@ -127,11 +129,11 @@ func (rs Riders) CancelRide(ctx context.Context, id string) (Ride, error) {
 		if c.paid {
 			r.EndedAt = r.CancelFeeAt // as the fee's entry says
 		}
-		c.ride = &r
+		c.ride = r
 		return c, nil
 	})
 	if err != nil {
 		return Ride{}, err
 	}
-	return *c.ride, nil
+	return c.ride, nil
 }

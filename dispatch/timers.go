@@ -131,6 +131,6 @@ func (e *Engine) endSearch(ctx context.Context, r Ride, now time.Time) (change, 
 	if err := r.moveTo(RideNoDriver, now); err != nil {
 		return change{}, err
 	}
-	c.ride = &r
+	c.ride = r
 	return c, nil
 }

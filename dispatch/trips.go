@@ -39,9 +39,9 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			// A retried frame. For complete, the first try may have stopped between
 			// the Store and the ride log: settle writes what is missing.
 			if to == RideCompleted {
-				return answer(nil, &r), e.settle(ctx, r)
+				return answer(Driver{}, r), e.settle(ctx, r)
 			}
-			return answer(nil, &r), nil
+			return answer(Driver{}, r), nil
 		}
 		if to == RideInProgress && !r.CancelFeeAt.IsZero() {
 			return change{}, wrapf(ErrIllegalTransition, "ride %s was cancelled by its rider", rideID)
@@ -53,7 +53,7 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 		if err := r.moveTo(to, now); err != nil {
 			return change{}, err
 		}
-		c := change{ride: &r, changed: true}
+		c := change{changed: true}
 		if d.State != driverTo {
 			if err := d.moveTo(driverTo, now); err != nil {
 				return change{}, err
@@ -61,7 +61,7 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			if driverTo != DriverAvailable {
 				d.RideID = r.ID
 			}
-			c.driver = &d
+			c.driver = d
 		}
 		if to == RideCompleted {
 			// The trip's entry comes first, durable before the ride is completed
@@ -76,10 +76,11 @@ func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideS
 			r.EndedAt = entry.CompletedAt // as first recorded, if an earlier try did
 			c.paid = true
 		}
+		c.ride = r
 		return c, nil
 	})
 	if err != nil {
 		return Ride{}, err
 	}
-	return *c.ride, nil
+	return c.ride, nil
 }
