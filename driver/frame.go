@@ -45,6 +45,7 @@ const (
 	maxIDLen  = 128 // offer_id, ride_id
 	maxRefLen = 128
 	maxSpeed  = 150 // m/s, about 540 km/h
+	maxEcho   = 64  // bytes of a client's string quoted back in an answer
 )
 
 // Frame is one driver-to-server frame. Which fields are set depends on Type; DecodeFrame
@@ -322,17 +323,7 @@ func invalid(format string, args ...any) error {
 }
 
 // clip shortens a client-supplied string before it is echoed back.
-func clip(s string) string {
-	const max = 64
-	if len(s) <= max && utf8.ValidString(s) {
-		return s
-	}
-	b := []byte(s)
-	if len(b) > max {
-		b = b[:max]
-	}
-	return string([]rune(string(b))) // replaces invalid UTF-8
-}
+func clip(s string) string { return dispatch.Clip(s, maxEcho) }
 
 // Outbound frames. Each has the exact shape the contract gives its type.
 

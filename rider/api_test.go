@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -95,6 +96,24 @@ func TestBadRequestsAnswerProblems(t *testing.T) {
 	// Bob was not allowed to cancel: Alice's ride is still searching.
 	if got, _ := e.engine.Riders().Ride(context.Background(), ride.ID); got.Status != dispatch.RideSearching {
 		t.Fatalf("alice's ride is %s after the refused requests", got.Status)
+	}
+}
+
+// TestProblemsQuoteMultibyteInputWhole: a client's value quoted back in a problem is
+// cut at a character boundary, so the detail is valid UTF-8 with whole characters.
+func TestProblemsQuoteMultibyteInputWhole(t *testing.T) {
+	e := mustOpenAPI(t)
+	alice := e.token("u-alice", dispatch.RoleRider)
+	for _, hdr := range [][]string{
+		{"Content-Type", "text/" + strings.Repeat("드", 30)},
+		{"Content-Type", "application/json; charset=" + strings.Repeat("é", 40)},
+	} {
+		resp, b := e.do("POST", "/v1/rides", alice, seoulTrip, hdr...)
+		p := checkProblem(t, resp, b, 415, dispatch.ECodeMediaType)
+		if !utf8.ValidString(p.Detail) || strings.Contains(p.Detail, `\x`) || strings.ContainsRune(p.Detail, utf8.RuneError) ||
+			!strings.Contains(p.Detail, "…") {
+			t.Errorf("%s %.20s…: detail %q, want the value cut between characters, ending in …", hdr[0], hdr[1], p.Detail)
+		}
 	}
 }
 

@@ -69,12 +69,12 @@ func (a *API) options(methods []string) http.Handler {
 		h.Add("Vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers")
 		if !a.originAllowed(origin) {
 			problem.Write(w, r, dispatch.Errorf(dispatch.ECodeForbidden,
-				"origin %q may not call the rider API (see --allowed-origin)", truncate(origin, 64)))
+				"origin %q may not call the rider API (see --allowed-origin)", dispatch.Clip(origin, 64)))
 			return
 		}
 		if !slices.Contains(allow, method) {
 			problem.Write(w, r, dispatch.Errorf(dispatch.ECodeMethod, "%s does not serve %s; it serves %s",
-				r.URL.Path, truncate(method, 16), strings.Join(allow, ", ")))
+				r.URL.Path, dispatch.Clip(method, 16), strings.Join(allow, ", ")))
 			return
 		}
 		h.Set("Access-Control-Allow-Origin", origin)

@@ -380,14 +380,7 @@ func lastEventID(r *http.Request) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
-		return 0, invalid("Last-Event-ID %q: want the id of an event this stream sent", truncate(v, 32))
+		return 0, invalid("Last-Event-ID %q: want the id of an event this stream sent", dispatch.Clip(v, 32))
 	}
 	return n, nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

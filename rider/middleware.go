@@ -103,7 +103,7 @@ func (a *API) checkBody(r *http.Request) error {
 	}
 	for _, enc := range r.Header.Values("Content-Encoding") {
 		if e := strings.TrimSpace(enc); e != "" && !strings.EqualFold(e, "identity") {
-			return dispatch.Errorf(dispatch.ECodeMediaType, "Content-Encoding %q is not decoded here: send the body uncompressed", truncate(e, 32))
+			return dispatch.Errorf(dispatch.ECodeMediaType, "Content-Encoding %q is not decoded here: send the body uncompressed", dispatch.Clip(e, 32))
 		}
 	}
 	ct := r.Header.Get("Content-Type")
@@ -112,10 +112,10 @@ func (a *API) checkBody(r *http.Request) error {
 		if ct == "" {
 			return dispatch.Errorf(dispatch.ECodeMediaType, "a request body needs Content-Type: application/json")
 		}
-		return dispatch.Errorf(dispatch.ECodeMediaType, "Content-Type %q: want application/json", truncate(ct, 64))
+		return dispatch.Errorf(dispatch.ECodeMediaType, "Content-Type %q: want application/json", dispatch.Clip(ct, 64))
 	}
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return dispatch.Errorf(dispatch.ECodeMediaType, "charset %q: want utf-8", truncate(cs, 32))
+		return dispatch.Errorf(dispatch.ECodeMediaType, "charset %q: want utf-8", dispatch.Clip(cs, 32))
 	}
 	return nil
 }

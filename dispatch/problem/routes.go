@@ -1,7 +1,6 @@
 package problem
 
 import (
-	"fmt"
 	"net/http"
 
 	"github.com/understudy/understudy/dispatch"
@@ -26,9 +25,9 @@ func Routes(mux *http.ServeMux) http.Handler {
 			allow := c.header.Get("Allow")
 			w.Header().Set("Allow", allow)
 			Write(w, r, dispatch.Errorf(dispatch.ECodeMethod, "%s does not serve %s; it serves %s",
-				clip(r.URL.Path), clip(r.Method), allow))
+				dispatch.Clip(r.URL.Path, maxEcho), dispatch.Clip(r.Method, maxEcho), allow))
 		case http.StatusNotFound:
-			Write(w, r, dispatch.Errorf(dispatch.ECodeNotFound, "no route for %s", clip(r.URL.Path)))
+			Write(w, r, dispatch.Errorf(dispatch.ECodeNotFound, "no route for %s", dispatch.Clip(r.URL.Path, maxEcho)))
 		default:
 			mux.ServeHTTP(w, r)
 		}
@@ -59,11 +58,5 @@ func (c *capture) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// clip shortens s for an error message.
-func clip(s string) string {
-	const n = 128
-	if len(s) <= n {
-		return s
-	}
-	return fmt.Sprintf("%s…", s[:n])
-}
+// maxEcho bounds the path and method a 404 or 405 quotes back.
+const maxEcho = 128
