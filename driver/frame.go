@@ -300,10 +300,11 @@ func (f Frame) Point() dispatch.Point {
 	return p
 }
 
-// RefOr returns the ref that answers f: the client's ref, else the frame type.
+// RefOr returns the ref that answers f: the client's ref (whole when valid), else the
+// frame type.
 func (f Frame) RefOr() string {
 	if f.Ref != "" {
-		return clip(f.Ref)
+		return dispatch.Clip(f.Ref, maxRefLen)
 	}
 	return clip(f.Type)
 }

@@ -221,3 +221,20 @@ func TestRefusalsAreLogged(t *testing.T) {
 		return nil
 	})
 }
+
+// Every ref the protocol allows (up to 128 characters) comes back whole, on success
+// and on refusal.
+func TestLongRefIsEchoedWhole(t *testing.T) {
+	r := mustOpenRegion(t, nil)
+	ws := r.rawDial(t, "d-1")
+	ref := strings.Repeat("r", 100) + "드라이버" // 112 bytes
+	for _, c := range []struct{ frame, typ string }{
+		{`{"type":"location","lat":37.5668,"lng":126.9783,"ref":"` + ref + `"}`, driver.TypeAck},
+		{`{"type":"accept","offer_id":"o_none","ref":"` + ref + `"}`, driver.TypeError},
+	} {
+		must(t, ws.WriteMessage(websocket.TextMessage, []byte(c.frame)))
+		if m := readMessage(t, ws); m.Type != c.typ || m.Ref != ref {
+			t.Errorf("%s: answered %s, want %s with the ref whole", c.frame[:24], m.Raw, c.typ)
+		}
+	}
+}
