@@ -20,6 +20,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
@@ -60,7 +61,7 @@ var (
 	_ http.Handler      = (*Gateway)(nil)
 )
 
-// Gateway serves driver sockets. Set the exported fields, call Open, mount it with
+// Gateway serves driver sockets. Set the exported fields, call Open, mount its
 // Routes, pass it to the engine as a Notifier, and Drain it at shutdown.
 type Gateway struct {
 	Engine   Engine
@@ -137,8 +138,10 @@ func (g *Gateway) Open() error {
 	return nil
 }
 
-// Routes mounts the gateway on mux.
-func (g *Gateway) Routes(mux *http.ServeMux) { mux.Handle("GET "+Path, g) }
+// Routes lists what the gateway serves: the driver socket.
+func (g *Gateway) Routes() []httproute.Route {
+	return []httproute.Route{{Method: http.MethodGet, Path: Path, Handler: g}}
+}
 
 // ServeHTTP admits a driver (origin, token, role) and upgrades to the socket.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {

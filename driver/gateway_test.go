@@ -17,6 +17,7 @@ import (
 
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/dispatchtest"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/driver"
@@ -109,9 +110,7 @@ func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.engine.Run(ctx) }()
-	mux := http.NewServeMux()
-	r.gw.Routes(mux)
-	r.srv = httptest.NewServer(mux)
+	r.srv = httptest.NewServer(httproute.NewMux(r.gw.Routes()...))
 	tb.Cleanup(func() {
 		_ = r.gw.Close()
 		r.srv.Close()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
@@ -30,11 +31,13 @@ type Pay struct {
 	Logger  *slog.Logger // nil logs nothing
 }
 
-// Routes mounts the pay routes on mux.
-func (p *Pay) Routes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/driver/trips", p.trips)
-	mux.HandleFunc("GET /v1/driver/earnings", p.earnings)
-	mux.HandleFunc("GET /v1/admin/ledger", p.ledger)
+// Routes lists the pay routes.
+func (p *Pay) Routes() []httproute.Route {
+	return []httproute.Route{
+		{Method: http.MethodGet, Path: "/v1/driver/trips", Handler: http.HandlerFunc(p.trips)},
+		{Method: http.MethodGet, Path: "/v1/driver/earnings", Handler: http.HandlerFunc(p.earnings)},
+		{Method: http.MethodGet, Path: "/v1/admin/ledger", Handler: http.HandlerFunc(p.ledger)},
+	}
 }
 
 // Trip is one ledger entry as its driver sees it: a completed trip, or the fee for a

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/problem"
 )
@@ -31,8 +32,8 @@ var (
 	_ dispatch.Notifier = (*API)(nil)
 )
 
-// API serves the rider routes. Set the exported fields, call Open, mount it with
-// Register, feed it the engine's events (it is a dispatch.Notifier), run Run for
+// API serves the rider routes. Set the exported fields, call Open, mount its
+// Routes, feed it the engine's events (it is a dispatch.Notifier), run Run for
 // housekeeping, and Drain it at shutdown.
 type API struct {
 	Engine      Engine
@@ -52,28 +53,6 @@ type API struct {
 	AllowedOrigins []string
 
 	hub *hub
-}
-
-// Route is one method and path the API serves, as a net/http pattern.
-type Route struct {
-	Method, Path string
-}
-
-// Pattern is the ServeMux pattern of r.
-func (r Route) Pattern() string { return r.Method + " " + r.Path }
-
-// The API's routes.
-var (
-	RouteRequestRide = Route{http.MethodPost, "/v1/rides"}
-	RouteGetRide     = Route{http.MethodGet, "/v1/rides/{id}"}
-	RouteCancelRide  = Route{http.MethodPost, "/v1/rides/{id}/cancel"}
-	RouteRideEvents  = Route{http.MethodGet, "/v1/rides/{id}/events"}
-	RouteEstimate    = Route{http.MethodPost, "/v1/estimates"}
-)
-
-// Routes lists every route Register mounts (docs/openapi.yaml must describe each).
-func Routes() []Route {
-	return []Route{RouteRequestRide, RouteGetRide, RouteCancelRide, RouteRideEvents, RouteEstimate}
 }
 
 // Open checks the dependencies and configuration and prepares the API.
@@ -109,42 +88,42 @@ func (a *API) Open() error {
 	return nil
 }
 
-// Register mounts the API's routes on mux, and OPTIONS on each of their paths for
-// CORS preflights.
-func (a *API) Register(mux *http.ServeMux) {
+// Routes lists what the API serves: its five routes, and OPTIONS on each of their
+// paths for CORS preflights.
+func (a *API) Routes() []httproute.Route {
+	routes := []httproute.Route{
+		a.route(http.MethodPost, pathRides, a.requestRide),
+		a.route(http.MethodGet, "/v1/rides/{id}", a.getRide),
+		a.route(http.MethodPost, "/v1/rides/{id}/cancel", a.cancelRide),
+		a.route(http.MethodGet, pathRideEvents, a.rideEvents),
+		a.route(http.MethodPost, "/v1/estimates", a.estimate),
+	}
 	var (
 		paths   []string
 		methods = map[string][]string{}
 	)
-	for _, r := range Routes() {
+	for _, r := range routes {
 		if methods[r.Path] == nil {
 			paths = append(paths, r.Path)
 		}
 		methods[r.Path] = append(methods[r.Path], r.Method)
 	}
 	for _, p := range paths {
-		mux.Handle(http.MethodOptions+" "+p, a.options(methods[p]))
+		routes = append(routes, httproute.Route{Method: http.MethodOptions, Path: p, Handler: a.options(methods[p])})
 	}
-	for _, h := range []struct {
-		route Route
-		fn    func(http.ResponseWriter, *http.Request, dispatch.Identity) error
-	}{
-		{RouteRequestRide, a.requestRide},
-		{RouteGetRide, a.getRide},
-		{RouteCancelRide, a.cancelRide},
-		{RouteRideEvents, a.rideEvents},
-		{RouteEstimate, a.estimate},
-	} {
-		mux.Handle(h.route.Pattern(), a.wrap(h.route, h.fn))
-	}
+	return routes
 }
+
+// Paths the API's code refers to.
+const (
+	pathRides      = "/v1/rides"             // a ride request's fingerprint holds it
+	pathRideEvents = "/v1/rides/{id}/events" // the one streaming route
+)
 
 // Handler serves only the API's routes, for tests and embedding; unknown paths and
 // methods are answered as problems too.
 func (a *API) Handler() http.Handler {
-	mux := http.NewServeMux()
-	a.Register(mux)
-	return problem.Routes(mux)
+	return problem.Routes(httproute.NewMux(a.Routes()...))
 }
 
 // Run frees refilled in-process rate limits and expired idempotency keys every

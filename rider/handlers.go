@@ -26,7 +26,7 @@ func (a *API) requestRide(w http.ResponseWriter, r *http.Request, id dispatch.Id
 		if len(keys) != 1 || !validKey(keys[0]) {
 			return invalid("%s must be one value of 1 to %d visible ASCII characters", IdempotencyKeyHeader, maxKeyLen)
 		}
-		fp := fingerprint(RouteRequestRide.Method, RouteRequestRide.Path, id.Subject, q)
+		fp := fingerprint(http.MethodPost, pathRides, id.Subject, q)
 		ride, replayed, err = a.createOnce(ctx, id.Subject, keys[0], fp, q)
 		if errors.Is(err, dispatch.ErrIdempotencyInFlight) {
 			w.Header().Set("Retry-After", "1")

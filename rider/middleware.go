@@ -12,16 +12,17 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
-// wrap turns fn into a route handler: metrics, panic recovery, CORS headers, the body
-// checks, bearer authentication (role rider or admin), the caller's rate limit, and
-// errors written as problems.
-func (a *API) wrap(route Route, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) http.Handler {
-	pattern := route.Pattern()
-	streaming := route == RouteRideEvents
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// route is the route method path served by fn, wrapped in metrics, panic recovery,
+// CORS headers, the body checks, bearer authentication (role rider or admin), the
+// caller's rate limit, and errors written as problems.
+func (a *API) route(method, path string, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) httproute.Route {
+	pattern := method + " " + path
+	streaming := path == pathRideEvents
+	return httproute.Route{Method: method, Path: path, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w}
 		a.allowOrigin(rec, r)
@@ -52,7 +53,7 @@ func (a *API) wrap(route Route, fn func(http.ResponseWriter, *http.Request, disp
 			rec.Header().Set("WWW-Authenticate", `Bearer realm="understudy"`)
 		}
 		problem.Write(rec, r, err)
-	})
+	})}
 }
 
 func (a *API) serve(w http.ResponseWriter, r *http.Request, fn func(http.ResponseWriter, *http.Request, dispatch.Identity) error) error {

@@ -3,7 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net/http"
+	"slices"
 
 	"github.com/understudy/understudy/driver"
 )
@@ -25,9 +25,5 @@ func (s *server) openDriverGateway() (component, error) {
 	}
 	pay := &driver.Pay{Ledger: s.ledger, Verifier: s.keys, WriteTimeout: s.cfg.HTTP.WriteTimeout, Limiter: s.limiter,
 		Logger: s.log.With(slog.String("component", "pay"))}
-	routes := func(mux *http.ServeMux) {
-		gw.Routes(mux)
-		pay.Routes(mux)
-	}
-	return component{name: "driver", routes: routes, notify: gw, drain: gw.Drain}, nil
+	return component{name: "driver", routes: slices.Concat(gw.Routes(), pay.Routes()), notify: gw, drain: gw.Drain}, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
@@ -96,8 +97,9 @@ func autoMaxConns(limit uint64) int {
 // newHTTPServer is the server for s's routes on s's listener.
 func (s *server) newHTTPServer() *http.Server {
 	c := s.cfg.HTTP
+	s.mux = httproute.NewMux(s.routes()...)
 	return &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.handler(s.mux),
 		ReadHeaderTimeout: c.ReadHeaderTimeout,
 		ReadTimeout:       c.ReadTimeout,
 		WriteTimeout:      c.WriteTimeout,

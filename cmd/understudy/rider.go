@@ -23,5 +23,5 @@ func (s *server) openRiderAPI() (component, error) {
 	if err := api.Open(); err != nil {
 		return component{}, err
 	}
-	return component{name: "rider", routes: api.Register, notify: api, run: api.Run, drain: api.Drain}, nil
+	return component{name: "rider", routes: api.Routes(), notify: api, run: api.Run, drain: api.Drain}, nil
 }

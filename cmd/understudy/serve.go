@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/natsbus"
 	"github.com/understudy/understudy/dispatch/natslog"
@@ -48,7 +49,8 @@ type server struct {
 	bus        *natsbus.Bus   // the region's other replicas
 	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
-	maxConns   int // the listener's cap on open connections
+	mux        *http.ServeMux // every route of routes
+	maxConns   int            // the listener's cap on open connections
 	http       *http.Server
 	// natsGone is closed when the NATS connection closes without close asking: it
 	// cannot be reopened, so run ends and the process exits for its supervisor to
@@ -64,7 +66,7 @@ type server struct {
 // routes, its share of the engine's events, and its drain at shutdown.
 type component struct {
 	name   string
-	routes func(mux *http.ServeMux)
+	routes []httproute.Route
 	notify dispatch.Notifier               // may be nil
 	run    func(ctx context.Context) error // background work until ctx ends; may be nil
 	drain  func(ctx context.Context) error // tell clients to go elsewhere; may be nil
@@ -265,21 +267,32 @@ func (s *server) close() error {
 	return errors.Join(errs...)
 }
 
-func (s *server) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		_, _ = io.WriteString(w, "ok\n")
-	})
-	mux.HandleFunc("GET /readyz", s.ready)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	for _, c := range s.components {
-		if c.routes != nil {
-			c.routes(mux)
-		}
+// routes lists everything the server serves: its own operations routes, then each
+// component's. docs/openapi.yaml describes exactly these (TestOpenAPIDescribesEveryRoute).
+func (s *server) routes() []httproute.Route {
+	routes := []httproute.Route{
+		{Method: http.MethodGet, Path: "/healthz", Handler: http.HandlerFunc(healthy)},
+		{Method: http.MethodGet, Path: "/readyz", Handler: http.HandlerFunc(s.ready)},
+		{Method: http.MethodGet, Path: "/metrics", Handler: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})},
 	}
+	for _, c := range s.components {
+		routes = append(routes, c.routes...)
+	}
+	return routes
+}
+
+// handler serves mux behind what every request goes through: a 5xx logged with its
+// cause, a declared body over the limit refused unread, what waits on the durable log
+// refused while NATS is away, and unknown paths and methods answered as problems.
+func (s *server) handler(mux *http.ServeMux) http.Handler {
 	return problem.LogServerErrors(s.log.With(slog.String("component", "http")),
 		refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, s.whileNATSAway(problem.Routes(mux))))
+}
+
+// healthy answers that the process is up.
+func healthy(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
 }
 
 // ready answers 200 while the region can serve: its store answers and its log is
