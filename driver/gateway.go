@@ -61,8 +61,8 @@ var (
 	_ http.Handler      = (*Gateway)(nil)
 )
 
-// Gateway serves driver sockets. Set the exported fields, call Open, mount its
-// Routes, pass it to the engine as a Notifier, and Drain it at shutdown.
+// Gateway serves driver sockets. Set the exported fields, Open it, mount its Routes,
+// pass it to the engine as a Notifier; at shutdown Drain it, then Close it.
 type Gateway struct {
 	Engine   Engine
 	Verifier dispatch.Verifier
@@ -98,8 +98,9 @@ type Gateway struct {
 	graceSeq uint64
 }
 
-// Open checks the dependencies and the configuration, and prepares the gateway.
-func (g *Gateway) Open() error {
+// Open checks the dependencies and the configuration, and prepares the gateway. The
+// gateway starts goroutines only for the sockets it admits, which Drain and Close end.
+func (g *Gateway) Open(context.Context) error {
 	if g.Engine == nil || g.Verifier == nil {
 		return errors.New("driver gateway needs an Engine and a Verifier")
 	}
@@ -288,8 +289,12 @@ func (g *Gateway) Drain(ctx context.Context) error {
 	return fmt.Errorf("drain driver sockets: %d still open at the deadline: %w", len(conns), ctx.Err())
 }
 
-// Close drops every socket at once; prefer Drain.
+// Close drops every socket still open, at once, and waits for them: after Drain, what
+// its deadline left.
 func (g *Gateway) Close() error {
+	if g.cancel == nil { // never opened
+		return nil
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = g.Drain(ctx)

@@ -96,7 +96,7 @@ func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
 	if opt != nil {
 		opt(r.gw)
 	}
-	if err := r.gw.Open(); err != nil {
+	if err := r.gw.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	r.engine.Notifier = dispatch.Notifiers{r.gw, dispatch.NotifierFunc(func(ev dispatch.Event) {

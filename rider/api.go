@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/memstore"
@@ -32,9 +34,9 @@ var (
 	_ dispatch.Notifier = (*API)(nil)
 )
 
-// API serves the rider routes. Set the exported fields, call Open, mount its
-// Routes, feed it the engine's events (it is a dispatch.Notifier), run Run for
-// housekeeping, and Drain it at shutdown.
+// API serves the rider routes. Set the exported fields, Open it, mount its Routes,
+// feed it the engine's events (it is a dispatch.Notifier); at shutdown Drain it, then
+// Close it.
 type API struct {
 	Engine      Engine
 	Verifier    dispatch.Verifier
@@ -52,11 +54,14 @@ type API struct {
 	// "*" for any): the same list as the driver socket's. Empty allows none.
 	AllowedOrigins []string
 
-	hub *hub
+	hub    *hub
+	cancel context.CancelFunc // stops what Open started
+	g      errgroup.Group
 }
 
-// Open checks the dependencies and configuration and prepares the API.
-func (a *API) Open() error {
+// Open checks the dependencies and configuration, prepares the API and starts its
+// housekeeping, which runs until Close.
+func (a *API) Open(ctx context.Context) error {
 	var errs []error
 	if a.Engine == nil {
 		errs = append(errs, errors.New("rider: API needs an Engine"))
@@ -85,6 +90,9 @@ func (a *API) Open() error {
 		l.Now = a.Now
 		a.Limiter = l
 	}
+	var run context.Context
+	run, a.cancel = context.WithCancel(context.Background())
+	a.g.Go(func() error { return a.sweepEvery(run, a.Config.SweepInterval) })
 	return nil
 }
 
@@ -126,10 +134,10 @@ func (a *API) Handler() http.Handler {
 	return problem.Routes(httproute.NewMux(a.Routes()...))
 }
 
-// Run frees refilled in-process rate limits and expired idempotency keys every
-// SweepInterval until ctx ends.
-func (a *API) Run(ctx context.Context) error {
-	t := time.NewTicker(a.Config.SweepInterval)
+// sweepEvery frees refilled in-process rate limits and expired idempotency keys every
+// interval until ctx ends.
+func (a *API) sweepEvery(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -157,6 +165,20 @@ func (a *API) sweep() {
 // ends.
 func (a *API) Drain(ctx context.Context) error {
 	return a.hub.close(ctx)
+}
+
+// Close stops the API's housekeeping and waits for it. Streams still open are told to
+// end, without waiting (Drain waits).
+func (a *API) Close() error {
+	if a.cancel == nil { // never opened
+		return nil
+	}
+	a.cancel()
+	err := a.g.Wait()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = a.hub.close(done)
+	return err
 }
 
 // Notify implements dispatch.Notifier: every event carrying a ride goes to that

@@ -525,7 +525,7 @@ func TestConfigValidate(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "StreamWriteTimeout") {
 		t.Errorf("zero StreamWriteTimeout not reported: %v", err)
 	}
-	if err := (&rider.API{Config: rider.DefaultConfig()}).Open(); err == nil || !strings.Contains(fmt.Sprint(err), "Engine") {
+	if err := (&rider.API{Config: rider.DefaultConfig()}).Open(context.Background()); err == nil || !strings.Contains(fmt.Sprint(err), "Engine") {
 		t.Fatalf("Open without dependencies = %v", err)
 	}
 }

@@ -41,7 +41,7 @@ type Config struct {
 	// Rate is each rider's sustained request rate per second, Burst its bucket size.
 	Rate  float64
 	Burst int
-	// SweepInterval is how often Run frees expired rate limiters and idempotency keys.
+	// SweepInterval is how often the API frees expired rate limiters and idempotency keys.
 	SweepInterval time.Duration
 }
 

@@ -49,7 +49,7 @@ func mustOpenAPI(tb testing.TB, options ...func(*env)) *env {
 	if err := e.engine.Open(context.Background()); err != nil {
 		tb.Fatalf("open engine: %v", err)
 	}
-	if err := e.api.Open(); err != nil {
+	if err := e.api.Open(context.Background()); err != nil {
 		tb.Fatalf("open API: %v", err)
 	}
 	e.srv = httptest.NewServer(e.api.Handler())
@@ -59,6 +59,9 @@ func mustOpenAPI(tb testing.TB, options ...func(*env)) *env {
 		defer cancel()
 		if err := e.api.Drain(ctx); err != nil {
 			tb.Errorf("drain: %v", err)
+		}
+		if err := e.api.Close(); err != nil {
+			tb.Errorf("close: %v", err)
 		}
 	})
 	return e

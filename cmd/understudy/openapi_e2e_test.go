@@ -617,11 +617,9 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	}
 
 	t.Log("a region draining, then without its log")
-	for _, c := range s.components {
-		if c.drain != nil {
-			if err := c.drain(ctx); err != nil {
-				t.Fatalf("drain %s: %v", c.name, err)
-			}
+	for _, c := range []drainer{s.gateway, s.riderAPI} {
+		if err := c.Drain(ctx); err != nil {
+			t.Fatalf("drain %T: %v", c, err)
 		}
 	}
 	expect(503, "GET", "/v1/rides/"+third.ID+"/events", carol, "")

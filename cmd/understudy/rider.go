@@ -3,15 +3,16 @@ package main
 import (
 	"log/slog"
 
+	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/rider"
 )
 
-// openRiderAPI builds the rider HTTP API on the region's engine, keys, idempotency
-// keys and rate limits (openHotState).
-func (s *server) openRiderAPI() (component, error) {
-	api := &rider.API{
+// newRiderAPI builds the rider HTTP API on the region's engine, idempotency keys and
+// rate limits (openHotState), for callers whose tokens v verifies.
+func (s *server) newRiderAPI(v dispatch.Verifier) *rider.API {
+	return &rider.API{
 		Engine:      s.engine.Riders(),
-		Verifier:    s.keys,
+		Verifier:    v,
 		Idempotency: s.idem,
 		Limiter:     s.limiter,
 		Logger:      s.log.With(slog.String("component", "rider")),
@@ -20,8 +21,4 @@ func (s *server) openRiderAPI() (component, error) {
 		// One list for the browser origins of the driver socket and the rider API.
 		AllowedOrigins: s.cfg.AllowedOrigins,
 	}
-	if err := api.Open(); err != nil {
-		return component{}, err
-	}
-	return component{name: "rider", routes: api.Routes(), notify: api, run: api.Run, drain: api.Drain}, nil
 }

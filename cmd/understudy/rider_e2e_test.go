@@ -433,12 +433,8 @@ func TestRiderStreamsEndAtShutdown(t *testing.T) {
 		_, err := io.Copy(io.Discard, resp.Body)
 		ended <- err
 	}()
-	for _, c := range s.components {
-		if c.name == "rider" {
-			if err := c.drain(ctx); err != nil {
-				t.Fatalf("drain: %v", err)
-			}
-		}
+	if err := s.riderAPI.Drain(ctx); err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 	select {
 	case err := <-ended:

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,8 @@ import (
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/problem"
 	"github.com/understudy/understudy/dispatch/prommetrics"
+	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/rider"
 )
 
 // server is one running region: the engine, its store, the gateways and the HTTP
@@ -41,12 +44,15 @@ type server struct {
 	idem       dispatch.IdempotencyStore // the rider API's keys; store, idem and limiter: see openHotState
 	keys       *jwtauth.Keys
 	registry   *prometheus.Registry
-	components []component
+	gateway    *driver.Gateway
+	pay        *driver.Pay
+	riderAPI   *rider.API
+	bus        *natsbus.Bus         // the region's other replicas
+	components []component          // what has a lifecycle, in opening order
 	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
 	ledger     *natslog.Ledger
 	rideLog    *natslog.RideLog
 	nats       *nats.Conn
-	bus        *natsbus.Bus   // the region's other replicas
 	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
 	mux        *http.ServeMux // every route of routes
@@ -62,14 +68,23 @@ type server struct {
 	secretSource string
 }
 
-// component is a part mounted on the server (the driver gateway, the rider API): its
-// routes, its share of the engine's events, and its drain at shutdown.
+// lifecycle is the shape of every part of the server that runs: Open starts it (what
+// it starts runs until Close; ctx bounds only the opening), Close stops it and waits.
+type lifecycle interface {
+	Open(ctx context.Context) error
+	Close() error
+}
+
+// drainer is a part that must drain before it closes: tell its clients to go
+// elsewhere, and wait for them within ctx.
+type drainer interface {
+	Drain(ctx context.Context) error
+}
+
+// component is a part of the server with a lifecycle, and its name for errors.
 type component struct {
-	name   string
-	routes []httproute.Route
-	notify dispatch.Notifier               // may be nil
-	run    func(ctx context.Context) error // background work until ctx ends; may be nil
-	drain  func(ctx context.Context) error // tell clients to go elsewhere; may be nil
+	name string
+	lifecycle
 }
 
 // openServer wires a region by hand from cfg and binds its listener, so a bad address
@@ -97,17 +112,9 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Log: s.rideLog, Region: cfg.Region, Config: cfg.Dispatch,
 		Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
-	for _, open := range []func() (component, error){s.openDriverGateway, s.openRiderAPI} {
-		c, err := open()
-		if err != nil {
-			return nil, err
-		}
-		s.components = append(s.components, c)
-	}
-	var local dispatch.Notifiers
-	for _, c := range s.components {
-		local = append(local, c.notify)
-	}
+	s.gateway, s.pay = s.newGateway(s.keys), s.newPay(s.keys)
+	s.riderAPI = s.newRiderAPI(s.keys)
+	local := dispatch.Notifiers{s.gateway, s.riderAPI}
 	// This replica's events go to its own clients directly and to the other replicas
 	// through the bus, which hands theirs to the engine and to the same clients (in
 	// step with this engine's own events for the same driver).
@@ -115,13 +122,21 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 		Logger: log.With(slog.String("component", "bus")), Metrics: natsbus.NewMetrics(s.registry)}
 	s.engine.Notifier = local
 	s.engine.Peers = s.bus
-	if err := s.engine.Open(ctx); err != nil {
-		return nil, fmt.Errorf("open engine: %w", err)
+	// The components, in the order they open: each one before what calls it (the
+	// engine tells the gateway and the rider API its events, the bus feeds the engine).
+	// At shutdown they drain, then close, in the reverse order (run, close).
+	s.components = []component{
+		{"driver gateway", s.gateway},
+		{"rider API", s.riderAPI},
+		{"engine", &engineLoop{engine: s.engine}},
+		{"bus", s.bus},
 	}
-	if err := s.bus.Open(); err != nil {
-		return nil, err
+	for _, c := range s.components {
+		if err := c.Open(ctx); err != nil {
+			return nil, fmt.Errorf("open %s: %w", c.name, err)
+		}
+		s.closers = append(s.closers, c.Close)
 	}
-	s.closers = append(s.closers, s.bus.Close)
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -275,10 +290,7 @@ func (s *server) routes() []httproute.Route {
 		{Method: http.MethodGet, Path: "/readyz", Handler: http.HandlerFunc(s.ready)},
 		{Method: http.MethodGet, Path: "/metrics", Handler: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})},
 	}
-	for _, c := range s.components {
-		routes = append(routes, c.routes...)
-	}
-	return routes
+	return slices.Concat(routes, s.gateway.Routes(), s.pay.Routes(), s.riderAPI.Routes())
 }
 
 // handler serves mux behind what every request goes through: a 5xx logged with its
@@ -364,15 +376,12 @@ func needsLog(r *http.Request) bool {
 // Addr is the address the server listens on (useful with port 0).
 func (s *server) Addr() string { return s.listener.Addr().String() }
 
-// run serves until ctx ends, then shuts down within the configured deadline.
+// run serves until ctx ends, then shuts down within the configured deadline: every
+// component drains, last opened first, the HTTP server finishes the requests in
+// flight, and close closes the components, last opened first (the bus last of all, so
+// what the drain changes still reaches the replicas that take over), then the rest.
 func (s *server) run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
-	// The bus outlives the rest, so what the drain changes still reaches the replicas
-	// that take over.
-	busCtx, stopBus := context.WithCancel(context.Background())
-	defer stopBus()
-	g.Go(func() error { return s.bus.Run(busCtx) })
-	g.Go(func() error { return s.engine.Run(gctx) })
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():
@@ -381,11 +390,6 @@ func (s *server) run(ctx context.Context) error {
 			return fmt.Errorf("nats connection closed for good (%v): restart the region", s.nats.LastError())
 		}
 	})
-	for _, c := range s.components {
-		if c.run != nil {
-			g.Go(func() error { return c.run(gctx) })
-		}
-	}
 	g.Go(func() error {
 		if err := s.http.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("http: %w", err)
@@ -397,12 +401,10 @@ func (s *server) run(ctx context.Context) error {
 		s.log.Info("shutting down", slog.Duration("deadline", s.cfg.ShutdownTimeout))
 		sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 		defer cancel()
-		_ = s.engine.Close()
-		defer stopBus()
 		var errs []error
-		for _, c := range s.components {
-			if c.drain != nil {
-				if err := c.drain(sctx); err != nil {
+		for _, c := range slices.Backward(s.components) {
+			if d, ok := c.lifecycle.(drainer); ok {
+				if err := d.Drain(sctx); err != nil {
 					errs = append(errs, fmt.Errorf("drain %s: %w", c.name, err))
 				}
 			}
@@ -437,4 +439,35 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		ready(s)
 	}
 	return s.run(ctx)
+}
+
+// engineLoop gives dispatch.Engine the components' lifecycle: Open opens the engine
+// and starts its matching loop; Drain stops the loop and has the engine refuse new
+// work (Engine.Close), first thing at shutdown; Close does the same if Drain did not.
+type engineLoop struct {
+	engine *dispatch.Engine
+	cancel context.CancelFunc
+	g      errgroup.Group
+	once   sync.Once
+}
+
+func (e *engineLoop) Open(ctx context.Context) error {
+	if err := e.engine.Open(ctx); err != nil {
+		return err
+	}
+	run, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	e.g.Go(func() error { return e.engine.Run(run) })
+	return nil
+}
+
+func (e *engineLoop) Drain(context.Context) error { return e.Close() }
+
+func (e *engineLoop) Close() error {
+	var err error
+	e.once.Do(func() {
+		e.cancel()
+		err = errors.Join(e.g.Wait(), e.engine.Close())
+	})
+	return err
 }

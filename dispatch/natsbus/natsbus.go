@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/internal/subject"
@@ -45,7 +46,7 @@ const SubjectPrefix = "understudy.events."
 // Bus publishes one replica's engine events on its region's subject and hands the
 // other replicas' events to this replica. Set the exported fields, give it to the
 // engine as its Peers, Open it once the engine is open (it feeds the engine from then
-// on), Run it, and Close it after Run returns.
+// on), and Close it last: Close sends what is queued.
 //
 // A replica's own events reach its clients directly (the engine's Notifier) and come
 // back from NATS only to be dropped by subject, so local delivery never waits on NATS
@@ -74,8 +75,10 @@ type Bus struct {
 
 	subject string
 	sub     *nats.Subscription
-	kick    chan struct{} // events queued
-	armed   chan struct{} // supply changes waiting for the flush
+	kick    chan struct{} // events queued; set under mu
+	armed   chan struct{} // supply changes waiting for the flush; set under mu
+	cancel  context.CancelFunc
+	g       errgroup.Group // the sender
 
 	mu      sync.Mutex
 	queue   []wireEvent
@@ -92,8 +95,10 @@ type driverChange struct {
 	loc      dispatch.Point
 }
 
-// Open checks the fields, applies defaults and subscribes to the region's subject.
-func (b *Bus) Open() error {
+// Open checks the fields, applies defaults, subscribes to the region's subject and
+// starts sending: queued events as they come (those queued before Open too), coalesced
+// changes every FlushInterval, until Close.
+func (b *Bus) Open(context.Context) error {
 	if b.Conn == nil || b.Region == "" {
 		return errors.New("natsbus: needs a Conn and a Region")
 	}
@@ -104,9 +109,6 @@ func (b *Bus) Open() error {
 	}
 	if b.FlushInterval <= 0 {
 		b.FlushInterval = 50 * time.Millisecond
-	}
-	if b.MaxQueue <= 0 {
-		b.MaxQueue = 1 << 16
 	}
 	if b.MaxMessageBytes <= 0 {
 		b.MaxMessageBytes = 512 << 10
@@ -119,14 +121,27 @@ func (b *Bus) Open() error {
 	}
 	region := SubjectPrefix + subject.Token(b.Region)
 	b.subject = region + "." + subject.Token(b.ID)
+	b.mu.Lock() // Notify may run already: the engine is open
 	b.kick = make(chan struct{}, 1)
 	b.armed = make(chan struct{}, 1)
+	b.mu.Unlock()
 	sub, err := b.Conn.Subscribe(region+".*", b.receive)
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", region, err)
 	}
 	b.sub = sub
+	var ctx context.Context
+	ctx, b.cancel = context.WithCancel(context.Background())
+	b.g.Go(func() error { return b.run(ctx) })
 	return nil
+}
+
+// maxQueue is MaxQueue or its default, before Open too.
+func (b *Bus) maxQueue() int {
+	if b.MaxQueue > 0 {
+		return b.MaxQueue
+	}
+	return 1 << 16
 }
 
 // Subject is the subject this replica publishes on.
@@ -149,16 +164,16 @@ func (b *Bus) Tell(ev dispatch.PeerEvent) {
 
 func (b *Bus) enqueue(ev wireEvent) {
 	b.mu.Lock()
-	if b.closed || len(b.queue) >= b.MaxQueue {
+	if b.closed || len(b.queue) >= b.maxQueue() {
 		b.mu.Unlock()
 		b.Metrics.dropped(1)
 		return
 	}
 	b.queue = append(b.queue, ev)
-	first := len(b.queue) == 1
+	first, kick := len(b.queue) == 1, b.kick
 	b.mu.Unlock()
 	if first {
-		signal(b.kick)
+		signal(kick) // nil before Open, which looks at the queue itself
 	}
 }
 
@@ -185,10 +200,10 @@ func (b *Bus) coalesce(ev dispatch.PeerEvent) {
 		c.presence = ev.Type
 	}
 	b.drivers[ev.DriverID] = c
-	first := len(b.drivers) == 1
+	first, armed := len(b.drivers) == 1, b.armed
 	b.mu.Unlock()
 	if first {
-		signal(b.armed)
+		signal(armed)
 	}
 }
 
@@ -199,9 +214,9 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// Run sends queued events as they come and coalesced changes every FlushInterval,
+// run sends queued events as they come and coalesced changes every FlushInterval,
 // until ctx ends; then it sends what is left and returns.
-func (b *Bus) Run(ctx context.Context) error {
+func (b *Bus) run(ctx context.Context) error {
 	var (
 		flush *time.Timer
 		tick  <-chan time.Time
@@ -211,7 +226,7 @@ func (b *Bus) Run(ctx context.Context) error {
 			flush.Stop()
 		}
 	}()
-	// What was queued before Run (or before Open) signalled nobody.
+	// What was queued before Open signalled nobody.
 	signal(b.kick)
 	signal(b.armed)
 	for {
@@ -349,14 +364,19 @@ func (b *Bus) receive(m *nats.Msg) {
 	}
 }
 
-// Close unsubscribes: other replicas' events are no longer taken in. Events queued
-// after Close are dropped. Call it after Run has returned.
+// Close sends what is queued, stops sending and unsubscribes: other replicas' events
+// are no longer taken in. Events queued after Close are dropped.
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	b.closed = true
 	b.mu.Unlock()
-	if b.sub == nil {
+	if b.sub == nil { // never opened
 		return nil
+	}
+	b.cancel()
+	_ = b.g.Wait() // run returns no error
+	if !b.sub.IsValid() {
+		return nil // closed before
 	}
 	if err := b.sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("unsubscribe from %s: %w", b.sub.Subject, err)

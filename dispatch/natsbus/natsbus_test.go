@@ -125,21 +125,14 @@ func newBus(tb testing.TB, url, region string) *testBus {
 	return b
 }
 
-// start opens and runs b, and stops it at cleanup.
+// start opens b and closes it at cleanup.
 func (b *testBus) start(tb testing.TB) {
 	tb.Helper()
 	nc := b.Conn
-	if err := b.Open(); err != nil {
+	if err := b.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
 	tb.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("run: %v", err)
-		}
 		if err := b.Close(); err != nil {
 			tb.Errorf("close: %v", err)
 		}
@@ -244,8 +237,44 @@ func TestSupplyChangesAreCoalescedPerDriver(t *testing.T) {
 	}
 }
 
-// Notify returns at once even when nothing sends: beyond MaxQueue it drops. Messages
-// are split to fit MaxMessageBytes, and order holds across them.
+// What the engine tells the bus before it opens (it opens after the engine) is sent
+// once it does, and Close sends what is still queued: nothing is lost at either end.
+func TestEventsAroundOpenAndCloseAreSent(t *testing.T) {
+	url := mustStartNATS(t)
+	b := mustOpenBus(t, url, "seoul", nil)
+	a := newBus(t, url, "seoul")
+	a.FlushInterval = time.Hour // supply changes go out only at Close
+	a.Forward(offerEvent(0))
+	a.Tell(dispatch.PeerEvent{Type: dispatch.PeerSupply, DriverID: "d-1", Location: &gangnam})
+	if err := a.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dispatchtest.Eventually(t, func() error { return b.local.heard("B's gateway", 1) })
+	a.Tell(dispatch.PeerEvent{Type: dispatch.PeerDriverAway, DriverID: "d-2"})
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.Forward(offerEvent(1)) // after Close: dropped
+	dispatchtest.Eventually(t, func() error {
+		if got := len(b.engine.heardInOrder()); got < 3 {
+			return fmt.Errorf("B's engine heard %d events, want 3", got)
+		}
+		return nil
+	})
+	a.Conn.Close()
+	got := map[string]int{}
+	for _, h := range b.engine.heardInOrder() {
+		got[h.typ+" "+h.driverID]++
+	}
+	if len(b.engine.heardInOrder()) != 3 || got[string(dispatch.EventOffer)+" d-1"] != 1 ||
+		got[string(dispatch.PeerSupply)+" d-1"] != 1 || got[string(dispatch.PeerDriverAway)+" d-2"] != 1 {
+		t.Fatalf("B's engine heard %+v, want the offer, d-1's supply and d-2 away", b.engine.heardInOrder())
+	}
+}
+
+// Notify returns at once even when nothing sends (here: before Open): beyond MaxQueue
+// it drops. What was queued before Open is sent once it opens. Messages are split to
+// fit MaxMessageBytes, and order holds across them.
 func TestNotifyNeverBlocksAndMessagesFit(t *testing.T) {
 	url := mustStartNATS(t)
 	nc, err := nats.Connect(url)
@@ -253,20 +282,17 @@ func TestNotifyNeverBlocksAndMessagesFit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	a := &natsbus.Bus{Conn: nc, Region: "seoul", MaxQueue: 300, MaxMessageBytes: 4096}
-	if err := a.Open(); err != nil {
-		t.Fatal(err)
-	}
+	a := &natsbus.Bus{Conn: nc, Region: "seoul", ID: "a", MaxQueue: 300, MaxMessageBytes: 4096}
 	b := mustOpenBus(t, url, "seoul", nil)
 	start := time.Now()
 	for i := range 1000 {
-		a.Forward(offerEvent(i)) // nothing runs a yet
+		a.Forward(offerEvent(i)) // nothing sends: a is not open yet
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("1000 Notify calls took %s", took)
 	}
 	var big atomic.Int32
-	sub, err := nc.Subscribe(a.Subject(), func(m *nats.Msg) {
+	sub, err := nc.Subscribe(natsbus.SubjectPrefix+"seoul.a", func(m *nats.Msg) {
 		if len(m.Data) > 4096 {
 			big.Add(1)
 		}
@@ -275,14 +301,13 @@ func TestNotifyNeverBlocksAndMessagesFit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	dispatchtest.Eventually(t, func() error { return b.local.heard("B's gateway", 300) })
-	cancel()
-	if err := <-done; err != nil {
+	if err := nc.Flush(); err != nil { // subscribed before a sends
 		t.Fatal(err)
 	}
+	if err := a.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dispatchtest.Eventually(t, func() error { return b.local.heard("B's gateway", 300) })
 	if err := a.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func mustOpenGateway(tb testing.TB) *gateway {
 	g := &gateway{keys: &jwtauth.Keys{Secret: []byte("client-test-secret-0123")}}
 	engine := &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig()}
 	g.gw = &driver.Gateway{Engine: engine.Drivers(), Verifier: g.keys, Config: driver.DefaultConfig()}
-	if err := g.gw.Open(); err != nil {
+	if err := g.gw.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
 	engine.Notifier = g.gw

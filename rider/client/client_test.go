@@ -198,9 +198,10 @@ func TestAgainstTheAPI(t *testing.T) {
 	if err := engine.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := api.Open(); err != nil {
+	if err := api.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = api.Close() }()
 	srv := httptest.NewServer(api.Handler())
 	defer srv.Close()
 	defer func() { _ = api.Drain(ctx) }()
