@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httpauth"
 	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/problem"
 )
@@ -63,16 +64,9 @@ type Trips struct {
 // caller verifies r's bearer token, checks its role and takes a token from the
 // caller's rate limit.
 func (p *Pay) caller(r *http.Request, role dispatch.Role) (dispatch.Identity, error) {
-	token, _, err := bearer(r)
+	id, err := httpauth.Authenticate(p.Verifier, r, role)
 	if err != nil {
 		return dispatch.Identity{}, err
-	}
-	id, err := p.Verifier.Verify(token)
-	if err != nil {
-		return dispatch.Identity{}, err
-	}
-	if id.Role != role {
-		return dispatch.Identity{}, dispatch.Errorf(dispatch.ECodeForbidden, "%s needs a %s token, not %s", r.URL.Path, role, id.Role)
 	}
 	if p.Limiter != nil {
 		who := string(id.Role) + ":" + id.Subject

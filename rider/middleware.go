@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/httpauth"
 	"github.com/understudy/understudy/dispatch/httproute"
 	"github.com/understudy/understudy/dispatch/problem"
 )
@@ -49,9 +50,6 @@ func (a *API) route(method, path string, fn func(http.ResponseWriter, *http.Requ
 		if rec.wrote { // a stream that already started: nothing more to tell the client
 			return
 		}
-		if dispatch.ErrorCode(err) == dispatch.ECodeUnauthorized {
-			rec.Header().Set("WWW-Authenticate", `Bearer realm="understudy"`)
-		}
 		problem.Write(rec, r, err)
 	})}
 }
@@ -60,16 +58,9 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, fn func(http.Respons
 	if err := a.checkBody(r); err != nil {
 		return err
 	}
-	id, err := a.Verifier.Verify(bearer(r))
+	id, err := httpauth.Authenticate(a.Verifier, r, dispatch.RoleRider, dispatch.RoleAdmin)
 	if err != nil {
-		if dispatch.ErrorCode(err) != dispatch.ECodeUnauthorized {
-			// A Verifier must only say unauthorized; anything else is still a refusal.
-			err = &dispatch.Error{Code: dispatch.ECodeUnauthorized, Message: "invalid token", Err: err}
-		}
 		return err
-	}
-	if id.Role != dispatch.RoleRider && id.Role != dispatch.RoleAdmin {
-		return dispatch.Errorf(dispatch.ECodeForbidden, "role %s may not use the rider API", id.Role)
 	}
 	if wait, ok := a.allow(r.Context(), string(id.Role)+":"+id.Subject); !ok {
 		return dispatch.RateLimited(wait)
@@ -119,15 +110,6 @@ func (a *API) checkBody(r *http.Request) error {
 		return dispatch.Errorf(dispatch.ECodeMediaType, "charset %q: want utf-8", dispatch.Clip(cs, 32))
 	}
 	return nil
-}
-
-// bearer returns the token of an "Authorization: Bearer <token>" header, or "".
-func bearer(r *http.Request) string {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
 }
 
 // recorder remembers the status a handler answered, for metrics and to know whether

@@ -20,13 +20,21 @@ type Details struct {
 	Instance string `json:"instance,omitempty"`
 }
 
+// Challenge is the WWW-Authenticate header of every 401 answer: the routes take
+// bearer tokens (RFC 6750).
+const Challenge = `Bearer realm="understudy"`
+
 // Write answers r with err as a problem. A *dispatch.Error with RetryAfter set adds
-// the Retry-After header. The cause of a 5xx is noted for LogServerErrors.
+// the Retry-After header, a 401 the WWW-Authenticate Challenge. The cause of a 5xx is
+// noted for LogServerErrors.
 func Write(w http.ResponseWriter, r *http.Request, err error) {
 	code := dispatch.ErrorCode(err)
 	info := code.Info()
 	if info.HTTPStatus >= 500 {
 		noteCause(r, err)
+	}
+	if info.HTTPStatus == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", Challenge)
 	}
 	if code == dispatch.ECodeRateLimited {
 		if s := dispatch.RetryAfter(err); s > 0 {
