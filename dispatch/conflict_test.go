@@ -44,7 +44,7 @@ func (s *racingStore) Commit(ctx context.Context, tx dispatch.Tx) error {
 func TestConflictsAreRetriedAndCounted(t *testing.T) {
 	st := &racingStore{Store: memstore.New()}
 	reg := prometheus.NewRegistry()
-	e := &dispatch.Engine{Store: st, Config: dispatch.DefaultConfig()}
+	e := &dispatch.Engine{Store: st, Config: dispatch.DefaultConfig(), Stepped: true}
 	e.Metrics = prommetrics.New(reg, e)
 	if err := e.Open(context.Background()); err != nil {
 		t.Fatal(err)

@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/understudy/understudy/dispatch/supply"
 )
@@ -20,9 +23,11 @@ import (
 // cascade and search deadline. State lives in Store; the engine keeps only indexes it
 // can rebuild from the Store (the supply index, the matcher's queue and the timers).
 //
-// Set the exported fields and call Open. Then the rider API calls Riders, the driver
-// gateway Drivers and the replicas' bus Replicas; Run is the matching loop (tests call
-// Step with an injected clock instead), and Close stops it all.
+// Its lifecycle is every component's: set the exported fields, Open it (which starts
+// the matching loop), Drain it at shutdown (no new rides, the loop stops), Close it
+// (waits for the loop). Between Open and Close the rider API calls Riders, the driver
+// gateway Drivers and the replicas' bus Replicas. Tests that drive the loop by hand,
+// with an injected clock, set Stepped and call Step.
 //
 // Every change of a driver or ride goes one way (change.go): an operation reads the
 // Store and returns the change it wants, and Engine.apply commits it (with the
@@ -61,6 +66,9 @@ type Engine struct {
 	Epoch uint64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Stepped says the caller drives the loop with Step (tests, with an injected
+	// clock): Open then starts no goroutine.
+	Stepped bool
 
 	supply   *supply.Index
 	matcher  matcher   // rides waiting for an offer (matcher.go)
@@ -70,6 +78,10 @@ type Engine struct {
 	settler  settler   // completes and cancels that stopped half way (pay.go)
 	wake     chan struct{}
 	closed   atomic.Bool
+	stop     context.CancelFunc // ends the loop Open started
+	loop     errgroup.Group
+	stopped  sync.Once
+	loopErr  error
 }
 
 // Open validates the configuration and rebuilds the engine's indexes from the Store
@@ -108,18 +120,44 @@ func (e *Engine) Open(ctx context.Context) error {
 	if err := e.rebuild(ctx); err != nil {
 		return err
 	}
-	return e.finishInterrupted(ctx)
-}
-
-// Close stops the engine from taking ride requests; Run returns when its context ends.
-func (e *Engine) Close() error {
-	e.closed.Store(true)
+	if err := e.finishInterrupted(ctx); err != nil {
+		return err
+	}
+	if !e.Stepped {
+		run, stop := context.WithCancel(context.Background())
+		e.stop = stop
+		e.loop.Go(func() error { return e.run(run) })
+	}
 	return nil
 }
 
-// Run is the matching loop: every MatchInterval (or at once after a request, when the
-// interval is zero) it runs Step. It returns when ctx ends.
-func (e *Engine) Run(ctx context.Context) error {
+// Drain is the first step of shutdown: the engine takes no new ride requests and its
+// matching loop stops; drivers' answers and trip steps still go through until the
+// gateway has drained.
+func (e *Engine) Drain(context.Context) error {
+	e.closed.Store(true)
+	return e.stopLoop()
+}
+
+// Close stops what Drain stops, if Drain did not, and waits for the loop.
+func (e *Engine) Close() error {
+	e.closed.Store(true)
+	return e.stopLoop()
+}
+
+func (e *Engine) stopLoop() error {
+	e.stopped.Do(func() {
+		if e.stop != nil {
+			e.stop()
+			e.loopErr = e.loop.Wait()
+		}
+	})
+	return e.loopErr
+}
+
+// run is the matching loop: every MatchInterval (or at once after a request, when the
+// interval is zero) it takes a step. It returns when ctx ends.
+func (e *Engine) run(ctx context.Context) error {
 	interval := e.Config.MatchInterval
 	housekeeping := interval
 	if housekeeping == 0 {
@@ -137,7 +175,7 @@ func (e *Engine) Run(ctx context.Context) error {
 				continue // batch until the tick
 			}
 		}
-		if err := e.Step(ctx); err != nil && ctx.Err() == nil {
+		if err := e.step(ctx); err != nil && ctx.Err() == nil {
 			e.Logger.Error("matching step", slog.Any("err", err))
 		}
 	}
@@ -147,8 +185,16 @@ func (e *Engine) Run(ctx context.Context) error {
 // SweepInterval has passed, recheck drivers other replicas took out of supply, finish
 // completes and cancels that failed half way (at most every second), revoke expired
 // offers (cascading their rides), end searches past their deadline, and assign the
-// pending batch. Tests call it directly with a fake clock.
+// pending batch. Tests of a Stepped engine call it with a fake clock; the loop Open
+// starts calls it otherwise.
 func (e *Engine) Step(ctx context.Context) error {
+	if !e.Stepped {
+		return errors.New("dispatch: Step on an engine that runs its own loop (set Stepped)")
+	}
+	return e.step(ctx)
+}
+
+func (e *Engine) step(ctx context.Context) error {
 	now := e.Now()
 	var errs []error
 	if e.replicas.sweepDue(now, e.Config.SweepInterval) {

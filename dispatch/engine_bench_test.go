@@ -19,7 +19,7 @@ func seoulPoint(r *rand.Rand) dispatch.Point {
 func benchEngine(b *testing.B, n int) (*dispatch.Engine, []string) {
 	b.Helper()
 	ctx := context.Background()
-	e := &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig(), Now: newClock().Now}
+	e := &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig(), Now: newClock().Now, Stepped: true}
 	if err := e.Open(ctx); err != nil {
 		b.Fatal(err)
 	}

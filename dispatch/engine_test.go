@@ -74,7 +74,7 @@ func mustOpenEngine(tb testing.TB, tune func(*dispatch.Config)) *testEngine {
 		tune(&cfg)
 	}
 	te := &testEngine{clock: newClock(), rec: &recorder{}, store: memstore.New()}
-	te.Engine = &dispatch.Engine{Store: te.store, Notifier: te.rec, Config: cfg, Now: te.clock.Now}
+	te.Engine = &dispatch.Engine{Store: te.store, Notifier: te.rec, Config: cfg, Now: te.clock.Now, Stepped: true}
 	if err := te.Open(context.Background()); err != nil {
 		tb.Fatalf("open engine: %v", err)
 	}
@@ -532,7 +532,7 @@ func TestReopenRebuildsFromStore(t *testing.T) {
 	waiting := te.request(t, near(gangnam, 10, 0)) // queued, not yet matched
 
 	// A new engine on the same store picks up where the first stopped.
-	e2 := &dispatch.Engine{Store: te.store, Notifier: te.rec, Config: te.Config, Now: te.clock.Now, Epoch: 2}
+	e2 := &dispatch.Engine{Store: te.store, Notifier: te.rec, Config: te.Config, Now: te.clock.Now, Epoch: 2, Stepped: true}
 	if err := e2.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -567,12 +567,17 @@ func TestReopenRebuildsFromStore(t *testing.T) {
 }
 
 func TestRunMatchesAtOnceWithZeroInterval(t *testing.T) {
-	te := mustOpenEngine(t, func(c *dispatch.Config) { c.MatchInterval = 0 })
-	te.Now = time.Now // real clock for the real loop
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- te.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	cfg := dispatch.DefaultConfig()
+	cfg.MatchInterval = 0
+	te := &testEngine{clock: newClock(), rec: &recorder{}, store: memstore.New()}
+	te.Engine = &dispatch.Engine{Store: te.store, Notifier: te.rec, Config: cfg} // its own loop, real clock
+	if err := te.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = te.Close() }()
+	if err := te.Step(context.Background()); err == nil {
+		t.Fatal("Step on an engine running its own loop: no error")
+	}
 	te.online(t, "d-1", gangnam)
 	te.request(t, gangnam)
 	dispatchtest.Eventually(t, func() error {

@@ -85,7 +85,7 @@ func mustOpenRegion(tb testing.TB, n int, tune func(*dispatch.Config)) *region {
 	rg := &region{clock: newClock(), store: memstore.New(), dead: make([]atomic.Bool, n)}
 	for i := range n {
 		te := &testEngine{clock: rg.clock, rec: &recorder{}, store: rg.store}
-		te.Engine = &dispatch.Engine{Store: rg.store, Notifier: te.rec, Peers: relay{rg, i},
+		te.Engine = &dispatch.Engine{Store: rg.store, Notifier: te.rec, Peers: relay{rg, i}, Stepped: true,
 			Config: cfg, Now: rg.clock.Now}
 		if err := te.Open(context.Background()); err != nil {
 			tb.Fatalf("open replica %d: %v", i, err)

@@ -89,7 +89,7 @@ func TestRestoreKeepsVersions(t *testing.T) {
 
 	// The process dies with its in-memory store; a new one starts on the same log.
 	second := &testEngine{clock: first.clock, rec: &recorder{}, store: memstore.New()}
-	second.Engine = &dispatch.Engine{Store: second.store, Notifier: second.rec, Config: first.Config, Now: second.clock.Now, Log: log}
+	second.Engine = &dispatch.Engine{Store: second.store, Notifier: second.rec, Config: first.Config, Now: second.clock.Now, Log: log, Stepped: true}
 	if err := second.Open(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,7 @@ func runSimulation(t *testing.T, nDrivers, workers, rounds int, interval time.Du
 	store := memstore.New()
 	cfg := dispatch.DefaultConfig()
 	cfg.MatchInterval = interval
-	e := &dispatch.Engine{Store: store, Config: cfg, Now: clk.Now}
+	e := &dispatch.Engine{Store: store, Config: cfg, Now: clk.Now, Stepped: true}
 	if err := e.Open(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -107,15 +107,11 @@ func mustOpenRegion(tb testing.TB, opt func(*driver.Gateway)) *region {
 	if err := r.engine.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = r.engine.Run(ctx) }()
 	r.srv = httptest.NewServer(httproute.NewMux(r.gw.Routes()...))
 	tb.Cleanup(func() {
 		_ = r.gw.Close()
 		r.srv.Close()
-		cancel()
-		<-done
+		_ = r.engine.Close()
 	})
 	return r
 }

@@ -39,7 +39,7 @@ func mustOpenAPI(tb testing.TB, options ...func(*env)) *env {
 	tb.Helper()
 	e := &env{tb: tb, clock: &clock{now: time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)}}
 	e.keys = &jwtauth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef")}
-	e.engine = &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig()}
+	e.engine = &dispatch.Engine{Store: memstore.New(), Config: dispatch.DefaultConfig(), Stepped: true}
 	e.idem = &memstore.IdempotencyStore{Now: e.clock.Now}
 	e.api = &rider.API{Engine: e.engine.Riders(), Verifier: e.keys, Idempotency: e.idem, Config: rider.DefaultConfig(), Now: e.clock.Now}
 	for _, o := range options {

@@ -128,7 +128,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	s.components = []component{
 		{"driver gateway", s.gateway},
 		{"rider API", s.riderAPI},
-		{"engine", &engineLoop{engine: s.engine}},
+		{"engine", s.engine},
 		{"bus", s.bus},
 	}
 	for _, c := range s.components {
@@ -439,35 +439,4 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		ready(s)
 	}
 	return s.run(ctx)
-}
-
-// engineLoop gives dispatch.Engine the components' lifecycle: Open opens the engine
-// and starts its matching loop; Drain stops the loop and has the engine refuse new
-// work (Engine.Close), first thing at shutdown; Close does the same if Drain did not.
-type engineLoop struct {
-	engine *dispatch.Engine
-	cancel context.CancelFunc
-	g      errgroup.Group
-	once   sync.Once
-}
-
-func (e *engineLoop) Open(ctx context.Context) error {
-	if err := e.engine.Open(ctx); err != nil {
-		return err
-	}
-	run, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	e.g.Go(func() error { return e.engine.Run(run) })
-	return nil
-}
-
-func (e *engineLoop) Drain(context.Context) error { return e.Close() }
-
-func (e *engineLoop) Close() error {
-	var err error
-	e.once.Do(func() {
-		e.cancel()
-		err = errors.Join(e.g.Wait(), e.engine.Close())
-	})
-	return err
 }

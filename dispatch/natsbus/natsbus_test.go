@@ -338,7 +338,7 @@ func TestEnginesJoinedByTheBus(t *testing.T) {
 		b := newBus(t, url, "seoul")
 		cfg := dispatch.DefaultConfig()
 		cfg.MatchInterval = 0
-		e := &dispatch.Engine{Store: store, Config: cfg, Notifier: b.local, Peers: b.Bus}
+		e := &dispatch.Engine{Store: store, Config: cfg, Notifier: b.local, Peers: b.Bus, Stepped: true}
 		if err := e.Open(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -128,7 +128,7 @@ func (w *payWorld) start(tb testing.TB, log dispatch.RideLog, ledger dispatch.Le
 	if w.fee != nil {
 		w.fee(&cfg)
 	}
-	e := &dispatch.Engine{Store: store, Log: log, Ledger: ledger, Region: "seoul", Config: cfg, Now: w.clock}
+	e := &dispatch.Engine{Store: store, Log: log, Ledger: ledger, Region: "seoul", Config: cfg, Now: w.clock, Stepped: true}
 	if err := e.Open(context.Background()); err != nil {
 		tb.Fatalf("open engine: %v", err)
 	}

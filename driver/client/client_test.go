@@ -45,6 +45,7 @@ func mustOpenGateway(tb testing.TB) *gateway {
 	if err := engine.Open(context.Background()); err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { _ = engine.Close() })
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if f := g.gate.Load(); f != nil && (*f)(w) {
 			return

@@ -198,6 +198,7 @@ func TestAgainstTheAPI(t *testing.T) {
 	if err := engine.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
+	defer func() { _ = engine.Close() }()
 	if err := api.Open(ctx); err != nil {
 		t.Fatal(err)
 	}
