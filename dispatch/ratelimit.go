@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
@@ -19,4 +20,25 @@ type RateLimiter interface {
 func RateLimited(wait time.Duration) *Error {
 	s := int((wait + time.Second - 1) / time.Second)
 	return &Error{Code: ECodeRateLimited, Message: "too many requests; retry later", RetryAfterS: max(s, 1)}
+}
+
+// Throttle takes one token from the bucket of caller id (one bucket per role and
+// subject) and returns RateLimited when it is empty. A limiter that cannot be reached
+// lets the request through, and logs it to log (if not nil): refusing every caller
+// because Redis blinked would be worse than a burst. A nil limiter allows everything.
+func Throttle(ctx context.Context, limiter RateLimiter, id Identity, log *slog.Logger) error {
+	if limiter == nil {
+		return nil
+	}
+	who := string(id.Role) + ":" + id.Subject
+	wait, ok, err := limiter.Allow(ctx, who)
+	switch {
+	case err != nil:
+		if log != nil {
+			log.Warn("rate limiter unreachable: allowing", slog.String("caller", who), slog.Any("err", err))
+		}
+	case !ok:
+		return RateLimited(wait)
+	}
+	return nil
 }

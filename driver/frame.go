@@ -94,7 +94,7 @@ func decodeFrame(data []byte) (Frame, error) {
 		return f, syntaxError(err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return f, invalid("a frame is a JSON object, not %s", describe(tok))
+		return f, invalid("a frame is a JSON object, not %s", dispatch.JSONKind(tok))
 	}
 	var seen []string // a frame has a handful of members
 	for dec.More() {
@@ -164,7 +164,7 @@ func readString(dec *json.Decoder, field string, dst *string) error {
 	case json.Delim:
 		_ = skipRest(dec)
 	}
-	return invalid("field %s: want a string, got %s", field, describe(tok))
+	return invalid("field %s: want a string, got %s", field, dispatch.JSONKind(tok))
 }
 
 // readNumber reads a number member; null leaves dst nil.
@@ -187,7 +187,7 @@ func readNumber(dec *json.Decoder, field string, dst **float64) error {
 	case json.Delim:
 		_ = skipRest(dec)
 	}
-	return invalid("field %s: want a number, got %s", field, describe(tok))
+	return invalid("field %s: want a number, got %s", field, dispatch.JSONKind(tok))
 }
 
 // skipValue reads and drops one value of any type.
@@ -218,26 +218,6 @@ func skipRest(dec *json.Decoder) error {
 		}
 	}
 	return nil
-}
-
-// describe names a token's JSON type for an error message.
-func describe(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '[' {
-			return "an array"
-		}
-		return "an object"
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case nil:
-		return "null"
-	}
-	return "another type"
 }
 
 // syntaxError turns a decoder error into a client-safe message.

@@ -68,18 +68,8 @@ func (p *Pay) caller(r *http.Request, role dispatch.Role) (dispatch.Identity, er
 	if err != nil {
 		return dispatch.Identity{}, err
 	}
-	if p.Limiter != nil {
-		who := string(id.Role) + ":" + id.Subject
-		wait, ok, err := p.Limiter.Allow(r.Context(), who)
-		switch {
-		case err != nil:
-			// As on the rider API: a limiter that cannot be reached lets the read through.
-			if p.Logger != nil {
-				p.Logger.Warn("rate limiter unreachable: allowing", slog.String("caller", who), slog.Any("err", err))
-			}
-		case !ok:
-			return dispatch.Identity{}, dispatch.RateLimited(wait)
-		}
+	if err := dispatch.Throttle(r.Context(), p.Limiter, id, p.Logger); err != nil {
+		return dispatch.Identity{}, err
 	}
 	return id, nil
 }

@@ -1,7 +1,6 @@
 package rider
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -62,22 +61,10 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request, fn func(http.Respons
 	if err != nil {
 		return err
 	}
-	if wait, ok := a.allow(r.Context(), string(id.Role)+":"+id.Subject); !ok {
-		return dispatch.RateLimited(wait)
+	if err := dispatch.Throttle(r.Context(), a.Limiter, id, a.Logger); err != nil {
+		return err
 	}
 	return fn(w, r, id)
-}
-
-// allow takes a token from who's bucket. When a shared Limiter cannot be reached the
-// request is let through (and logged): refusing every rider because Redis blinked
-// would be worse than a burst.
-func (a *API) allow(ctx context.Context, who string) (time.Duration, bool) {
-	wait, ok, err := a.Limiter.Allow(ctx, who)
-	if err != nil {
-		a.Logger.Warn("rate limiter unreachable: allowing", slog.String("caller", who), slog.Any("err", err))
-		return 0, true
-	}
-	return wait, ok
 }
 
 // checkBody refuses, from the headers alone, a body the API would not take: one

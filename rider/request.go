@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"strconv"
 
@@ -72,7 +71,7 @@ func readObject(dec *json.Decoder, path string, field func(name string) error) e
 		return syntaxError(err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return invalid("%s: want a JSON object, got %s", what, describe(tok))
+		return invalid("%s: want a JSON object, got %s", what, dispatch.JSONKind(tok))
 	}
 	seen := make(map[string]bool, 2)
 	for dec.More() {
@@ -82,7 +81,7 @@ func readObject(dec *json.Decoder, path string, field func(name string) error) e
 		}
 		name, ok := tok.(string)
 		if !ok { // the decoder only yields strings in key position; be safe anyway
-			return invalid("%s: want a member name, got %s", what, describe(tok))
+			return invalid("%s: want a member name, got %s", what, dispatch.JSONKind(tok))
 		}
 		if seen[name] {
 			return invalid("duplicate field %q", join(path, name))
@@ -132,7 +131,7 @@ func readNumber(dec *json.Decoder, path string, dst *float64) error {
 	}
 	n, ok := tok.(json.Number)
 	if !ok {
-		return invalid("%s: want a number, got %s", path, describe(tok))
+		return invalid("%s: want a number, got %s", path, dispatch.JSONKind(tok))
 	}
 	f, err := strconv.ParseFloat(string(n), 64)
 	if err != nil {
@@ -140,26 +139,6 @@ func readNumber(dec *json.Decoder, path string, dst *float64) error {
 	}
 	*dst = f + 0 // turns -0 into 0, so equal requests have equal fingerprints
 	return nil
-}
-
-// describe names a token's JSON type for an error message.
-func describe(tok json.Token) string {
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '[' {
-			return "an array"
-		}
-		return "an object"
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	case nil:
-		return "null"
-	}
-	return fmt.Sprintf("%T", tok)
 }
 
 func syntaxError(err error) error {
