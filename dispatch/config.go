@@ -68,18 +68,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every setting that is out of range, by name.
 func (c Config) Validate() error {
-	var errs []error
+	errs := PositiveDurations(
+		Duration{Name: "offer-timeout", Value: c.OfferTimeout},
+		Duration{Name: "max-search", Value: c.MaxSearch},
+	)
 	if c.H3Resolution < 0 || c.H3Resolution > 15 {
 		errs = append(errs, fmt.Errorf("h3-res %d: want 0 to 15", c.H3Resolution))
 	}
 	if c.MatchInterval < 0 {
 		errs = append(errs, fmt.Errorf("match-interval %s: want >= 0", c.MatchInterval))
-	}
-	if c.OfferTimeout <= 0 {
-		errs = append(errs, fmt.Errorf("offer-timeout %s: want > 0", c.OfferTimeout))
-	}
-	if c.MaxSearch <= 0 {
-		errs = append(errs, fmt.Errorf("max-search %s: want > 0", c.MaxSearch))
 	}
 	if !(c.MaxRadiusM > 0) {
 		errs = append(errs, fmt.Errorf("max-radius %v: want > 0", c.MaxRadiusM))
@@ -97,4 +94,22 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Duration is one duration setting by its name, for PositiveDurations.
+type Duration struct {
+	Name  string
+	Value time.Duration
+}
+
+// PositiveDurations returns an error naming each setting that is not above zero: the
+// check every package's Config.Validate makes of its timeouts and intervals.
+func PositiveDurations(settings ...Duration) []error {
+	var errs []error
+	for _, d := range settings {
+		if d.Value <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: want > 0", d.Name, d.Value))
+		}
+	}
+	return errs
 }

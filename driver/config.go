@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/understudy/understudy/dispatch"
 )
 
 // Config tunes the gateway's sockets. The zero value is not usable: start from
@@ -93,19 +95,15 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every setting out of range, by name.
 func (c Config) Validate() error {
-	var errs []error
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"driver-grace", c.Grace}, {"driver-ping-interval", c.PingInterval}, {"driver-read-timeout", c.ReadTimeout},
-		{"driver-write-timeout", c.WriteTimeout}, {"driver-close-timeout", c.CloseTimeout},
-		{"driver-op-timeout", c.OpTimeout}, {"driver-flood-window", c.FloodWindow},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s %s: want > 0", d.name, d.v))
-		}
-	}
+	errs := dispatch.PositiveDurations(
+		dispatch.Duration{Name: "driver-grace", Value: c.Grace},
+		dispatch.Duration{Name: "driver-ping-interval", Value: c.PingInterval},
+		dispatch.Duration{Name: "driver-read-timeout", Value: c.ReadTimeout},
+		dispatch.Duration{Name: "driver-write-timeout", Value: c.WriteTimeout},
+		dispatch.Duration{Name: "driver-close-timeout", Value: c.CloseTimeout},
+		dispatch.Duration{Name: "driver-op-timeout", Value: c.OpTimeout},
+		dispatch.Duration{Name: "driver-flood-window", Value: c.FloodWindow},
+	)
 	if c.PingInterval > 0 && c.ReadTimeout > 0 && c.ReadTimeout <= c.PingInterval {
 		errs = append(errs, fmt.Errorf("driver-read-timeout %s: want more than driver-ping-interval %s", c.ReadTimeout, c.PingInterval))
 	}

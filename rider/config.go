@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"github.com/understudy/understudy/dispatch"
 )
 
 // Config tunes the API. Start from DefaultConfig. Each setting but StreamWriteTimeout
@@ -81,19 +83,14 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every setting out of range, by name.
 func (c Config) Validate() error {
-	var errs []error
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"idempotency-ttl", c.IdempotencyTTL}, {"idempotency-pending-ttl", c.PendingTTL},
-		{"sse-heartbeat", c.Heartbeat}, {"sse-location-interval", c.LocationInterval},
-		{"rider StreamWriteTimeout", c.StreamWriteTimeout}, {"rider-sweep-interval", c.SweepInterval},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s %s: want > 0", d.name, d.v))
-		}
-	}
+	errs := dispatch.PositiveDurations(
+		dispatch.Duration{Name: "idempotency-ttl", Value: c.IdempotencyTTL},
+		dispatch.Duration{Name: "idempotency-pending-ttl", Value: c.PendingTTL},
+		dispatch.Duration{Name: "sse-heartbeat", Value: c.Heartbeat},
+		dispatch.Duration{Name: "sse-location-interval", Value: c.LocationInterval},
+		dispatch.Duration{Name: "rider StreamWriteTimeout", Value: c.StreamWriteTimeout},
+		dispatch.Duration{Name: "rider-sweep-interval", Value: c.SweepInterval},
+	)
 	if c.MaxBodyBytes < 256 {
 		errs = append(errs, fmt.Errorf("max-body-bytes %d: want >= 256", c.MaxBodyBytes))
 	}

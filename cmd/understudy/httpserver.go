@@ -54,18 +54,12 @@ func (c *HTTPConfig) RegisterFlags(fs *flag.FlagSet) {
 
 // Validate reports every setting out of range, by name.
 func (c HTTPConfig) Validate() error {
-	var errs []error
-	for _, d := range []struct {
-		name string
-		v    time.Duration
-	}{
-		{"read-header-timeout", c.ReadHeaderTimeout}, {"read-timeout", c.ReadTimeout},
-		{"write-timeout", c.WriteTimeout}, {"idle-timeout", c.IdleTimeout},
-	} {
-		if d.v <= 0 {
-			errs = append(errs, fmt.Errorf("%s %s: want > 0", d.name, d.v))
-		}
-	}
+	errs := dispatch.PositiveDurations(
+		dispatch.Duration{Name: "read-header-timeout", Value: c.ReadHeaderTimeout},
+		dispatch.Duration{Name: "read-timeout", Value: c.ReadTimeout},
+		dispatch.Duration{Name: "write-timeout", Value: c.WriteTimeout},
+		dispatch.Duration{Name: "idle-timeout", Value: c.IdleTimeout},
+	)
 	if c.MaxConns < 0 {
 		errs = append(errs, fmt.Errorf("max-conns %d: want >= 0 (0 derives it from the open-files limit)", c.MaxConns))
 	}
