@@ -56,6 +56,12 @@ func (ds Drivers) Disconnect(driverID string) {
 // UpdateLocation records driverID's position and moves it in the supply index. The
 // index entry follows the stored state, so a location update also heals an index that
 // a race between a claim and an answer left stale.
+//
+// A driver without an offer or a ride (offline or available) whose location is in an
+// area another region serves gets an error with code wrong_region and a Redirect
+// there, after its location is recorded: the gateway decides when to send it on
+// (hysteresis at the border). A driver with an offer or a ride is never sent on: it
+// finishes where it is.
 func (ds Drivers) UpdateLocation(ctx context.Context, driverID string, p Point) error {
 	e := ds.e
 	if err := p.Validate(); err != nil {
@@ -65,9 +71,21 @@ func (ds Drivers) UpdateLocation(ctx context.Context, driverID string, p Point) 
 	if err != nil {
 		return fmt.Errorf("set location of %s: %w", driverID, err)
 	}
+	ds.updateSupply(driverID, p, state)
+	if e.Router != nil && (state == DriverOffline || state == DriverAvailable) {
+		if err := e.Router.Route(p); ErrorCode(err) == ECodeWrongRegion {
+			return err
+		}
+	}
+	return nil
+}
+
+// updateSupply moves driverID's supply entry to p, in step with its stored state.
+func (ds Drivers) updateSupply(driverID string, p Point, state DriverState) {
+	e := ds.e
 	if state != DriverAvailable {
 		e.supplyOut(driverID, false)
-		return nil
+		return
 	}
 	switch {
 	case e.supply.Move(driverID, supply.Point(p)):
@@ -79,7 +97,6 @@ func (ds Drivers) UpdateLocation(ctx context.Context, driverID string, p Point) 
 		e.supplyIn(driverID, p)
 		e.poke()
 	}
-	return nil
 }
 
 // SetAvailable makes driverID ready for offers. It needs a known location. Already

@@ -64,6 +64,9 @@ type Engine struct {
 	// Epoch is this writer's fencing epoch; every commit carries it. A lone region
 	// uses 1; regional takeover sets it from the lease revision.
 	Epoch uint64
+	// Router says which pickups and driver locations this region serves; nil serves
+	// everywhere (one region, no deployment file).
+	Router *Router
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Stepped says the caller drives the loop with Step (tests, with an injected

@@ -20,7 +20,8 @@ const (
 	ECodeTooLarge       ECode = "too_large"            // body or frame over the limit
 	ECodeIdempotency    ECode = "idempotency_conflict" // key reused with another body
 	ECodeRateLimited    ECode = "rate_limited"         // too many requests or frames
-	ECodeOutsideRegions ECode = "outside_regions"      // pickup outside every served area
+	ECodeWrongRegion    ECode = "wrong_region"         // another region serves that area: go there (Error.Redirect)
+	ECodeOutsideService ECode = "outside_service_area" // a point in no area of the deployment
 	ECodeUnavailable    ECode = "unavailable"          // no lease, or shutting down
 	ECodeInternal       ECode = "internal"             // a bug or an infrastructure failure
 )
@@ -51,7 +52,8 @@ var codeTable = map[ECode]CodeInfo{
 	ECodeMediaType:      {415, "Unsupported media type", 0},
 	ECodeIdempotency:    {422, "Idempotency key reused", 0},
 	ECodeRateLimited:    {429, "Rate limited", 1008},
-	ECodeOutsideRegions: {421, "Outside every region", 0},
+	ECodeWrongRegion:    {421, "Served by another region", 4002},
+	ECodeOutsideService: {421, "Outside the service area", 0},
 	ECodeUnavailable:    {503, "Unavailable", 1012},
 	ECodeInternal:       {500, "Internal error", 1011},
 }
@@ -72,6 +74,23 @@ type Error struct {
 	Err     error // the sentinel or cause, for errors.Is; may be nil
 	// RetryAfterS tells a rate-limited client how many seconds to wait.
 	RetryAfterS int
+	// Redirect is the region a wrong_region error sends the client to.
+	Redirect *Redirect
+}
+
+// Redirect names the region that serves what the client asked for, and its URL.
+type Redirect struct {
+	Region string `json:"region"`
+	URL    string `json:"url"`
+}
+
+// RedirectOf returns the Redirect of the first *Error in err's chain, or nil.
+func RedirectOf(err error) *Redirect {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Redirect
+	}
+	return nil
 }
 
 // RetryAfter returns the RetryAfterS of the first *Error in err's chain.

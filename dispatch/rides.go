@@ -28,6 +28,9 @@ func (rs Riders) RequestRide(ctx context.Context, riderID string, pickup, dropof
 	if err := dropoff.Validate(); err != nil {
 		return Ride{}, fmt.Errorf("dropoff: %w", err)
 	}
+	if err := e.Router.Route(pickup); err != nil {
+		return Ride{}, err
+	}
 	now := e.Now()
 	route := e.Config.Fare.RouteM(pickup, dropoff)
 	r := Ride{
@@ -61,6 +64,9 @@ func (rs Riders) Estimate(pickup, dropoff Point) (Estimate, error) {
 		return Estimate{}, fmt.Errorf("dropoff: %w", err)
 	}
 	e := rs.e
+	if err := e.Router.Route(pickup); err != nil {
+		return Estimate{}, err
+	}
 	m := e.Config.Fare
 	route := m.RouteM(pickup, dropoff)
 	est := Estimate{Fare: m.Price(route), DistanceM: math.Round(route)}

@@ -52,6 +52,10 @@ type Config struct {
 	// buffer is pooled, held only while writing).
 	ReadBufferSize  int
 	WriteBufferSize int
+	// BorderLocations is how many location frames in a row must fall in an area
+	// another region serves before the driver is sent there (reconnect, close 4002):
+	// the hysteresis that keeps a driver on the border from bouncing between regions.
+	BorderLocations int
 }
 
 // DefaultConfig returns the defaults docs/driver-protocol.md describes.
@@ -71,6 +75,7 @@ func DefaultConfig() Config {
 		SendQueue:       64,
 		ReadBufferSize:  512,
 		WriteBufferSize: 1024,
+		BorderLocations: 3,
 	}
 }
 
@@ -91,6 +96,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SendQueue, "driver-send-queue", c.SendQueue, "frames that may wait for a slow driver socket before it is closed 4001")
 	fs.IntVar(&c.ReadBufferSize, "driver-read-buffer", c.ReadBufferSize, "read buffer of each driver socket, in `bytes`")
 	fs.IntVar(&c.WriteBufferSize, "driver-write-buffer", c.WriteBufferSize, "write buffer of a driver socket while it writes, in `bytes`")
+	fs.IntVar(&c.BorderLocations, "driver-border-locations", c.BorderLocations, "location frames in a row in another region's area before a driver without a ride is sent there (reconnect, 4002)")
 }
 
 // Validate reports every setting out of range, by name.
@@ -113,6 +119,7 @@ func (c Config) Validate() error {
 	}{
 		{"driver-max-frame-bytes", c.MaxFrameBytes}, {"driver-frame-burst", c.FrameBurst}, {"driver-send-queue", c.SendQueue},
 		{"driver-read-buffer", c.ReadBufferSize}, {"driver-write-buffer", c.WriteBufferSize},
+		{"driver-border-locations", c.BorderLocations},
 	} {
 		if n.v < 1 {
 			errs = append(errs, fmt.Errorf("%s %d: want >= 1", n.name, n.v))

@@ -30,6 +30,9 @@ type conn struct {
 	// means the app keeps sending above it, and the socket is closed with 1008.
 	pace  *rate.Limiter
 	flood *rate.Limiter
+	// elsewhere counts the location frames in a row that fell in an area another
+	// region serves (the reader's alone: Config.BorderLocations).
+	elsewhere int
 
 	mu      sync.Mutex
 	queue   []outFrame // frames for the writer, in order
@@ -474,7 +477,20 @@ func (c *conn) handle(data []byte) {
 	switch f.Type {
 	case TypeLocation:
 		p := f.Point()
-		if err = eng.UpdateLocation(ctx, id, p); err == nil {
+		err = eng.UpdateLocation(ctx, id, p)
+		to := dispatch.RedirectOf(err)
+		if to != nil { // recorded; the driver belongs elsewhere
+			err = nil
+			if c.elsewhere++; c.elsewhere >= g.Config.BorderLocations {
+				g.Metrics.frameRefused(f.Type, dispatch.ECodeWrongRegion)
+				c.send(outFrame{typ: TypeReconnect, v: Reconnect{Type: TypeReconnect, Region: to.Region, URL: to.URL, Reason: "wrong_region"}})
+				c.closeWith(CloseReconnect, "served by region "+to.Region)
+				return
+			}
+		} else {
+			c.elsewhere = 0
+		}
+		if err == nil {
 			g.setLocation(c.sess, p)
 			if f.Ref != "" {
 				c.ack(f)

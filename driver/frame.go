@@ -38,6 +38,7 @@ const (
 	TypeAck           = "ack"
 	TypeRide          = "ride"
 	TypeState         = "state"
+	TypeReconnect     = "reconnect"
 )
 
 // Limits on the fields of a driver frame.
@@ -364,6 +365,15 @@ type Error struct {
 	Code    dispatch.ECode `json:"code"`
 	Message string         `json:"message"`
 	Ref     string         `json:"ref,omitempty"`
+}
+
+// Reconnect tells the app to dial another region (url, same token) and resume there;
+// the socket then closes with CloseReconnect.
+type Reconnect struct {
+	Type   string `json:"type"`
+	Region string `json:"region"`
+	URL    string `json:"url"`
+	Reason string `json:"reason"`
 }
 
 // NewError is the error frame answering ref with err.

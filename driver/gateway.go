@@ -35,6 +35,9 @@ const (
 	// CloseTooSlow: the app did not read fast enough and its send queue overflowed.
 	// Redial: the welcome frame tells where the driver stands.
 	CloseTooSlow = 4001
+	// CloseReconnect: the driver is in an area another region serves; the reconnect
+	// frame before the close says where. Dial that URL with the same token.
+	CloseReconnect = 4002
 	// CloseInvalidUTF8: a text frame was not valid UTF-8 (RFC 6455, 8.1). Fix the
 	// sender.
 	CloseInvalidUTF8 = websocket.CloseInvalidFramePayloadData

@@ -20,7 +20,12 @@ import (
 // same name (see loadSettings). loadConfig builds it: defaults, then the file, then
 // the environment, then flags, then Validate.
 type Config struct {
-	Region          string        // this region's name; prefixes its Redis keys
+	Region string // this region's name; prefixes its Redis keys
+	// DeploymentFile is the deployment file (regions and areas) that makes this
+	// process one region of several; Deployment is that file, loaded by loadConfig.
+	// Without one the region serves everywhere.
+	DeploymentFile  string
+	Deployment      *dispatch.Deployment
 	Addr            string        // HTTP listen address
 	DataDir         string        // where the embedded parts keep their files
 	ShutdownTimeout time.Duration // how long shutdown may drain
@@ -67,7 +72,8 @@ func defaultConfig() Config {
 
 // RegisterFlags declares every setting of serve on fs, with c's values as the defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Region, "region", c.Region, "this region's `name`")
+	fs.StringVar(&c.Region, "region", c.Region, "this region's `name` (with --deployment, one of the file's regions)")
+	fs.StringVar(&c.DeploymentFile, "deployment", c.DeploymentFile, "JSON `file` of the deployment's regions and areas (default: one region serving everywhere)")
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen `address`")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for the embedded parts' files")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
@@ -104,6 +110,15 @@ func (c Config) Validate() error {
 	if c.Region == "" || strings.ContainsAny(c.Region, " :{}*") {
 		errs = append(errs, fmt.Errorf("region %q: want a name without spaces, colons, braces or stars", c.Region))
 	}
+	if c.Deployment != nil {
+		if _, ok := c.Deployment.Region(c.Region); !ok {
+			var names []string
+			for _, r := range c.Deployment.Regions {
+				names = append(names, r.Name)
+			}
+			errs = append(errs, fmt.Errorf("region %q is not a region of deployment %s (%s)", c.Region, c.DeploymentFile, strings.Join(names, ", ")))
+		}
+	}
 	if err := c.Rider.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -127,11 +142,17 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (Co
 	fs.String("config", "", "JSON `file` of settings, keyed by the names below (UNDERSTUDY_CONFIG too)")
 	cfg.RegisterFlags(fs)
 	fs.Usage = func() { fmt.Fprint(fs.Output(), serveUsage); fs.PrintDefaults() }
-	if err := loadSettings(fs, args, getenv, "config"); err != nil {
+	err := loadSettings(fs, args, getenv, "config")
+	if err != nil {
 		return Config{}, err
 	}
 	cfg.Secret = getenv("UNDERSTUDY_SECRET")
 	cfg.Rider.StreamWriteTimeout = cfg.HTTP.WriteTimeout
+	if cfg.DeploymentFile != "" {
+		if cfg.Deployment, err = dispatch.LoadDeployment(cfg.DeploymentFile); err != nil {
+			return Config{}, err
+		}
+	}
 	return cfg, cfg.Validate()
 }
 

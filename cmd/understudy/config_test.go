@@ -76,6 +76,8 @@ var settingValues = map[string]string{
 	"driver-flood-window":     "20s",
 	"driver-frame-read-rate":  "150",
 	"driver-send-queue":       "128",
+	"driver-border-locations": "5",
+	"deployment":              "testdata/deployment.json", // its regions include the default, local
 	"driver-read-buffer":      "1024",
 	"driver-write-buffer":     "2048",
 }
@@ -256,7 +258,8 @@ var (
 		"driver-grace": "0s", "driver-ping-interval": "0s", "driver-read-timeout": "25s", "driver-write-timeout": "0s",
 		"driver-close-timeout": "0s", "driver-op-timeout": "0s", "driver-max-frame-bytes": "0", "driver-frame-rate": "0",
 		"driver-frame-burst": "0", "driver-flood-window": "0s", "driver-frame-read-rate": "5", "driver-send-queue": "0",
-		"driver-read-buffer": "0", "driver-write-buffer": "0",
+		"driver-read-buffer": "0", "driver-write-buffer": "0", "driver-border-locations": "0",
+		"deployment": "testdata/no-such-deployment.json",
 	}
 	anyValue = []string{"redis", "nats", "jwt-public-keys", "allowed-origin"}
 )

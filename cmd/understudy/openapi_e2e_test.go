@@ -616,6 +616,29 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 		}
 	}
 
+	t.Log("one region of a deployment: the regions view and the 421s")
+	reg := mustRegions(t, "--match-interval", "0")
+	regRider := sign(reg.north, "u-alice", dispatch.RoleRider)
+	for _, c := range []struct {
+		method, path, token, body string
+		status                    int
+	}{
+		{"GET", "/v1/regions", "", "", 200},
+		{"POST", "/v1/rides", regRider, `{"pickup":{"lat":37.4979,"lng":127.0276},"dropoff":` + pt + `}`, 421}, // south's area
+		{"POST", "/v1/estimates", regRider, `{"pickup":{"lat":36.35,"lng":127.38},"dropoff":` + pt + `}`, 421}, // no area
+	} {
+		resp, err := send(ctx, reg.north, c.method, c.path, c.token, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("%s %s on a regional deployment = %d, want %d", c.method, c.path, resp.StatusCode, c.status)
+		}
+	}
+	expect(200, "GET", "/v1/regions", "", "") // one region serving everywhere
+
 	t.Log("a region draining, then without its log")
 	for _, c := range []drainer{s.gateway, s.riderAPI} {
 		if err := c.Drain(ctx); err != nil {

@@ -47,6 +47,7 @@ type server struct {
 	gateway    *driver.Gateway
 	pay        *driver.Pay
 	riderAPI   *rider.API
+	regions    *regions             // GET /v1/regions and the engine's router
 	bus        *natsbus.Bus         // the region's other replicas
 	components []component          // what has a lifecycle, in opening order
 	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
@@ -114,6 +115,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
 	s.gateway, s.pay = s.newGateway(s.keys), s.newPay(s.keys)
 	s.riderAPI = s.newRiderAPI(s.keys)
+	s.regions = s.newRegions()
 	local := dispatch.Notifiers{s.gateway, s.riderAPI}
 	// This replica's events go to its own clients directly and to the other replicas
 	// through the bus, which hands theirs to the engine and to the same clients (in
@@ -130,6 +132,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 		{"rider API", s.riderAPI},
 		{"engine", s.engine},
 		{"bus", s.bus},
+		{"regions", s.regions},
 	}
 	for _, c := range s.components {
 		if err := c.Open(ctx); err != nil {
@@ -290,7 +293,7 @@ func (s *server) routes() []httproute.Route {
 		{Method: http.MethodGet, Path: "/readyz", Handler: http.HandlerFunc(s.ready)},
 		{Method: http.MethodGet, Path: "/metrics", Handler: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})},
 	}
-	return slices.Concat(routes, s.gateway.Routes(), s.pay.Routes(), s.riderAPI.Routes())
+	return slices.Concat(routes, s.gateway.Routes(), s.pay.Routes(), s.riderAPI.Routes(), s.regions.Routes())
 }
 
 // handler serves mux behind what every request goes through: a 5xx logged with its

@@ -18,6 +18,9 @@ type Details struct {
 	Detail   string `json:"detail,omitempty"`
 	Code     string `json:"code"`
 	Instance string `json:"instance,omitempty"`
+	// Region and URL name the region to ask instead (code wrong_region).
+	Region string `json:"region,omitempty"`
+	URL    string `json:"url,omitempty"`
 }
 
 // Challenge is the WWW-Authenticate header of every 401 answer: the routes take
@@ -47,6 +50,9 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 		Status: info.HTTPStatus,
 		Detail: dispatch.ErrorMessage(err),
 		Code:   string(code),
+	}
+	if to := dispatch.RedirectOf(err); to != nil {
+		d.Region, d.URL = to.Region, to.URL
 	}
 	if r != nil {
 		d.Instance = r.URL.Path
