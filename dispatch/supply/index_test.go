@@ -283,7 +283,7 @@ func TestSupplyBasics(t *testing.T) {
 
 	for _, tt := range []struct{ in, want int }{{0, 0}, {7, 7}, {9, 9}, {15, 15}, {-1, 9}, {16, 9}} {
 		if got := supply.New(tt.in).Resolution(); got != tt.want {
-			t.Errorf("NewSupplyIndex(%d).Resolution() = %d, want %d", tt.in, got, tt.want)
+			t.Errorf("supply.New(%d).Resolution() = %d, want %d", tt.in, got, tt.want)
 		}
 	}
 }
