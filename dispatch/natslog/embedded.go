@@ -16,7 +16,8 @@ import (
 
 // Embedded is an in-process NATS server with JetStream.
 type Embedded struct {
-	srv *server.Server
+	srv   *server.Server
+	peers int // the other nodes of its cluster (StartNode); 0 when alone
 }
 
 // StartEmbedded starts a NATS server with JetStream storing in dir, listening on

@@ -1,0 +1,124 @@
+package natslog_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/understudy/understudy/dispatch/dispatchtest"
+	"github.com/understudy/understudy/dispatch/natslog"
+)
+
+// routePort returns a free TCP port below Linux's ephemeral range (32768 and up),
+// so that no outgoing connection takes it between now and the node's bind.
+func routePort(tb testing.TB) int {
+	tb.Helper()
+	for range 1000 {
+		port := 20000 + rand.N(12000)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			ln.Close()
+			return port
+		}
+	}
+	tb.Fatal("no free port in 20000-31999")
+	return 0
+}
+
+// startCluster starts one node per region, in process, clustered together, and
+// waits until each sees a meta leader.
+func startCluster(tb testing.TB, regions ...string) []*natslog.Embedded {
+	tb.Helper()
+	nodes := make([]natslog.Node, len(regions))
+	for i, r := range regions {
+		nodes[i] = natslog.Node{Region: r, DataDir: tb.TempDir(),
+			Client: fmt.Sprintf("127.0.0.1:%d", routePort(tb)), Route: fmt.Sprintf("127.0.0.1:%d", routePort(tb))}
+	}
+	var started []*natslog.Embedded
+	for i := range nodes {
+		for j, p := range nodes {
+			if j != i {
+				nodes[i].Peers = append(nodes[i].Peers, p.Route)
+			}
+		}
+		e, err := natslog.StartNode(nodes[i])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(e.Close)
+		started = append(started, e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dispatchtest.Patience)
+	defer cancel()
+	for _, e := range started {
+		if err := e.AwaitMetaLeader(ctx, slog.New(slog.DiscardHandler)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return started
+}
+
+// TestNodesFormOneClusterAndPlaceReplicasInDistinctRegions: three regions' nodes form
+// one JetStream cluster, and the ride log, the ledger and the idempotency bucket
+// opened with 3 replicas each have one replica in every region.
+func TestNodesFormOneClusterAndPlaceReplicasInDistinctRegions(t *testing.T) {
+	nodes := startCluster(t, "north", "east", "south")
+	var urls []string
+	for _, n := range nodes {
+		if n.Name() == "" {
+			t.Fatal("node without a name")
+		}
+		urls = append(urls, n.URL())
+	}
+	nc, err := natslog.Connect(strings.Join(urls, ","), natslog.ClusterOptions()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), dispatchtest.Patience)
+	defer cancel()
+	if _, err := natslog.OpenRideLog(ctx, nc, "north", 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natslog.OpenLedger(ctx, nc, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natslog.OpenIdempotencyStore(ctx, nc, "north", time.Hour, 3); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{natslog.RideStream, natslog.LedgerStream, "KV_" + natslog.IdempotencyBucket} {
+		dispatchtest.Eventually(t, func() error {
+			st, err := js.Stream(ctx, name)
+			if err != nil {
+				return err
+			}
+			info := st.CachedInfo()
+			if info.Cluster == nil || info.Cluster.Leader == "" {
+				return fmt.Errorf("stream %s: no leader yet", name)
+			}
+			peers := []string{info.Cluster.Leader}
+			for _, p := range info.Cluster.Replicas {
+				if p.Current {
+					peers = append(peers, p.Name)
+				}
+			}
+			slices.Sort(peers)
+			if want := []string{"east", "north", "south"}; !slices.Equal(peers, want) {
+				return fmt.Errorf("stream %s on %v (current), want one replica in each of %v", name, peers, want)
+			}
+			return nil
+		})
+	}
+}
