@@ -29,6 +29,9 @@ type Node struct {
 	Route   string   // host:port the other nodes' routes connect to
 	Peers   []string // host:port of the other regions' routes
 	DataDir string   // JetStream storage
+	// Log, if not nil, hears the server's notices, warnings and errors (routes coming
+	// and going, elections, placement failures).
+	Log *slog.Logger
 }
 
 // StartNode starts n in process: JetStream in n.DataDir, fsync on every write
@@ -63,10 +66,13 @@ func StartNode(n Node) (*Embedded, error) {
 		Cluster:            server.ClusterOpts{Name: ClusterName, Host: rhost, Port: rport},
 		Routes:             routes,
 		NoSigs:             true,
-		NoLog:              true,
+		NoLog:              n.Log == nil,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nats node %s: %w", n.Region, err)
+	}
+	if n.Log != nil {
+		srv.SetLoggerV2(serverLog{n.Log}, false, false, false)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(10 * time.Second) {
@@ -151,3 +157,13 @@ func ClusterOptions() []nats.Option {
 		nats.MaxPingsOutstanding(2),
 	}
 }
+
+// serverLog is a nats-server logger that writes to a slog.Logger.
+type serverLog struct{ log *slog.Logger }
+
+func (l serverLog) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l serverLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l serverLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l serverLog) Debugf(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l serverLog) Tracef(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }

@@ -1,7 +1,9 @@
 package natslog_test
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -11,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/natslog"
@@ -32,6 +36,9 @@ func routePort(tb testing.TB) int {
 	tb.Fatal("no free port in 20000-31999")
 	return 0
 }
+
+// noSuitablePeers is JetStream's error code for a stream it cannot place (yet).
+const noSuitablePeers = 10005
 
 // startCluster starts one node per region, in process, clustered together, and
 // waits until each sees a meta leader.
@@ -67,33 +74,51 @@ func startCluster(tb testing.TB, regions ...string) []*natslog.Embedded {
 }
 
 // TestNodesFormOneClusterAndPlaceReplicasInDistinctRegions: three regions' nodes form
-// one JetStream cluster, and the ride log, the ledger and the idempotency bucket
-// opened with 3 replicas each have one replica in every region.
+// one JetStream cluster; the three regions, starting at once, each open the ride
+// log, the ledger and the idempotency bucket with 3 replicas through their own node,
+// and each stream has one replica in every region.
 func TestNodesFormOneClusterAndPlaceReplicasInDistinctRegions(t *testing.T) {
 	nodes := startCluster(t, "north", "east", "south")
-	var urls []string
-	for _, n := range nodes {
-		if n.Name() == "" {
-			t.Fatal("node without a name")
-		}
-		urls = append(urls, n.URL())
-	}
-	nc, err := natslog.Connect(strings.Join(urls, ","), natslog.ClusterOptions()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), dispatchtest.Patience)
 	defer cancel()
-	if _, err := natslog.OpenRideLog(ctx, nc, "north", 3); err != nil {
+	var g errgroup.Group
+	var conns []*nats.Conn
+	for i, n := range nodes {
+		urls := []string{n.URL()}
+		for j, o := range nodes {
+			if j != i {
+				urls = append(urls, o.URL())
+			}
+		}
+		nc, err := natslog.Connect(strings.Join(urls, ","), natslog.ClusterOptions()...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		conns = append(conns, nc)
+		g.Go(func() error {
+			// Until the meta leader has heard from every node, placement of an R3
+			// stream fails ("no suitable peers"): retry that, as serve does, and
+			// nothing else (a request that hangs fails the test).
+			var fatal error
+			err := dispatchtest.Within(dispatchtest.Patience, 100*time.Millisecond, func() error {
+				octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+				defer cancel()
+				err := openAll(octx, nc, n.Name())
+				var apiErr *jetstream.APIError
+				if err != nil && !(errors.As(err, &apiErr) && apiErr.ErrorCode == noSuitablePeers) {
+					fatal = err
+					return nil
+				}
+				return err
+			})
+			return cmp.Or(fatal, err)
+		})
+	}
+	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natslog.OpenLedger(ctx, nc, 3); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := natslog.OpenIdempotencyStore(ctx, nc, "north", time.Hour, 3); err != nil {
-		t.Fatal(err)
-	}
+	nc := conns[0]
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -121,4 +146,18 @@ func TestNodesFormOneClusterAndPlaceReplicasInDistinctRegions(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// openAll opens region's ride log, the ledger and the idempotency bucket, 3 replicas each.
+func openAll(ctx context.Context, nc *nats.Conn, region string) error {
+	if _, err := natslog.OpenRideLog(ctx, nc, region, 3); err != nil {
+		return fmt.Errorf("%s: %w", region, err)
+	}
+	if _, err := natslog.OpenLedger(ctx, nc, 3); err != nil {
+		return fmt.Errorf("%s: %w", region, err)
+	}
+	if _, err := natslog.OpenIdempotencyStore(ctx, nc, region, time.Hour, 3); err != nil {
+		return fmt.Errorf("%s: %w", region, err)
+	}
+	return nil
 }

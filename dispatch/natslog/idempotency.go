@@ -48,7 +48,7 @@ func OpenIdempotencyStore(ctx context.Context, nc *nats.Conn, region string, ttl
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := ensureKeyValue(ctx, js, jetstream.KeyValueConfig{
 		Bucket:      IdempotencyBucket,
 		Description: "Idempotency-Keys of ride requests: which request first used each, and its ride.",
 		History:     1,

@@ -44,7 +44,7 @@ func OpenLedger(ctx context.Context, nc *nats.Conn, replicas int) (*Ledger, erro
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        LedgerStream,
 		Description: "Completed trips, one entry each, for paying drivers after the outage.",
 		Subjects:    []string{ledgerPrefix + ">"},

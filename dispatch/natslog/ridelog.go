@@ -38,7 +38,7 @@ func OpenRideLog(ctx context.Context, nc *nats.Conn, region string, replicas int
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	stream, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:              RideStream,
 		Description:       "Every change of every ride, except transient offers; the last per subject is the ride now.",
 		Subjects:          []string{ridePrefix + ">"},
