@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/understudy/understudy/dispatch/memstore"
-	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/redisstore"
 )
 
@@ -32,15 +30,9 @@ func (s *server) openHotState(ctx context.Context) error {
 		s.closers = append(s.closers, rs.Close)
 		s.store, s.idem, s.limiter = rs, rs.NewIdempotencyStore(), rs.NewRateLimiter(rc.Rate, rc.Burst)
 	default:
-		octx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		kv, err := natslog.OpenIdempotencyStore(octx, s.nats, s.cfg.Region, max(rc.IdempotencyTTL, rc.PendingTTL), 1)
-		if err != nil {
-			return fmt.Errorf("open idempotency keys: %w", err)
-		}
-		st := memstore.New()
+		st := memstore.New() // the keys' bucket: opened with the log (openStreams)
 		s.closers = append(s.closers, st.Close)
-		s.store, s.idem, s.limiter = st, kv, memstore.NewRateLimiter(rc.Rate, rc.Burst)
+		s.store, s.idem, s.limiter = st, s.natsIdem, memstore.NewRateLimiter(rc.Rate, rc.Burst)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@
 //	understudy token --role R --sub ID [--ttl 1h]   mint a development token
 //	understudy ledger export [--since T]          completed trips as NDJSON
 //	understudy drive --sub ID --lat LAT --lng LNG [--auto]  a demo driver
+//	understudy dev-cluster [--deployment FILE] [--dir DIR]  three regions on loopback
 //	understudy version           print the version
 package main
 
@@ -40,6 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args, stdout, stderr, nil)
 	case "drive":
 		return drive(ctx, args, stdout, stderr)
+	case "dev-cluster":
+		return devCluster(ctx, args, stdout, stderr)
 	case "ledger":
 		return ledgerCmd(ctx, args, stdout, stderr)
 	case "token":
@@ -61,6 +64,7 @@ commands:
   token     print a development token: token --role driver --sub d-42 --ttl 1h
   ledger    ledger export [--since RFC3339]: completed trips as NDJSON, for settlement
   drive     a demo driver: drive --sub d-42 --lat 37.5668 --lng 126.9783 --auto
+  dev-cluster  three regions on this machine, one process each: dev-cluster [--dir DIR]
   version   print the version
 Run 'understudy serve -h' for serve's flags.
 `

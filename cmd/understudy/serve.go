@@ -53,6 +53,8 @@ type server struct {
 	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
 	ledger     *natslog.Ledger
 	rideLog    *natslog.RideLog
+	natsIdem   *natslog.IdempotencyStore // the keys' bucket when the hot state is in memory (openStreams)
+	clustered  bool                      // the log is on a cluster of the deployment's regions (replicas)
 	nats       *nats.Conn
 	closers    []func() error // what close releases, in opening order
 	listener   net.Listener
@@ -150,20 +152,32 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	return s, nil
 }
 
-// openLog connects the durable log: the deployment's NATS with --nats, else a NATS
-// server embedded in this process with JetStream in the data directory, whose URL
-// is written to the data directory for `understudy ledger export`.
+// openLog connects the durable log: the deployment's NATS with --nats; else, in a
+// deployment of several regions, the region's own node of their cluster, embedded in
+// this process (openClusterNode); else a NATS server embedded in this process. The
+// embedded node keeps JetStream in the data directory and writes its URL there for
+// `understudy ledger export`.
 func (s *server) openLog(ctx context.Context) error {
 	log := s.log.With(slog.String("component", "nats"))
 	opts, connected := s.natsOptions(log)
 	if s.cfg.NATSURL != "" {
+		if s.cfg.Deployment != nil {
+			opts, s.clustered = append(opts, natslog.ClusterOptions()...), true
+		}
 		nc, err := natslog.Connect(s.cfg.NATSURL, append(opts, nats.RetryOnFailedConnect(true))...)
 		if err != nil {
 			return err
 		}
 		s.nats = nc
 		s.closers = append(s.closers, func() error { nc.Close(); return nil })
-		return s.awaitStreams(ctx, log, connected)
+		return s.awaitStreams(ctx, log, s.cfg.NATSURL, connected)
+	}
+	if d := s.cfg.Deployment; d != nil {
+		if own, _ := d.Region(s.cfg.Region); own.NATS != "" && own.NATSCluster != "" {
+			s.clustered = true
+			return s.openClusterNode(ctx, log, opts, connected)
+		}
+		log.Warn("the deployment gives this region no nats and nats_cluster addresses: a NATS of its own, not clustered, so its log is not replicated to other regions")
 	}
 	emb, err := natslog.StartEmbedded(filepath.Join(s.cfg.DataDir, "nats"), "127.0.0.1:0")
 	if err != nil {
@@ -238,9 +252,11 @@ func chain(first, then nats.ConnHandler) nats.ConnHandler {
 	}
 }
 
-// awaitStreams opens the ledger and the ride log on the deployment's NATS, waiting
-// (and logging why) until it answers, so a region may start before its NATS.
-func (s *server) awaitStreams(ctx context.Context, log *slog.Logger, connected <-chan struct{}) error {
+// awaitStreams opens the ledger and the ride log on the deployment's NATS at url,
+// waiting (and logging why) until it answers, so a region may start before its NATS
+// and a cluster may still be placing its first streams.
+func (s *server) awaitStreams(ctx context.Context, log *slog.Logger, url string, connected <-chan struct{}) error {
+	pause := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		var err error
 		if st := s.nats.Status(); st != nats.CONNECTED {
@@ -248,23 +264,31 @@ func (s *server) awaitStreams(ctx context.Context, log *slog.Logger, connected <
 		} else if err = s.openStreams(ctx); err == nil {
 			return nil
 		}
-		log.Warn("waiting for nats jetstream", slog.String("url", s.cfg.NATSURL), slog.Int("attempt", attempt), slog.Any("err", err))
+		log.Warn("waiting for nats jetstream", slog.String("url", url), slog.Int("attempt", attempt), slog.Any("err", err))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for nats at %s: %w", s.cfg.NATSURL, ctx.Err())
+			return fmt.Errorf("waiting for nats at %s: %w", url, ctx.Err())
 		case <-connected:
-		case <-time.After(5 * time.Second):
+		case <-time.After(pause):
+			pause = min(2*pause, 5*time.Second)
 		}
 	}
 }
 
-// openStreams opens the ledger and the ride log.
+// openStreams opens the ledger, the ride log and, when the hot state is in memory,
+// the idempotency keys' bucket, with s.replicas() copies each.
 func (s *server) openStreams(ctx context.Context) (err error) {
-	if s.ledger, err = natslog.OpenLedger(ctx, s.nats, 1); err != nil {
+	if s.ledger, err = natslog.OpenLedger(ctx, s.nats, s.replicas()); err != nil {
 		return err
 	}
-	if s.rideLog, err = natslog.OpenRideLog(ctx, s.nats, s.cfg.Region, 1); err != nil {
+	if s.rideLog, err = natslog.OpenRideLog(ctx, s.nats, s.cfg.Region, s.replicas()); err != nil {
 		return err
+	}
+	if s.storeName() == "memory" {
+		rc := s.cfg.Rider
+		if s.natsIdem, err = natslog.OpenIdempotencyStore(ctx, s.nats, s.cfg.Region, max(rc.IdempotencyTTL, rc.PendingTTL), s.replicas()); err != nil {
+			return fmt.Errorf("open idempotency keys: %w", err)
+		}
 	}
 	return nil
 }

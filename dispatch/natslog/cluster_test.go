@@ -1,9 +1,7 @@
 package natslog_test
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -36,9 +34,6 @@ func routePort(tb testing.TB) int {
 	tb.Fatal("no free port in 20000-31999")
 	return 0
 }
-
-// noSuitablePeers is JetStream's error code for a stream it cannot place (yet).
-const noSuitablePeers = 10005
 
 // startCluster starts one node per region, in process, clustered together, and
 // waits until each sees a meta leader.
@@ -98,21 +93,13 @@ func TestNodesFormOneClusterAndPlaceReplicasInDistinctRegions(t *testing.T) {
 		conns = append(conns, nc)
 		g.Go(func() error {
 			// Until the meta leader has heard from every node, placement of an R3
-			// stream fails ("no suitable peers"): retry that, as serve does, and
-			// nothing else (a request that hangs fails the test).
-			var fatal error
-			err := dispatchtest.Within(dispatchtest.Patience, 100*time.Millisecond, func() error {
-				octx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			// stream fails ("no suitable peers"), and a create racing the other
+			// regions' may go unanswered: retry, as serve does (awaitStreams).
+			return dispatchtest.Within(dispatchtest.Patience, 100*time.Millisecond, func() error {
+				octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
-				err := openAll(octx, nc, n.Name())
-				var apiErr *jetstream.APIError
-				if err != nil && !(errors.As(err, &apiErr) && apiErr.ErrorCode == noSuitablePeers) {
-					fatal = err
-					return nil
-				}
-				return err
+				return openAll(octx, nc, n.Name())
 			})
-			return cmp.Or(fatal, err)
 		})
 	}
 	if err := g.Wait(); err != nil {

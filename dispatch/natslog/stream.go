@@ -12,8 +12,10 @@ import (
 // CreateOrUpdateStream, which asks for an update first: in a cluster, when several
 // regions start at once and each asks to update a stream that does not exist yet
 // while another's create is under way, none of them hears back (seen with
-// nats-server v2.15.2: every request timed out). Creating a stream that exists with
-// the same configuration succeeds.
+// nats-server v2.15.2: every request timed out, every time). Creating a stream that
+// exists with the same configuration succeeds. Under load a create racing another
+// region's can still go unanswered now and then: callers retry with a deadline
+// (serve's awaitStreams).
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.CreateStream(ctx, cfg)
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
