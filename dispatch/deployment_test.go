@@ -14,22 +14,7 @@ import (
 )
 
 // contractDeployment is the contract's example deployment file.
-const contractDeployment = `{
-  "regions": [
-    {"name": "north", "url": "http://127.0.0.1:9101", "successor": "east",
-     "nats": "nats://127.0.0.1:4301", "nats_cluster": "127.0.0.1:6301"},
-    {"name": "east",  "url": "http://127.0.0.1:9102", "successor": "south",
-     "nats": "nats://127.0.0.1:4302", "nats_cluster": "127.0.0.1:6302"},
-    {"name": "south", "url": "http://127.0.0.1:9103", "successor": "north",
-     "nats": "nats://127.0.0.1:4303", "nats_cluster": "127.0.0.1:6303"}
-  ],
-  "areas": [
-    {"name": "gangbuk", "region": "north", "cells": ["8630e1c37ffffff"]},
-    {"name": "gangnam", "region": "south", "cells": ["8630e1ca7ffffff"]},
-    {"name": "mapo",    "region": "east",  "cells": ["8630e1d87ffffff"]}
-  ],
-  "lease_ttl": "3s"
-}`
+const contractDeployment = dispatch.ExampleDeployment
 
 // editDeployment decodes the contract's example into generic JSON, lets edit change
 // it and encodes it again.

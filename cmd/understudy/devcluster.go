@@ -21,26 +21,6 @@ import (
 	"github.com/understudy/understudy/dispatch"
 )
 
-// defaultDeployment is dev-cluster's deployment when none is given: the contract's
-// example, three regions on loopback.
-const defaultDeployment = `{
-  "regions": [
-    {"name": "north", "url": "http://127.0.0.1:9101", "successor": "east",
-     "nats": "nats://127.0.0.1:4301", "nats_cluster": "127.0.0.1:6301"},
-    {"name": "east",  "url": "http://127.0.0.1:9102", "successor": "south",
-     "nats": "nats://127.0.0.1:4302", "nats_cluster": "127.0.0.1:6302"},
-    {"name": "south", "url": "http://127.0.0.1:9103", "successor": "north",
-     "nats": "nats://127.0.0.1:4303", "nats_cluster": "127.0.0.1:6303"}
-  ],
-  "areas": [
-    {"name": "gangbuk", "region": "north", "cells": ["8630e1c37ffffff"]},
-    {"name": "gangnam", "region": "south", "cells": ["8630e1ca7ffffff"]},
-    {"name": "mapo",    "region": "east",  "cells": ["8630e1d87ffffff"]}
-  ],
-  "lease_ttl": "3s"
-}
-`
-
 // regionProc is one region's `understudy serve` child of dev-cluster.
 type regionProc struct {
 	region dispatch.Region
@@ -80,7 +60,7 @@ func devCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 		switch {
 		case err == nil:
-			_, err = io.WriteString(f, defaultDeployment)
+			_, err = io.WriteString(f, dispatch.ExampleDeployment)
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
