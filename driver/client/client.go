@@ -2,7 +2,9 @@
 // with a driver token, sends the driver's frames, delivers the server's frames on a
 // channel, and, when asked to, reconnects after a drop with exponential backoff and
 // full jitter. The server's welcome frame, first on every connection, tells the caller
-// where the driver stands, so resuming needs nothing else. Tests and the load
+// where the driver stands, so resuming needs nothing else. A reconnect frame (close
+// 4002: another region serves the driver's area) is followed on its own: the client
+// dials that region with the same token and resumes there. Tests and the load
 // simulator use it.
 package client
 
@@ -14,6 +16,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +36,22 @@ var (
 	ErrClosed = errors.New("driver client: closed")
 )
 
+// MaxMoves is how many reconnect frames in a row (each on a connection shorter than
+// Dialer.MaxBackoff) the client follows; the next one, or one that sends it back to a
+// region it has just left, stops it with a *MoveError, so two regions that disagree
+// cannot bounce it between them forever.
+const MaxMoves = 3
+
+// MoveError: the client stopped rather than follow another region move.
+type MoveError struct {
+	Region, URL string // where the last reconnect frame said to go
+	Moves       int    // moves followed in a row before it
+}
+
+func (e *MoveError) Error() string {
+	return fmt.Sprintf("driver client: not following reconnect to region %s (%s) after %d moves in a row", e.Region, e.URL, e.Moves)
+}
+
 // HandshakeError is a handshake the server refused with an HTTP status and a problem.
 type HandshakeError struct {
 	Status int            // HTTP status, e.g. 401
@@ -47,7 +67,8 @@ func (e *HandshakeError) Error() string {
 // in the Authorization header, and does not reconnect.
 type Dialer struct {
 	// Reconnect redials after a drop (not after Close, a refused token, or close 4000
-	// "replaced by a newer connection").
+	// "replaced by a newer connection"). A region move (a reconnect frame, then close
+	// 4002) is followed either way; Reconnect also retries a failed dial there.
 	Reconnect bool
 	// MinBackoff and MaxBackoff bound the wait before each redial: attempt n waits a
 	// random time in [0, min(MaxBackoff, MinBackoff*2^n)] (full jitter). Defaults
@@ -89,7 +110,8 @@ type Client struct {
 
 	connMu sync.Mutex
 	cur    *websocket.Conn
-	err    error // why the client stopped
+	err    error             // why the client stopped
+	move   *driver.Reconnect // the current connection's reconnect frame, if any
 
 	writeMu sync.Mutex // one writer at a time
 }
@@ -123,6 +145,14 @@ func (d Dialer) Dial(ctx context.Context, url, token string) (*Client, error) {
 	return c, nil
 }
 
+// URL is the socket URL the client dials now: the one given to Dial, or the region a
+// reconnect frame sent it to.
+func (c *Client) URL() string {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	return c.url
+}
+
 func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	ws := websocket.Dialer{HandshakeTimeout: c.d.HandshakeTimeout, Proxy: http.ProxyFromEnvironment}
 	h := http.Header{}
@@ -134,7 +164,7 @@ func (c *Client) dial(ctx context.Context) (*websocket.Conn, error) {
 	} else {
 		h.Set("Authorization", "Bearer "+c.token)
 	}
-	conn, resp, err := ws.DialContext(ctx, c.url, h)
+	conn, resp, err := ws.DialContext(ctx, c.URL(), h)
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			defer resp.Body.Close()
@@ -184,11 +214,14 @@ func (c *Client) run(ws *websocket.Conn) {
 	defer close(c.done)
 	defer close(c.frames)
 	attempt := 0
+	var left []string // the URLs of the moves in a row so far
 	for {
 		began := time.Now()
 		err := c.read(ws)
 		c.connMu.Lock()
 		c.cur = nil
+		move := c.move
+		c.move = nil
 		c.connMu.Unlock()
 		_ = ws.NetConn().Close()
 		if c.d.OnDisconnect != nil {
@@ -197,21 +230,40 @@ func (c *Client) run(ws *websocket.Conn) {
 		if c.ctx.Err() != nil {
 			err = ErrClosed
 		}
-		if errors.Is(err, ErrClosed) || !c.d.Reconnect || !retryable(err) {
+		if time.Since(began) > c.d.MaxBackoff {
+			attempt = 0 // it held for a while: start the backoff over
+			left = nil
+		}
+		moved := false
+		if move != nil && websocket.IsCloseError(err, driver.CloseReconnect) {
+			to, ok := socketURL(move.URL)
+			for _, u := range left {
+				ok = ok && u != to
+			}
+			if !ok || len(left) >= MaxMoves {
+				c.stop(&MoveError{Region: move.Region, URL: move.URL, Moves: len(left)})
+				return
+			}
+			c.connMu.Lock()
+			left = append(left, c.url)
+			c.url = to
+			c.connMu.Unlock()
+			moved, attempt = true, 0
+		}
+		if !moved && (errors.Is(err, ErrClosed) || !c.d.Reconnect || !retryable(err)) {
 			c.stop(err)
 			return
 		}
-		if time.Since(began) > c.d.MaxBackoff {
-			attempt = 0 // it held for a while: start the backoff over
-		}
 		for {
-			t := time.NewTimer(c.d.Backoff(attempt))
-			select {
-			case <-c.ctx.Done():
-				t.Stop()
-				c.stop(ErrClosed)
-				return
-			case <-t.C:
+			if !moved || attempt > 0 { // a move dials the new region at once
+				t := time.NewTimer(c.d.Backoff(attempt))
+				select {
+				case <-c.ctx.Done():
+					t.Stop()
+					c.stop(ErrClosed)
+					return
+				case <-t.C:
+				}
 			}
 			attempt++
 			ws, err = c.dial(c.ctx)
@@ -222,7 +274,7 @@ func (c *Client) run(ws *websocket.Conn) {
 				c.stop(ErrClosed)
 				return
 			}
-			if !retryable(err) {
+			if !retryable(err) || !c.d.Reconnect {
 				c.stop(err)
 				return
 			}
@@ -250,12 +302,41 @@ func (c *Client) read(ws *websocket.Conn) error {
 		if err != nil {
 			continue // not a frame of this protocol: skip it
 		}
+		if m.Type == driver.TypeReconnect {
+			var rc driver.Reconnect
+			if json.Unmarshal(m.Raw, &rc) == nil && rc.URL != "" {
+				c.connMu.Lock()
+				c.move = &rc
+				c.connMu.Unlock()
+			}
+		}
 		select {
 		case c.frames <- m:
 		case <-c.ctx.Done():
 			return ErrClosed
 		}
 	}
+}
+
+// socketURL turns a region's URL (http://host, from a reconnect frame) into its
+// driver socket URL (ws://host/v1/driver/ws).
+func socketURL(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return "", false
+	}
+	switch u.Scheme {
+	case "http", "ws":
+		u.Scheme = "ws"
+	case "https", "wss":
+		u.Scheme = "wss"
+	default:
+		return "", false
+	}
+	if p := strings.TrimRight(u.Path, "/"); p == "" {
+		u.Path = driver.Path
+	}
+	return u.String(), true
 }
 
 // retryable reports whether redialing after err can help.

@@ -214,3 +214,42 @@ func TestDialRefused(t *testing.T) {
 		t.Fatalf("dial with a bad token: %v, want 401 unauthorized with a detail", err)
 	}
 }
+
+// Two regions that each send the driver to the other: the client follows a bounded
+// number of moves, then stops with a *MoveError.
+func TestReconnectMovesAreBounded(t *testing.T) {
+	var a, b *httptest.Server
+	var dials atomic.Int32
+	bounce := func(other **httptest.Server) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			dials.Add(1)
+			up := websocket.Upgrader{}
+			ws, err := up.Upgrade(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer ws.Close()
+			_ = ws.WriteMessage(websocket.TextMessage, []byte(`{"type":"welcome","driver_id":"d-1","state":"offline"}`))
+			_ = ws.WriteMessage(websocket.TextMessage, []byte(fmt.Sprintf(`{"type":"reconnect","region":"x","url":%q,"reason":"wrong_region"}`, (*other).URL)))
+			_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(driver.CloseReconnect, "go"), time.Now().Add(time.Second))
+			_, _, _ = ws.ReadMessage() // until the client hangs up
+		}
+	}
+	a = httptest.NewServer(bounce(&b))
+	defer a.Close()
+	b = httptest.NewServer(bounce(&a))
+	defer b.Close()
+	c, err := client.Dialer{Reconnect: true, MinBackoff: time.Millisecond, MaxBackoff: time.Minute}.Dial(context.Background(),
+		"ws"+strings.TrimPrefix(a.URL, "http")+driver.Path, "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var me *client.MoveError
+	if err := drivertest.End(t, c); !errors.As(err, &me) {
+		t.Fatalf("client ended with %v, want a *MoveError", err)
+	}
+	if n := dials.Load(); n < 2 || n > client.MaxMoves+1 {
+		t.Errorf("%d dials, want 2 to %d", n, client.MaxMoves+1)
+	}
+}

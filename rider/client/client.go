@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/understudy/understudy/dispatch/problem"
@@ -35,7 +36,24 @@ type Client struct {
 	// Backoff is the first pause between retries, doubled up to MaxBackoff, with
 	// jitter. A Retry-After header sets the pause instead.
 	Backoff, MaxBackoff time.Duration
+
+	mu      sync.Mutex
+	regions map[string]string // ride id -> base URL of the region that created it, when not BaseURL
 }
+
+// MaxHops is how many 421 wrong_region answers one call follows to the region they
+// name before it gives up with the last one.
+const MaxHops = 3
+
+// Errors an *Error matches with errors.Is.
+var (
+	// ErrOutsideServiceArea: the pickup is in no area of the deployment (421
+	// outside_service_area). No region serves it.
+	ErrOutsideServiceArea = errors.New("rider API: pickup outside the service area")
+	// ErrWrongRegion: another region serves the pickup (421 wrong_region) and the
+	// client did not get there within MaxHops.
+	ErrWrongRegion = errors.New("rider API: served by another region")
+)
 
 // New returns a client of the API at baseURL that authenticates with token and
 // retries 4 times, starting at 100 ms.
@@ -56,6 +74,13 @@ func (e *Error) Error() string {
 	return fmt.Sprintf("rider API: %d %s: %s", e.StatusCode, e.Code, e.Detail)
 }
 
+// Is makes errors.Is(err, ErrOutsideServiceArea) and errors.Is(err, ErrWrongRegion)
+// true for those 421 answers.
+func (e *Error) Is(target error) bool {
+	return (target == ErrOutsideServiceArea && e.Code == "outside_service_area") ||
+		(target == ErrWrongRegion && e.Code == "wrong_region")
+}
+
 // Code returns the problem code of err if it is an *Error, else "".
 func Code(err error) string {
 	var e *Error
@@ -66,34 +91,57 @@ func Code(err error) string {
 }
 
 // RequestRide requests a ride. key is the Idempotency-Key; "" makes a random one, so
-// the client's own retries never create a second ride.
+// the client's own retries never create a second ride. A pickup another region serves
+// (421 wrong_region) is requested again there, with the same key and body, and the
+// client keeps that region's URL for the ride's later calls (Ride, Cancel, Follow).
+// A pickup in no area is an error matching ErrOutsideServiceArea.
 func (c *Client) RequestRide(ctx context.Context, req rider.RideRequest, key string) (rider.Ride, error) {
 	if key == "" {
 		key = NewKey()
 	}
 	var out rider.Ride
-	err := c.do(ctx, http.MethodPost, "/v1/rides", req, http.Header{rider.IdempotencyKeyHeader: {key}}, http.StatusCreated, &out)
+	base, err := c.do(ctx, c.BaseURL, http.MethodPost, "/v1/rides", req, http.Header{rider.IdempotencyKeyHeader: {key}}, http.StatusCreated, &out)
+	if err == nil && base != c.BaseURL && out.ID != "" {
+		c.mu.Lock()
+		if c.regions == nil {
+			c.regions = make(map[string]string)
+		}
+		c.regions[out.ID] = base
+		c.mu.Unlock()
+	}
 	return out, err
+}
+
+// RideURL is the base URL the client calls for ride id: the region that created it
+// when RequestRide was sent on to another region, else BaseURL.
+func (c *Client) RideURL(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if u, ok := c.regions[id]; ok {
+		return u
+	}
+	return c.BaseURL
 }
 
 // Ride returns the ride with id.
 func (c *Client) Ride(ctx context.Context, id string) (rider.Ride, error) {
 	var out rider.Ride
-	err := c.do(ctx, http.MethodGet, "/v1/rides/"+url.PathEscape(id), nil, nil, http.StatusOK, &out)
+	_, err := c.do(ctx, c.RideURL(id), http.MethodGet, "/v1/rides/"+url.PathEscape(id), nil, nil, http.StatusOK, &out)
 	return out, err
 }
 
 // Cancel cancels the ride with id and returns it.
 func (c *Client) Cancel(ctx context.Context, id string) (rider.Ride, error) {
 	var out rider.Ride
-	err := c.do(ctx, http.MethodPost, "/v1/rides/"+url.PathEscape(id)+"/cancel", nil, nil, http.StatusOK, &out)
+	_, err := c.do(ctx, c.RideURL(id), http.MethodPost, "/v1/rides/"+url.PathEscape(id)+"/cancel", nil, nil, http.StatusOK, &out)
 	return out, err
 }
 
-// Estimate quotes a ride without creating it.
+// Estimate quotes a ride without creating it, asking the region that serves the
+// pickup (421 wrong_region is followed, as for RequestRide).
 func (c *Client) Estimate(ctx context.Context, req rider.RideRequest) (rider.Estimate, error) {
 	var out rider.Estimate
-	err := c.do(ctx, http.MethodPost, "/v1/estimates", req, nil, http.StatusOK, &out)
+	_, err := c.do(ctx, c.BaseURL, http.MethodPost, "/v1/estimates", req, nil, http.StatusOK, &out)
 	return out, err
 }
 
@@ -104,40 +152,63 @@ func NewKey() string {
 	return hex.EncodeToString(b[:])
 }
 
-// do sends one API call, retrying what may be retried, and decodes a want answer
-// into out.
-func (c *Client) do(ctx context.Context, method, path string, body any, hdr http.Header, want int, out any) error {
+// do sends one API call to the region at base, retrying what may be retried and
+// following up to MaxHops 421 wrong_region answers to the region they name, and
+// decodes a want answer into out. It returns the base URL that answered.
+func (c *Client) do(ctx context.Context, base, method, path string, body any, hdr http.Header, want int, out any) (string, error) {
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
+			return base, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 	}
+	visited := []string{base}
 	for attempt := 0; ; attempt++ {
-		resp, err := c.send(ctx, method, path, payload, hdr)
+		resp, err := c.send(ctx, base, method, path, payload, hdr)
 		if err == nil {
 			err = c.read(resp, want, out)
 		}
 		if err == nil {
-			return nil
+			return base, nil
+		}
+		if next, ok := redirect(err, visited); ok {
+			base, visited, attempt = next, append(visited, next), -1 // a new region: its own retries
+			continue
 		}
 		wait, retry := c.retryable(err, attempt)
 		if !retry || ctx.Err() != nil {
-			return err
+			return base, err
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return err
+			return base, err
 		}
 	}
 }
 
-func (c *Client) send(ctx context.Context, method, path string, payload []byte, hdr http.Header) (*http.Response, error) {
+// redirect returns the region a 421 wrong_region err names, unless the call has
+// already made MaxHops hops or been there (two regions sending it back and forth).
+func redirect(err error, visited []string) (string, bool) {
+	var e *Error
+	if !errors.As(err, &e) || e.StatusCode != http.StatusMisdirectedRequest || e.Code != "wrong_region" || e.URL == "" ||
+		len(visited) > MaxHops {
+		return "", false
+	}
+	next := strings.TrimRight(e.URL, "/")
+	for _, v := range visited {
+		if v == next {
+			return "", false
+		}
+	}
+	return next, true
+}
+
+func (c *Client) send(ctx context.Context, base, method, path string, payload []byte, hdr http.Header) (*http.Response, error) {
 	var body io.Reader
 	if payload != nil {
 		body = bytes.NewReader(payload)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}

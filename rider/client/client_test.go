@@ -250,3 +250,42 @@ func TestAgainstTheAPI(t *testing.T) {
 		t.Fatalf("unknown ride: %v", err)
 	}
 }
+
+// Two regions that each say the other serves the pickup: the client stops after a
+// bounded number of hops with an error matching ErrWrongRegion, every request with
+// the same key.
+func TestWrongRegionHopsAreBounded(t *testing.T) {
+	var a, b *httptest.Server
+	var mu sync.Mutex
+	var keys []string
+	to := func(other **httptest.Server) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			keys = append(keys, r.Header.Get("Idempotency-Key"))
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusMisdirectedRequest)
+			fmt.Fprintf(w, `{"status":421,"code":"wrong_region","region":"x","url":%q}`, (*other).URL)
+		}
+	}
+	a = httptest.NewServer(to(&b))
+	defer a.Close()
+	b = httptest.NewServer(to(&a))
+	defer b.Close()
+	c := fast(client.New(a.URL, "tok"))
+	_, err := c.RequestRide(context.Background(), rider.RideRequest{}, "k-1")
+	if !errors.Is(err, client.ErrWrongRegion) {
+		t.Fatalf("err = %v, want ErrWrongRegion", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keys) < 2 || len(keys) > client.MaxHops+1 {
+		t.Errorf("%d requests, want 2 to %d", len(keys), client.MaxHops+1)
+	}
+	for _, k := range keys {
+		if k != "k-1" {
+			t.Errorf("keys %v, want k-1 each time", keys)
+			break
+		}
+	}
+}

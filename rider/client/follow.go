@@ -110,7 +110,7 @@ func (c *Client) openStream(ctx context.Context, id string, last uint64) (*http.
 	if last > 0 {
 		hdr.Set("Last-Event-ID", strconv.FormatUint(last, 10))
 	}
-	resp, err := c.send(ctx, http.MethodGet, path, nil, hdr)
+	resp, err := c.send(ctx, c.RideURL(id), http.MethodGet, path, nil, hdr)
 	if err != nil {
 		return nil, err
 	}
