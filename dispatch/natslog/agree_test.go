@@ -87,16 +87,11 @@ type payWorld struct {
 
 func openPayWorld(tb testing.TB) *payWorld {
 	tb.Helper()
-	srv, err := natslog.StartEmbedded(tb.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(srv.Close)
 	w := &payWorld{now: time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)}
-	if w.nc, err = srv.Connect(); err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(w.nc.Close)
+	nc, stop := mustConnect(tb, tb.TempDir())
+	tb.Cleanup(stop)
+	w.nc = nc
+	var err error
 	ctx := context.Background()
 	if w.log, err = natslog.OpenRideLog(ctx, w.nc, "seoul", 1); err != nil {
 		tb.Fatal(err)

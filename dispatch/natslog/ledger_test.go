@@ -20,22 +20,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // mustOpenLedger starts an embedded JetStream in dir and opens the ledger on it.
 func mustOpenLedger(tb testing.TB, dir string) (*natslog.Ledger, func()) {
 	tb.Helper()
-	srv, err := natslog.StartEmbedded(dir, "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	nc, err := srv.Connect()
-	if err != nil {
-		srv.Close()
-		tb.Fatal(err)
-	}
+	nc, stop := mustConnect(tb, dir)
 	l, err := natslog.OpenLedger(context.Background(), nc, 1)
 	if err != nil {
-		nc.Close()
-		srv.Close()
+		stop()
 		tb.Fatal(err)
 	}
-	return l, func() { nc.Close(); srv.Close() }
+	return l, stop
 }
 
 var t0 = time.Date(2026, 11, 24, 9, 0, 0, 0, time.UTC)
@@ -173,16 +164,8 @@ func TestLedgerSurvivesRestart(t *testing.T) {
 // every entry once, in order, and leaves no consumer on the stream.
 func TestLedgerEntriesSpanBatches(t *testing.T) {
 	ctx := context.Background()
-	srv, err := natslog.StartEmbedded(t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, closeNATS := mustConnect(t, t.TempDir())
+	defer closeNATS()
 	l, err := natslog.OpenLedger(ctx, nc, 1)
 	if err != nil {
 		t.Fatal(err)

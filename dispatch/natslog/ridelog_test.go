@@ -13,19 +13,13 @@ func TestRideLogLatestPerRide(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	open := func(region string) (*natslog.RideLog, func()) {
-		srv, err := natslog.StartEmbedded(dir, "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		nc, err := srv.Connect()
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc, stop := mustConnect(t, dir)
 		l, err := natslog.OpenRideLog(ctx, nc, region, 1)
 		if err != nil {
+			stop()
 			t.Fatal(err)
 		}
-		return l, func() { nc.Close(); srv.Close() }
+		return l, stop
 	}
 	l, stop := open("seoul")
 	statuses := []dispatch.RideStatus{dispatch.RideSearching, dispatch.RideMatched, dispatch.RideArrived}
