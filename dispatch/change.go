@@ -118,7 +118,7 @@ func (e *Engine) commit(ctx context.Context, c *change, now time.Time) error {
 		c.ride.Version++
 		if e.Log != nil && !c.offer {
 			tx.Rides[0] = c.ride // as stored
-			if err := e.Log.Append(ctx, tx.Rides); err != nil {
+			if err := e.logRides(ctx, tx.Rides); err != nil {
 				release()
 				return fmt.Errorf("append to the ride log: %w", err)
 			}
@@ -143,12 +143,45 @@ func (e *Engine) commit(ctx context.Context, c *change, now time.Time) error {
 }
 
 // write commits tx to the Store with the engine's fencing epoch. Every write of the
-// engine goes through it.
+// engine goes through it, and here an area's lease is checked on this region's own
+// clock: a write that leaves a ride searching or matched (creating it, offering it,
+// assigning it) is refused unless this region serves the ride's area now, with
+// wrong_region or no_lease. Offers are never logged, so this check is what stops a
+// region whose lease ran out from assigning. Every other ride write (a trip step, a
+// cancel) is held to the log's fence for the area instead (logRides), which refuses
+// it if another region has taken the area, whatever this region's clock says.
+// Restored rides are written by the region that has just taken their area (adopt).
 func (e *Engine) write(ctx context.Context, tx Tx) error {
+	for _, r := range tx.Rides {
+		if r.Status != RideSearching && r.Status != RideMatched {
+			continue
+		}
+		if err := e.Router.RouteArea(r.Area); err != nil {
+			return err
+		}
+	}
 	tx.Epoch = e.Epoch
 	err := e.Store.Commit(ctx, tx)
 	if errors.Is(err, ErrVersionConflict) {
 		e.Metrics.Conflict()
+	}
+	return err
+}
+
+// logRides appends rides to the durable log. A write the log refuses because
+// another region has taken the ride's area (ErrFenced) is counted and logged: this
+// region believed it held a lease it had lost, and the log kept it from acting on it.
+func (e *Engine) logRides(ctx context.Context, rides []Ride) error {
+	err := e.Log.Append(ctx, rides)
+	if errors.Is(err, ErrFenced) {
+		e.Metrics.FencedWrite()
+		e.Logger.Warn("the ride log refused a stale write: another region holds the area now",
+			slog.String("ride", rides[0].ID), slog.String("area", rides[0].Area), slog.Any("err", err))
+		if to := RedirectOf(e.Router.RouteArea(rides[0].Area)); to != nil {
+			// Where the caller's ride is served now, for its driver to go there.
+			return &Error{Code: ECodeWrongRegion, Message: ErrFenced.Message + ": region " + to.Region + " serves it",
+				Err: err, Redirect: to}
+		}
 	}
 	return err
 }

@@ -73,7 +73,7 @@ func (ds Drivers) UpdateLocation(ctx context.Context, driverID string, p Point) 
 	}
 	ds.updateSupply(driverID, p, state)
 	if e.Router != nil && (state == DriverOffline || state == DriverAvailable) {
-		if err := e.Router.Route(p); ErrorCode(err) == ECodeWrongRegion {
+		if _, err := e.Router.Route(p); ErrorCode(err) == ECodeWrongRegion {
 			return err
 		}
 	}

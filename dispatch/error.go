@@ -22,7 +22,8 @@ const (
 	ECodeRateLimited    ECode = "rate_limited"         // too many requests or frames
 	ECodeWrongRegion    ECode = "wrong_region"         // another region serves that area: go there (Error.Redirect)
 	ECodeOutsideService ECode = "outside_service_area" // a point in no area of the deployment
-	ECodeUnavailable    ECode = "unavailable"          // no lease, or shutting down
+	ECodeNoLease        ECode = "no_lease"             // this region should serve that area but holds no lease for it now
+	ECodeUnavailable    ECode = "unavailable"          // shutting down, or the durable log is away
 	ECodeInternal       ECode = "internal"             // a bug or an infrastructure failure
 )
 
@@ -54,6 +55,7 @@ var codeTable = map[ECode]CodeInfo{
 	ECodeRateLimited:    {429, "Rate limited", 1008},
 	ECodeWrongRegion:    {421, "Served by another region", 4002},
 	ECodeOutsideService: {421, "Outside the service area", 0},
+	ECodeNoLease:        {503, "No lease for this area", 0},
 	ECodeUnavailable:    {503, "Unavailable", 1012},
 	ECodeInternal:       {500, "Internal error", 1011},
 }
@@ -160,6 +162,9 @@ var (
 	ErrVersionConflict = sentinel(ECodeConflict, "concurrent update")
 	// ErrStaleEpoch: the writer's fencing epoch is older than the Store's; it lost its lease.
 	ErrStaleEpoch = sentinel(ECodeUnavailable, "writer lost its lease")
+	// ErrFenced: the ride log refused a write because another region has taken the
+	// ride's area since this region's lease (the log's fence for the area moved on).
+	ErrFenced = sentinel(ECodeNoLease, "this region no longer holds the area's lease")
 	// ErrClosed: the engine is shutting down.
 	ErrClosed = sentinel(ECodeUnavailable, "shutting down")
 )

@@ -14,6 +14,9 @@ const (
 	EventRideCancelled EventType = "ride_cancelled" // the rider cancelled DriverID's assigned ride
 	EventDriverOffline EventType = "driver_offline" // DriverID was taken offline for Reason
 	EventRideChanged   EventType = "ride_changed"   // Ride's status changed (riders follow these)
+	// EventAreaMoved: Ride's area is served by another region now (To, nil while
+	// nobody serves it): its driver and rider go there.
+	EventAreaMoved EventType = "area_moved"
 )
 
 // Event is a change that clients must hear about: gateways deliver driver events over
@@ -24,6 +27,7 @@ type Event struct {
 	Ride     Ride
 	Offer    *Offer
 	Reason   string
+	To       *Redirect // EventAreaMoved: the region that serves the ride's area now
 	At       time.Time
 }
 

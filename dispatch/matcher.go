@@ -114,8 +114,8 @@ func (e *Engine) matchPending(ctx context.Context, now time.Time) error {
 			}
 			continue
 		}
-		if r.Status == RideSearching && r.Offer == nil {
-			rides = append(rides, r)
+		if r.Status == RideSearching && r.Offer == nil && e.Router.RouteArea(r.Area) == nil {
+			rides = append(rides, r) // a ride of an area served elsewhere now leaves the queue
 		}
 	}
 	total, offered := len(rides), 0

@@ -16,6 +16,9 @@ type Metrics interface {
 	// Conflict: a commit lost a race with a concurrent change of the same records
 	// (ErrVersionConflict) and is retried, or given up after too many tries.
 	Conflict()
+	// FencedWrite: the ride log refused a write of this region because another region
+	// had taken the ride's area (ErrFenced).
+	FencedWrite()
 }
 
 // Offer outcomes passed to Metrics.OfferOutcome.
@@ -33,3 +36,4 @@ func (nopMetrics) BatchSolved(int, int, time.Duration) {}
 func (nopMetrics) OfferOutcome(string)                 {}
 func (nopMetrics) RideEnded(RideStatus)                {}
 func (nopMetrics) Conflict()                           {}
+func (nopMetrics) FencedWrite()                        {}

@@ -31,34 +31,53 @@ func (h HomeServing) ServedBy(area string) (string, uint64, bool) {
 	return a.Region, epoch, true
 }
 
-// Router tells whether this region serves a point. A nil *Router serves everywhere
-// (one region, no deployment file).
+// Router tells whether this region serves a point or an area. A nil *Router serves
+// everywhere (one region, no deployment file).
 type Router struct {
 	Deployment *Deployment
 	Region     string // this region
 	Serving    Serving
 }
 
-// Route returns nil when this region serves p; an *Error with code wrong_region and a
-// Redirect to the serving region when another does; outside_service_area when p is
-// in no area; unavailable when nobody serves p's area right now.
-func (rt *Router) Route(p Point) error {
+// noLeaseRetryS is the Retry-After of a no_lease answer: about the time a lease
+// takes to be renewed or taken over.
+const noLeaseRetryS = 1
+
+// Route returns the area p is in and nil when this region serves it; an *Error with
+// code wrong_region and a Redirect to the serving region when another does;
+// outside_service_area when p is in no area; no_lease when nobody serves p's area
+// right now (see RouteArea). A nil Router returns "" and nil.
+func (rt *Router) Route(p Point) (area string, err error) {
 	if rt == nil {
-		return nil
+		return "", nil
 	}
 	a, ok := rt.Deployment.AreaOf(p)
 	if !ok {
-		return Errorf(ECodeOutsideService, "%v is outside every area of this deployment", p)
+		return "", Errorf(ECodeOutsideService, "%v is outside every area of this deployment", p)
 	}
-	by, _, ok := rt.Serving.ServedBy(a.Name)
+	return a.Name, rt.RouteArea(a.Name)
+}
+
+// RouteArea returns nil when this region serves area now (it holds its lease, valid
+// on its own clock), wrong_region with a Redirect when another region does, and
+// no_lease (with Retry-After) when nobody does as far as this region knows. A nil
+// Router, or the empty area of a ride from before any deployment, is served here.
+func (rt *Router) RouteArea(area string) error {
+	if rt == nil || area == "" {
+		return nil
+	}
+	by, _, ok := rt.Serving.ServedBy(area)
 	switch {
-	case !ok || by == "":
-		return Errorf(ECodeUnavailable, "nobody serves area %s right now", a.Name)
+	case !ok:
+		return Errorf(ECodeInvalid, "no area %q in this deployment", area)
+	case by == "":
+		return &Error{Code: ECodeNoLease, RetryAfterS: noLeaseRetryS,
+			Message: "nobody holds the lease of area " + area + " right now: retry shortly"}
 	case by == rt.Region:
 		return nil
 	}
 	r, _ := rt.Deployment.Region(by)
-	return &Error{Code: ECodeWrongRegion, Message: "area " + a.Name + " is served by region " + by + " at " + r.URL,
+	return &Error{Code: ECodeWrongRegion, Message: "area " + area + " is served by region " + by + " at " + r.URL,
 		Redirect: &Redirect{Region: by, URL: r.URL}}
 }
 

@@ -51,7 +51,11 @@ type Ride struct {
 	Pickup   Point      `json:"pickup"`
 	Dropoff  Point      `json:"dropoff"`
 	DriverID string     `json:"driver_id,omitempty"`
-	Fare     Money      `json:"fare"`
+	// Area is the deployment's area of the pickup, which the ride keeps for life: the
+	// region holding that area's lease is the one that may change the ride. Empty
+	// without a deployment file.
+	Area string `json:"area,omitempty"`
+	Fare Money  `json:"fare"`
 	// DistanceM is the estimated trip distance (pickup to dropoff).
 	DistanceM float64 `json:"distance_m"`
 	// Offer is the outstanding offer while searching; a ride has at most one.

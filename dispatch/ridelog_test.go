@@ -35,6 +35,15 @@ func (l *memLog) Append(_ context.Context, rides []dispatch.Ride) error {
 	return nil
 }
 
+func (l *memLog) LatestIn(ctx context.Context, area string, fn func(dispatch.Ride) error) error {
+	return l.Latest(ctx, func(r dispatch.Ride) error {
+		if r.Area != area {
+			return nil
+		}
+		return fn(r)
+	})
+}
+
 func (l *memLog) Latest(_ context.Context, fn func(dispatch.Ride) error) error {
 	l.mu.Lock()
 	rides := make([]dispatch.Ride, 0, len(l.latest))

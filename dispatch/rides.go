@@ -28,13 +28,14 @@ func (rs Riders) RequestRide(ctx context.Context, riderID string, pickup, dropof
 	if err := dropoff.Validate(); err != nil {
 		return Ride{}, fmt.Errorf("dropoff: %w", err)
 	}
-	if err := e.Router.Route(pickup); err != nil {
+	area, err := e.Router.Route(pickup)
+	if err != nil {
 		return Ride{}, err
 	}
 	now := e.Now()
 	route := e.Config.Fare.RouteM(pickup, dropoff)
 	r := Ride{
-		ID: newID("r"), RiderID: riderID, Status: RideSearching,
+		ID: newID("r"), RiderID: riderID, Status: RideSearching, Area: area,
 		Pickup: pickup, Dropoff: dropoff,
 		Fare: e.Config.Fare.Price(route), DistanceM: math.Round(route),
 		SearchDeadline: now.Add(e.Config.MaxSearch), CreatedAt: now, UpdatedAt: now,
@@ -47,8 +48,18 @@ func (rs Riders) RequestRide(ctx context.Context, riderID string, pickup, dropof
 	return c.ride, nil
 }
 
-// Ride returns the ride with id.
-func (rs Riders) Ride(ctx context.Context, id string) (Ride, error) { return rs.e.Store.Ride(ctx, id) }
+// Ride returns the ride with id. A ride of an area this region does not serve now is
+// wrong_region (or no_lease): the copy here may be stale, the serving region has it.
+func (rs Riders) Ride(ctx context.Context, id string) (Ride, error) {
+	r, err := rs.e.Store.Ride(ctx, id)
+	if err != nil {
+		return Ride{}, err
+	}
+	if err := rs.e.Router.RouteArea(r.Area); err != nil {
+		return Ride{}, err
+	}
+	return r, nil
+}
 
 // Driver returns the driver with id.
 func (rs Riders) Driver(ctx context.Context, id string) (Driver, error) {
@@ -64,7 +75,7 @@ func (rs Riders) Estimate(pickup, dropoff Point) (Estimate, error) {
 		return Estimate{}, fmt.Errorf("dropoff: %w", err)
 	}
 	e := rs.e
-	if err := e.Router.Route(pickup); err != nil {
+	if _, err := e.Router.Route(pickup); err != nil {
 		return Estimate{}, err
 	}
 	m := e.Config.Fare

@@ -44,14 +44,32 @@ type Tx struct {
 	Rides   []Ride
 	// Restore puts back rides the Store lost, as the ride log kept them: each must not
 	// exist (else ErrVersionConflict) and is stored at its own Version (at least 1),
-	// so that a ride's versions only grow across a restore. Only Engine.Open uses it.
+	// so that a ride's versions only grow across a restore. Engine.Open and adopt use
+	// it.
 	Restore []Ride
+	// Replace puts back rides as the ride log kept them over a copy the Store holds
+	// that differs from the log: a region taking an area back finds its old copies
+	// behind the log, or ahead of it by a write the log refused (ErrFenced). Each is
+	// stored at its Ride's Version, and the Store must hold it at Over (else
+	// ErrVersionConflict). Only adopt uses it.
+	Replace []Replacement
+}
+
+// Replacement is a ride of Tx.Replace: the log's Ride, over the Store's copy at
+// version Over.
+type Replacement struct {
+	Ride Ride
+	Over uint64
 }
 
 // RideLog is the durable log of ride changes: the record that outlives the hot state.
 type RideLog interface {
 	// Append durably records rides as they now are.
 	Append(ctx context.Context, rides []Ride) error
-	// Latest calls fn with the last logged state of every ride.
+	// Latest calls fn with the last logged state of every ride of this region (rides
+	// without an area).
 	Latest(ctx context.Context, fn func(Ride) error) error
+	// LatestIn calls fn with the last logged state of every ride of area, whichever
+	// region logged it.
+	LatestIn(ctx context.Context, area string, fn func(Ride) error) error
 }

@@ -90,6 +90,8 @@ func (e *Engine) fire(ctx context.Context, t timer) error {
 			return change{}, err
 		case r.Status != RideSearching:
 			return change{}, nil
+		case e.Router.RouteArea(r.Area) != nil:
+			return change{}, nil // another region has the area now; adopt sets timers again
 		}
 		if t.offerID != "" { // offer expiry
 			if r.Offer == nil || r.Offer.ID != t.offerID {

@@ -483,8 +483,7 @@ func (c *conn) handle(data []byte) {
 			err = nil
 			if c.elsewhere++; c.elsewhere >= g.Config.BorderLocations {
 				g.Metrics.frameRefused(f.Type, dispatch.ECodeWrongRegion)
-				c.send(outFrame{typ: TypeReconnect, v: Reconnect{Type: TypeReconnect, Region: to.Region, URL: to.URL, Reason: "wrong_region"}})
-				c.closeWith(CloseReconnect, "served by region "+to.Region)
+				c.moveTo(*to, "wrong_region")
 				return
 			}
 		} else {
@@ -531,10 +530,22 @@ func (c *conn) handle(data []byte) {
 		g.Metrics.frameRefused(f.Type, dispatch.ErrorCode(err))
 		g.logErr("driver frame refused", id, err, slog.String("type", f.Type), slog.String("ref", f.RefOr()))
 		c.send(outFrame{typ: TypeError, v: NewError(err, f.RefOr())})
+		if to := dispatch.RedirectOf(err); to != nil {
+			// The driver's ride is in an area another region serves now.
+			c.moveTo(*to, "wrong_region")
+			return
+		}
 		if code := dispatch.ErrorCode(err).Info().WSClose; code != 0 {
 			c.closeWith(code, dispatch.ErrorMessage(err))
 		}
 	}
+}
+
+// moveTo sends the reconnect frame to region to and closes the socket with
+// CloseReconnect: the app resumes there.
+func (c *conn) moveTo(to dispatch.Redirect, reason string) {
+	c.send(outFrame{typ: TypeReconnect, v: Reconnect{Type: TypeReconnect, Region: to.Region, URL: to.URL, Reason: reason}})
+	c.closeWith(CloseReconnect, "served by region "+to.Region)
 }
 
 func (c *conn) ack(f Frame) { c.send(outFrame{typ: TypeAck, v: Ack{Type: TypeAck, Ref: f.RefOr()}}) }

@@ -186,7 +186,7 @@ func (g *Gateway) Connected() int {
 func (g *Gateway) Notify(ev dispatch.Event) {
 	switch ev.Type {
 	case dispatch.EventOffer, dispatch.EventOfferRevoked, dispatch.EventAssigned, dispatch.EventRideCancelled,
-		dispatch.EventDriverOffline:
+		dispatch.EventDriverOffline, dispatch.EventAreaMoved:
 	default:
 		return
 	}
@@ -198,6 +198,14 @@ func (g *Gateway) Notify(ev dispatch.Event) {
 	s := g.sessions[ev.DriverID]
 	if s == nil {
 		return // not connected here: the welcome of its next connection carries its state
+	}
+	if ev.Type == dispatch.EventAreaMoved {
+		// The driver's ride is served by another region now: it goes there, and
+		// resumes its ride from that region's welcome.
+		if s.conn != nil && ev.To != nil {
+			s.conn.moveTo(*ev.To, "area_moved")
+		}
+		return
 	}
 	if ev.Type != dispatch.EventDriverOffline && !s.hear(ev.Ride) {
 		// Another replica's event that crossed a newer one on the bus: the app heard

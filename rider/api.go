@@ -184,7 +184,11 @@ func (a *API) Close() error {
 // Notify implements dispatch.Notifier: every event carrying a ride goes to that
 // ride's event streams. It never blocks.
 func (a *API) Notify(ev dispatch.Event) {
-	if ev.Ride.ID != "" {
+	switch {
+	case ev.Ride.ID == "":
+	case ev.Type == dispatch.EventAreaMoved:
+		a.hub.move(ev.Ride.ID)
+	default:
 		a.hub.publish(ev.Ride)
 	}
 }

@@ -48,6 +48,7 @@ type subscriber struct {
 
 	mu    sync.Mutex
 	queue []dispatch.Ride
+	moved bool // the ride's area is served by another region now: end the stream
 }
 
 // subscribe starts queueing the changes of rideID for a stream of rider.
@@ -101,6 +102,29 @@ func (h *hub) publish(r dispatch.Ride) {
 			h.metrics.droppedEvent()
 		}
 	}
+}
+
+// move ends the streams of ride id: another region serves its area now, and the
+// client, asking again, is sent there (421) and resumes with Last-Event-ID.
+func (h *hub) move(id string) {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	for s := range h.byRide[id] {
+		s.mu.Lock()
+		s.moved = true
+		s.mu.Unlock()
+		select {
+		case s.ready <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// hasMoved reports whether the stream's ride was moved to another region.
+func (s *subscriber) hasMoved() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.moved
 }
 
 // len is the number of open streams.
@@ -269,7 +293,11 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 		case <-heartbeat.C:
 			// A safety net for changes this process was not told about (another
 			// replica committed them): re-read the ride; a newer state is the beat.
-			if cur, err := a.Engine.Ride(ctx, ride.ID); err == nil && cur.Version > st.sent && st.changed(cur) {
+			cur, err := a.Engine.Ride(ctx, ride.ID)
+			if dispatch.RedirectOf(err) != nil {
+				return nil // served elsewhere now: the client asks again, and is sent there
+			}
+			if err == nil && cur.Version > st.sent && st.changed(cur) {
 				if err := st.send(a.view(ctx, cur), cur.Version); err != nil || cur.Status.Final() {
 					return nil
 				}
@@ -279,6 +307,9 @@ func (a *API) rideEvents(w http.ResponseWriter, r *http.Request, id dispatch.Ide
 				return nil
 			}
 		case <-sub.ready:
+			if sub.hasMoved() {
+				return nil
+			}
 			for _, next := range sub.take() {
 				if next.Version <= st.sent || !st.changed(next) {
 					continue

@@ -2,6 +2,7 @@ package rider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -72,6 +73,13 @@ func (a *API) createOnce(ctx context.Context, riderID, key, fp string, q RideReq
 			return dispatch.Ride{}, false, dispatch.ErrIdempotencyConflict
 		case rec.Done():
 			ride, err := a.Engine.Ride(ctx, rec.RideID)
+			if errors.Is(err, dispatch.ErrRideNotFound) {
+				// In a deployment the keys are shared by the regions: the ride is at
+				// the region serving its pickup, which the client is sent to (421).
+				if _, rerr := a.Engine.Estimate(q.Pickup, q.Dropoff); dispatch.RedirectOf(rerr) != nil {
+					err = rerr
+				}
+			}
 			if err != nil {
 				return dispatch.Ride{}, false, fmt.Errorf("replay ride %s: %w", rec.RideID, err)
 			}

@@ -24,15 +24,16 @@ import (
 // authTakes lists, for every route docs/openapi.yaml says takes a token, the roles
 // it takes.
 var authTakes = map[string][]dispatch.Role{
-	"POST /v1/rides":             {dispatch.RoleRider, dispatch.RoleAdmin},
-	"GET /v1/rides/{id}":         {dispatch.RoleRider, dispatch.RoleAdmin},
-	"POST /v1/rides/{id}/cancel": {dispatch.RoleRider, dispatch.RoleAdmin},
-	"GET /v1/rides/{id}/events":  {dispatch.RoleRider, dispatch.RoleAdmin},
-	"POST /v1/estimates":         {dispatch.RoleRider, dispatch.RoleAdmin},
-	"GET /v1/driver/ws":          {dispatch.RoleDriver},
-	"GET /v1/driver/trips":       {dispatch.RoleDriver},
-	"GET /v1/driver/earnings":    {dispatch.RoleDriver},
-	"GET /v1/admin/ledger":       {dispatch.RoleAdmin},
+	"POST /v1/rides":                   {dispatch.RoleRider, dispatch.RoleAdmin},
+	"GET /v1/rides/{id}":               {dispatch.RoleRider, dispatch.RoleAdmin},
+	"POST /v1/rides/{id}/cancel":       {dispatch.RoleRider, dispatch.RoleAdmin},
+	"GET /v1/rides/{id}/events":        {dispatch.RoleRider, dispatch.RoleAdmin},
+	"POST /v1/estimates":               {dispatch.RoleRider, dispatch.RoleAdmin},
+	"GET /v1/driver/ws":                {dispatch.RoleDriver},
+	"GET /v1/driver/trips":             {dispatch.RoleDriver},
+	"GET /v1/driver/earnings":          {dispatch.RoleDriver},
+	"GET /v1/admin/ledger":             {dispatch.RoleAdmin},
+	"POST /v1/admin/areas/{name}/move": {dispatch.RoleAdmin},
 }
 
 // keysDown is a Verifier whose keys cannot be had: it fails with an error that is not
@@ -190,7 +191,7 @@ func withVerifier(tb testing.TB, s *server, v dispatch.Verifier) string {
 	tb.Helper()
 	alt := &server{cfg: s.cfg, log: s.log, registry: prometheus.NewRegistry(), engine: s.engine, store: s.store,
 		idem: s.idem, ledger: s.ledger, nats: s.nats, limiter: s.limiter}
-	alt.gateway, alt.pay, alt.riderAPI = alt.newGateway(v), alt.newPay(v), alt.newRiderAPI(v)
+	alt.gateway, alt.pay, alt.riderAPI, alt.regions = alt.newGateway(v), alt.newPay(v), alt.newRiderAPI(v), alt.newRegions(v)
 	for _, c := range []lifecycle{alt.gateway, alt.riderAPI} {
 		if err := c.Open(context.Background()); err != nil {
 			tb.Fatal(err)

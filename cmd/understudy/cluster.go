@@ -21,16 +21,22 @@ import (
 // a little later.
 const clusterFormTimeout = 2 * time.Minute
 
-// replicas is how many copies of the ride log, the ledger and the idempotency bucket
-// the region asks for: 3 when its NATS is a cluster of a deployment's three regions
-// or more (its embedded node clustered, or --nats; placed in distinct regions by the
-// nodes' region tags, so an acknowledged write is on two regions before the client
-// hears of it), else 1.
+// replicas is how many copies of the ride log, the ledger, the idempotency bucket and
+// the lease bucket the region asks for: 3 when its NATS is a cluster of a
+// deployment's three regions or more (its embedded node clustered, or --nats with a
+// cluster of three nodes or more; placed in distinct regions by the nodes' region
+// tags, so an acknowledged write is on two regions before the client hears of it),
+// else 1 (--nats with a single server, as tests and small trials run).
 func (s *server) replicas() int {
-	if s.clustered && len(s.cfg.Deployment.Regions) >= 3 {
-		return 3
+	if !s.clustered || len(s.cfg.Deployment.Regions) < 3 {
+		return 1
 	}
-	return 1
+	if s.cfg.NATSURL != "" && len(s.nats.Servers()) < 3 {
+		s.log.Warn("--nats names a NATS of fewer than three servers: the log, the ledger and the leases keep one copy, and do not survive the loss of that server",
+			slog.Any("servers", s.nats.Servers()))
+		return 1
+	}
+	return 3
 }
 
 // openClusterNode embeds the region's own node of the deployment's NATS cluster, at

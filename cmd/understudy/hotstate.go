@@ -17,6 +17,8 @@ import (
 //   - Otherwise the Store and the rate limits are in this process, and the
 //     idempotency keys in a JetStream key-value bucket on the region's NATS (in the
 //     data directory on the embedded default), so they outlive the process.
+//   - In a deployment of several regions the keys are in that bucket either way,
+//     shared by the regions, so that a region's successor knows them.
 //
 // It runs after openLog, whose NATS connection the bucket needs.
 func (s *server) openHotState(ctx context.Context) error {
@@ -29,6 +31,9 @@ func (s *server) openHotState(ctx context.Context) error {
 		}
 		s.closers = append(s.closers, rs.Close)
 		s.store, s.idem, s.limiter = rs, rs.NewIdempotencyStore(), rs.NewRateLimiter(rc.Rate, rc.Burst)
+		if s.natsIdem != nil { // a deployment's: shared by its regions
+			s.idem = s.natsIdem
+		}
 	default:
 		st := memstore.New() // the keys' bucket: opened with the log (openStreams)
 		s.closers = append(s.closers, st.Close)

@@ -617,8 +617,18 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	}
 
 	t.Log("one region of a deployment: the regions view and the 421s")
-	reg := mustRegions(t, "--match-interval", "0")
-	regRider := sign(reg.north, "u-alice", dispatch.RoleRider)
+	regionSecret(t) // a move asked of north is passed on to south with the caller's token
+	reg := startRegions(t, "--match-interval", "0")
+	regRider, regAdmin := sign(reg.north, "u-alice", dispatch.RoleRider), sign(reg.north, "ops", dispatch.RoleAdmin)
+	// Busan's home, east, is down: south, its successor, takes it only after waiting
+	// out two lease times (the home's precedence at a cold start). Until then nobody
+	// holds it, and it cannot be moved.
+	if resp, err := send(ctx, reg.north, "POST", "/v1/admin/areas/busan/move", regAdmin, `{"to":"north"}`); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != 503 {
+		t.Errorf("move of busan before anybody took it = %d, want 503 no_lease", resp.StatusCode)
+	}
+	reg.awaitLeases(t)
 	for _, c := range []struct {
 		method, path, token, body string
 		status                    int
@@ -637,6 +647,32 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 			t.Errorf("%s %s on a regional deployment = %d, want %d", c.method, c.path, resp.StatusCode, c.status)
 		}
 	}
+	big := `{"to":"` + strings.Repeat("x", 5000) + `"}`
+	for _, c := range []struct {
+		path, token, body string
+		status            int
+	}{
+		{"/v1/admin/areas/busan/move", "", `{"to":"north"}`, 401},
+		{"/v1/admin/areas/busan/move", regRider, `{"to":"north"}`, 403},
+		{"/v1/admin/areas/nowhere/move", regAdmin, `{"to":"north"}`, 404},
+		{"/v1/admin/areas/busan/move", regAdmin, `{"to":"west"}`, 400},
+		{"/v1/admin/areas/busan/move", regAdmin, `{"to":"north","when":"now"}`, 400},
+		{"/v1/admin/areas/busan/move", regAdmin, big, 413},
+		{"/v1/admin/areas/busan/move", regAdmin, `{"to":"east"}`, 409}, // east is down
+		// Asked of north, held by south: passed on to south, which hands it over.
+		{"/v1/admin/areas/busan/move", regAdmin, `{"to":"north"}`, 200},
+	} {
+		resp, err := send(ctx, reg.north, "POST", c.path, c.token, c.body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("POST %s %s on a regional deployment = %d %s, want %d", c.path, dispatch.Clip(c.body, 40), resp.StatusCode, b, c.status)
+		}
+	}
+	expect(404, "POST", "/v1/admin/areas/busan/move", admin, `{"to":"north"}`) // no deployment: no areas
 	expect(200, "GET", "/v1/regions", "", "") // one region serving everywhere
 
 	t.Log("a region draining, then without its log")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/dispatchtest"
+	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/driver"
 )
 
@@ -100,7 +101,10 @@ func TestServeRefusesBadDeployment(t *testing.T) {
 	}
 }
 
-// regional starts region name of a three-region deployment in process, on its address.
+// regionalDeployment is north and south of a three-region deployment, in process on
+// one NATS server of their own (as an external cluster given with --nats), each with
+// its own area's lease; east, down from the start, never took its area busan, and
+// south, its successor, has it (see awaitServed).
 type regionalDeployment struct {
 	north, south *server
 	eastAddr     string // nobody listens there: east is down
@@ -108,12 +112,49 @@ type regionalDeployment struct {
 
 func mustRegions(tb testing.TB, args ...string) regionalDeployment {
 	tb.Helper()
+	d := startRegions(tb, args...)
+	d.awaitLeases(tb)
+	return d
+}
+
+// awaitLeases waits until both regions see jongno served by north, and gangnam and
+// busan by south.
+func (d regionalDeployment) awaitLeases(tb testing.TB) {
+	tb.Helper()
+	awaitServed(tb, d.north, map[string]string{"jongno": "north", "gangnam": "south", "busan": "south"})
+	awaitServed(tb, d.south, map[string]string{"jongno": "north", "gangnam": "south", "busan": "south"})
+}
+
+// startRegions is mustRegions without waiting for the leases.
+func startRegions(tb testing.TB, args ...string) regionalDeployment {
+	tb.Helper()
 	north, east, south := freeAddr(tb), freeAddr(tb), freeAddr(tb)
 	file := writeDeployment(tb, north, east, south)
+	emb, err := natslog.StartEmbedded(tb.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(emb.Close) // after the servers, which are stopped first
 	d := regionalDeployment{eastAddr: east}
-	d.north = mustServe(tb, append([]string{"--addr", north, "--deployment", file, "--region", "north"}, args...)...)
-	d.south = mustServe(tb, append([]string{"--addr", south, "--deployment", file, "--region", "south"}, args...)...)
+	common := []string{"--deployment", file, "--nats", emb.URL()}
+	d.north = mustServe(tb, append(append([]string{"--addr", north, "--region", "north"}, common...), args...)...)
+	d.south = mustServe(tb, append(append([]string{"--addr", south, "--region", "south"}, common...), args...)...)
 	return d
+}
+
+// awaitServed waits until s sees each area of want served by its region, and that
+// region sees so too (it serves it: lease held, fenced and adopted).
+func awaitServed(tb testing.TB, s *server, want map[string]string) {
+	tb.Helper()
+	dispatchtest.Eventually(tb, func() error {
+		for area, region := range want {
+			by, epoch, _ := s.leases.ServedBy(area)
+			if by != region || epoch == 0 {
+				return fmt.Errorf("%s sees area %s served by %q at epoch %d, want %s", s.cfg.Region, area, by, epoch, region)
+			}
+		}
+		return nil
+	})
 }
 
 func TestRegionsView(t *testing.T) {
@@ -171,11 +212,12 @@ func TestRegionsView(t *testing.T) {
 				}
 				got = append(got, fmt.Sprintf("%s home %s served by %s epoch %s", a.Name, a.Home, *a.ServedBy, epoch))
 			}
-			want = []string{"jongno home north served by north epoch ", "gangnam home south served by south epoch ", "busan home east served by east epoch null"}
-			if s == d.north {
-				want[0], want[1] = want[0]+"1", want[1]+"null"
-			} else {
-				want[0], want[1] = want[0]+"null", want[1]+"1"
+			// East never came up: south, its successor, serves its area. Each
+			// lease's epoch is the same seen from either region.
+			want = nil
+			for _, a := range []struct{ name, home, by string }{{"jongno", "north", "north"}, {"gangnam", "south", "south"}, {"busan", "east", "south"}} {
+				_, epoch, _ := d.north.leases.ServedBy(a.name)
+				want = append(want, fmt.Sprintf("%s home %s served by %s epoch %d", a.name, a.home, a.by, epoch))
 			}
 			if strings.Join(got, ", ") != strings.Join(want, ", ") {
 				return fmt.Errorf("%s's areas: %v, want %v", s.cfg.Region, got, want)
@@ -216,8 +258,8 @@ func TestRoutingAnswers421(t *testing.T) {
 		if code, p := post(path, atSouth); code != 421 || p.Code != "wrong_region" || p.Region != "south" || p.URL != "http://"+d.south.Addr() {
 			t.Errorf("%s in south's area on north = %d %+v, want 421 wrong_region to south at %s", path, code, p, d.south.Addr())
 		}
-		if code, p := post(path, atEast); code != 421 || p.Code != "wrong_region" || p.Region != "east" || p.URL != "http://"+d.eastAddr {
-			t.Errorf("%s in east's area on north = %d %+v, want 421 wrong_region to east (down: still its home)", path, code, p)
+		if code, p := post(path, atEast); code != 421 || p.Code != "wrong_region" || p.Region != "south" || p.URL != "http://"+d.south.Addr() {
+			t.Errorf("%s in east's area on north = %d %+v, want 421 wrong_region to south (east is down: its successor serves its area)", path, code, p)
 		}
 		if code, p := post(path, atNowhere); code != 421 || p.Code != "outside_service_area" || p.Region != "" {
 			t.Errorf("%s in no area = %d %+v, want 421 outside_service_area", path, code, p)

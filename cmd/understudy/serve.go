@@ -53,6 +53,7 @@ type server struct {
 	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
 	ledger     *natslog.Ledger
 	rideLog    *natslog.RideLog
+	leases     *natslog.Leases // the areas' leases, in a deployment of several regions
 	natsIdem   *natslog.IdempotencyStore // the keys' bucket when the hot state is in memory (openStreams)
 	clustered  bool                      // the log is on a cluster of the deployment's regions (replicas)
 	nats       *nats.Conn
@@ -117,7 +118,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
 	s.gateway, s.pay = s.newGateway(s.keys), s.newPay(s.keys)
 	s.riderAPI = s.newRiderAPI(s.keys)
-	s.regions = s.newRegions()
+	s.regions = s.newRegions(s.keys)
 	local := dispatch.Notifiers{s.gateway, s.riderAPI}
 	// This replica's events go to its own clients directly and to the other replicas
 	// through the bus, which hands theirs to the engine and to the same clients (in
@@ -135,6 +136,11 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 		{"engine", s.engine},
 		{"bus", s.bus},
 		{"regions", s.regions},
+	}
+	if s.leases != nil {
+		// Last to open (it adopts areas into the engine) and first to close (the
+		// leases lapse for the successor while the rest drains).
+		s.components = append(s.components, component{"leases", s.leases})
 	}
 	for _, c := range s.components {
 		if err := c.Open(ctx); err != nil {
@@ -177,7 +183,9 @@ func (s *server) openLog(ctx context.Context) error {
 			s.clustered = true
 			return s.openClusterNode(ctx, log, opts, connected)
 		}
-		log.Warn("the deployment gives this region no nats and nats_cluster addresses: a NATS of its own, not clustered, so its log is not replicated to other regions")
+		// The regions' leases live in one NATS bucket: regions on NATS servers of
+		// their own would each grant themselves every area.
+		return fmt.Errorf("deployment %s: region %q has no nats and nats_cluster addresses for its embedded node, and no --nats was given: the regions of a deployment must share one NATS cluster", s.cfg.DeploymentFile, s.cfg.Region)
 	}
 	emb, err := natslog.StartEmbedded(filepath.Join(s.cfg.DataDir, "nats"), "127.0.0.1:0")
 	if err != nil {
@@ -284,13 +292,34 @@ func (s *server) openStreams(ctx context.Context) (err error) {
 	if s.rideLog, err = natslog.OpenRideLog(ctx, s.nats, s.cfg.Region, s.replicas()); err != nil {
 		return err
 	}
-	if s.storeName() == "memory" {
+	if d := s.cfg.Deployment; d != nil {
+		if s.leases, err = natslog.OpenLeases(ctx, s.nats, d, s.cfg.Region, s.rideLog, s.replicas()); err != nil {
+			return err
+		}
+		s.rideLog.Fences = s.leases
+	}
+	if scope, ok := s.idempotencyScope(); ok {
 		rc := s.cfg.Rider
-		if s.natsIdem, err = natslog.OpenIdempotencyStore(ctx, s.nats, s.cfg.Region, max(rc.IdempotencyTTL, rc.PendingTTL), s.replicas()); err != nil {
+		if s.natsIdem, err = natslog.OpenIdempotencyStore(ctx, s.nats, scope, max(rc.IdempotencyTTL, rc.PendingTTL), s.replicas()); err != nil {
 			return fmt.Errorf("open idempotency keys: %w", err)
 		}
 	}
 	return nil
+}
+
+// idempotencyScope says whether the rider API's Idempotency-Keys are in the NATS
+// bucket, and under which scope: with the hot state in memory, this region's; in a
+// deployment of several regions always, under one scope for all regions, so that a
+// key used at a region that was lost is still known to its successor (Redis is the
+// region's own and goes with it).
+func (s *server) idempotencyScope() (string, bool) {
+	switch {
+	case s.cfg.Deployment != nil:
+		return "deployment", true
+	case s.storeName() == "memory":
+		return s.cfg.Region, true
+	}
+	return "", false
 }
 
 // natsURLFile, in the data directory, holds the embedded NATS server's URL while it runs.

@@ -76,6 +76,11 @@ func (s *Store) Commit(_ context.Context, tx dispatch.Tx) error {
 			return dispatch.ErrVersionConflict
 		}
 	}
+	for _, p := range tx.Replace {
+		if old, ok := s.rides[p.Ride.ID]; !ok || old.Version != p.Over {
+			return dispatch.ErrVersionConflict
+		}
+	}
 	for _, d := range tx.Drivers {
 		if old, ok := s.drivers[d.ID]; ok && old.LocatedAt.After(d.LocatedAt) {
 			// SetLocation ran after this driver was read: keep the newer position.
@@ -92,6 +97,11 @@ func (s *Store) Commit(_ context.Context, tx dispatch.Tx) error {
 	}
 	for _, r := range tx.Restore {
 		r = copyRide(r)
+		r.Version = max(1, r.Version)
+		s.rides[r.ID] = r
+	}
+	for _, p := range tx.Replace {
+		r := copyRide(p.Ride)
 		r.Version = max(1, r.Version)
 		s.rides[r.ID] = r
 	}

@@ -3,6 +3,7 @@ package natslog
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -15,13 +16,34 @@ import (
 
 var _ dispatch.RideLog = (*RideLog)(nil)
 
-// RideStream is the JetStream stream of ride changes; one subject per ride,
-// understudy.rides.<region>.<ride> (each id one token, see subject.Token), holding
-// that ride's recent history. Regions that share a NATS deployment share the stream
-// and read only their own subjects.
+// RideStream is the JetStream stream of ride changes; one subject per ride, holding
+// that ride's recent history (each id one token, see subject.Token):
+//
+//   - understudy.rides.<region>.<ride> for a ride without an area (one region, no
+//     deployment file), read back by that region only;
+//   - understudy.areas.<area>.<ride> for a ride of a deployment's area, written by
+//     whichever region holds the area's lease and read back by the next one to take
+//     it;
+//   - understudy.fences.<area>, the area's fence: the region that takes an area's
+//     lease writes it first, and every ride write of the area expects the fence's
+//     last sequence to be the one its writer wrote, so a region that lost the lease
+//     (however sure its clock is that it has not) has its writes refused by the log.
 const RideStream = "UNDERSTUDY_RIDES"
 
-const ridePrefix = "understudy.rides."
+const (
+	ridePrefix  = "understudy.rides."
+	areaPrefix  = "understudy.areas."
+	fencePrefix = "understudy.fences."
+)
+
+// Fences gives the sequence of an area's fence that this region wrote when it took
+// the area's lease; ok is false while it holds no valid lease of the area.
+type Fences interface {
+	Fence(area string) (seq uint64, ok bool)
+}
+
+// FenceSubject is the subject of area's fence in RideStream.
+func FenceSubject(area string) string { return fencePrefix + subject.Token(area) }
 
 // RideLog is the durable log of ride changes on JetStream.
 type RideLog struct {
@@ -30,6 +52,9 @@ type RideLog struct {
 	prefix string // understudy.rides.<region>.
 	// FetchWait bounds how long Latest waits for a batch it knows is coming.
 	FetchWait time.Duration
+	// Fences, when set, fences every write of a ride with an area (see RideStream);
+	// nil writes them unfenced (tests of the log alone).
+	Fences Fences
 }
 
 // OpenRideLog creates or updates the ride stream and returns region's log in it.
@@ -41,7 +66,7 @@ func OpenRideLog(ctx context.Context, nc *nats.Conn, region string, replicas int
 	stream, err := ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:              RideStream,
 		Description:       "Every change of every ride, except transient offers; the last per subject is the ride now.",
-		Subjects:          []string{ridePrefix + ">"},
+		Subjects:          []string{ridePrefix + ">", areaPrefix + ">", fencePrefix + ">"},
 		Storage:           jetstream.FileStorage,
 		Replicas:          max(1, replicas),
 		MaxMsgsPerSubject: 32,                  // a ride's whole life, with room for cascades
@@ -54,6 +79,7 @@ func OpenRideLog(ctx context.Context, nc *nats.Conn, region string, replicas int
 }
 
 // Append implements dispatch.RideLog: it returns once JetStream has stored every ride.
+// A write the area's fence refuses is dispatch.ErrFenced.
 func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(rides))
 	for _, r := range rides {
@@ -62,7 +88,19 @@ func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 			return fmt.Errorf("encode ride %s: %w", r.ID, err)
 		}
 		id := subject.Token(r.ID)
-		f, err := l.js.PublishAsync(l.prefix+id, body, jetstream.WithMsgID(fmt.Sprintf("%s/%d", id, r.Version)))
+		subj := l.prefix + id
+		opts := []jetstream.PublishOpt{jetstream.WithMsgID(fmt.Sprintf("%s/%d", id, r.Version))}
+		if r.Area != "" {
+			subj = areaPrefix + subject.Token(r.Area) + "." + id
+			if l.Fences != nil {
+				seq, ok := l.Fences.Fence(r.Area)
+				if !ok {
+					return dispatch.Errorf(dispatch.ECodeNoLease, "log ride %s: this region holds no lease of area %s now", r.ID, r.Area)
+				}
+				opts = append(opts, jetstream.WithExpectLastSequenceForSubject(seq, FenceSubject(r.Area)))
+			}
+		}
+		f, err := l.js.PublishAsync(subj, body, opts...)
 		if err != nil {
 			return fmt.Errorf("log ride %s: %w", r.ID, err)
 		}
@@ -72,6 +110,10 @@ func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
+			if isWrongLastSequence(err) {
+				return &dispatch.Error{Code: dispatch.ECodeNoLease, Err: dispatch.ErrFenced,
+					Message: fmt.Sprintf("log ride %s: the fence of area %s has moved on: %s", rides[i].ID, rides[i].Area, dispatch.ErrFenced.Message)}
+			}
 			return fmt.Errorf("log ride %s: %w", rides[i].ID, err)
 		case <-ctx.Done():
 			return fmt.Errorf("log ride %s: %w", rides[i].ID, ctx.Err())
@@ -82,9 +124,18 @@ func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 
 // Latest implements dispatch.RideLog, for this log's region only.
 func (l *RideLog) Latest(ctx context.Context, fn func(dispatch.Ride) error) error {
+	return l.latest(ctx, l.prefix+"*", fn)
+}
+
+// LatestIn implements dispatch.RideLog.
+func (l *RideLog) LatestIn(ctx context.Context, area string, fn func(dispatch.Ride) error) error {
+	return l.latest(ctx, areaPrefix+subject.Token(area)+".*", fn)
+}
+
+func (l *RideLog) latest(ctx context.Context, filter string, fn func(dispatch.Ride) error) error {
 	cfg := jetstream.OrderedConsumerConfig{
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-		FilterSubjects: []string{l.prefix + "*"},
+		FilterSubjects: []string{filter},
 	}
 	err := readAll(ctx, l.stream, cfg, l.FetchWait, func(data []byte, seq uint64) error {
 		var r dispatch.Ride
@@ -97,4 +148,32 @@ func (l *RideLog) Latest(ctx context.Context, fn func(dispatch.Ride) error) erro
 		return fmt.Errorf("read ride log: %w", err)
 	}
 	return nil
+}
+
+// WriteFence writes area's fence (see RideStream), over the last one written, and
+// returns its sequence: from now on only writes that expect it reach the log.
+func (l *RideLog) WriteFence(ctx context.Context, area, region string, epoch uint64) (uint64, error) {
+	subj := FenceSubject(area)
+	body, _ := json.Marshal(struct {
+		Region string `json:"region"`
+		Epoch  uint64 `json:"epoch"`
+	}{region, epoch}) // strings and a number always encode
+	for attempt := 0; ; attempt++ {
+		var last uint64
+		msg, err := l.stream.GetLastMsgForSubject(ctx, subj)
+		switch {
+		case err == nil:
+			last = msg.Sequence
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		default:
+			return 0, fmt.Errorf("read the fence of area %s: %w", area, err)
+		}
+		ack, err := l.js.Publish(ctx, subj, body, jetstream.WithExpectLastSequencePerSubject(last))
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		if !isWrongLastSequence(err) || attempt >= 3 {
+			return 0, fmt.Errorf("write the fence of area %s: %w", area, err)
+		}
+	}
 }

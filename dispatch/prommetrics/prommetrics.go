@@ -21,6 +21,7 @@ type Metrics struct {
 	offers       *prometheus.CounterVec
 	rides        *prometheus.CounterVec
 	conflicts    prometheus.Counter
+	fenced       prometheus.Counter
 }
 
 // New creates the dispatch metrics and registers them, with gauges that read the
@@ -58,8 +59,12 @@ func New(reg prometheus.Registerer, e *dispatch.Engine) *Metrics {
 			Name: "understudy_dispatch_conflicts_total",
 			Help: "Commits that lost a race with a concurrent change of the same ride or driver (retried, or given up after 16 tries).",
 		}),
+		fenced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "understudy_dispatch_fenced_writes_total",
+			Help: "Writes of this region the ride log refused because another region had taken the ride's area (a stale lease).",
+		}),
 	}
-	reg.MustRegister(m.matchLatency, m.batchSeconds, m.batchRides, m.offered, m.offers, m.rides, m.conflicts,
+	reg.MustRegister(m.matchLatency, m.batchSeconds, m.batchRides, m.offered, m.offers, m.rides, m.conflicts, m.fenced,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "understudy_dispatch_available_drivers",
 			Help: "Drivers in the supply index, ready for offers.",
@@ -92,3 +97,6 @@ func (m *Metrics) RideEnded(status dispatch.RideStatus) {
 
 // Conflict implements dispatch.Metrics.
 func (m *Metrics) Conflict() { m.conflicts.Inc() }
+
+// FencedWrite implements dispatch.Metrics.
+func (m *Metrics) FencedWrite() { m.fenced.Inc() }

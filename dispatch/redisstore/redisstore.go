@@ -194,6 +194,14 @@ func (s *Store) Commit(ctx context.Context, tx dispatch.Tx) error {
 			return err
 		}
 	}
+	for _, p := range tx.Replace { // must be stored at p.Over; keeps its version
+		if p.Over == 0 {
+			return dispatch.ErrVersionConflict
+		}
+		if err := ride(p.Ride, p.Over, max(1, p.Ride.Version)); err != nil {
+			return err
+		}
+	}
 	res, err := commitScript.Run(ctx, s.client, keys, args...).Text()
 	if err != nil {
 		return fmt.Errorf("redis commit: %w", err)

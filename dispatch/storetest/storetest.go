@@ -172,6 +172,38 @@ func Run(t *testing.T, newStore func(tb testing.TB) dispatch.Store) {
 		}
 	})
 
+	t.Run("a replaced ride takes the log's version over the stored copy", func(t *testing.T) {
+		s := open(t)
+		stale := sampleRide("r-1", now)
+		stale.Version = 3
+		mustCommit(t, s, dispatch.Tx{Epoch: 1, Restore: []dispatch.Ride{stale}})
+		logged := stale
+		logged.Status, logged.DriverID, logged.Version = dispatch.RideMatched, "d-1", 9
+		// Over a version the store does not hold: nothing is written.
+		err := s.Commit(ctx, dispatch.Tx{Epoch: 1, Replace: []dispatch.Replacement{{Ride: logged, Over: 2}}})
+		if !errors.Is(err, dispatch.ErrVersionConflict) {
+			t.Fatalf("replace over version 2 of a ride at 3: got %v, want ErrVersionConflict", err)
+		}
+		if got := mustRide(t, s, "r-1"); got.Version != 3 || got.Status != dispatch.RideSearching {
+			t.Fatalf("a failed replace wrote: %+v", got)
+		}
+		// Over a ride the store lacks: a conflict too (that is Restore's job).
+		if err := s.Commit(ctx, dispatch.Tx{Epoch: 1, Replace: []dispatch.Replacement{{Ride: sampleRide("r-2", now), Over: 1}}}); !errors.Is(err, dispatch.ErrVersionConflict) {
+			t.Fatalf("replace of a missing ride: got %v, want ErrVersionConflict", err)
+		}
+		mustCommit(t, s, dispatch.Tx{Epoch: 1, Replace: []dispatch.Replacement{{Ride: logged, Over: 3}}})
+		if got := mustRide(t, s, "r-1"); got.Version != 9 || got.Status != dispatch.RideMatched {
+			t.Fatalf("replaced ride = %+v, want matched at version 9", got)
+		}
+		// Down as well as up: a stored copy ahead of the log (a write the log refused).
+		older := logged
+		older.Status, older.DriverID, older.Version = dispatch.RideSearching, "", 8
+		mustCommit(t, s, dispatch.Tx{Epoch: 1, Replace: []dispatch.Replacement{{Ride: older, Over: 9}}})
+		if got := mustRide(t, s, "r-1"); got.Version != 8 || got.Status != dispatch.RideSearching {
+			t.Fatalf("replaced ride = %+v, want searching at version 8", got)
+		}
+	})
+
 	t.Run("records read are copies", func(t *testing.T) {
 		s := open(t)
 		mustCommit(t, s, dispatch.Tx{Epoch: 1, Rides: []dispatch.Ride{sampleRide("r-1", now)}})

@@ -1,0 +1,397 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uber/h3-go/v4"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
+	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/natslog"
+	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/driver/client"
+	"github.com/understudy/understudy/driver/drivertest"
+)
+
+// procRegions is a dev cluster of three region processes (north, east, south, each
+// with its own NATS node; north's successor is east), played from outside as riders,
+// drivers and an operator would.
+type procRegions struct {
+	tb      testing.TB
+	p       *devClusterProc
+	regions map[string]devRegion
+	keys    *jwtauth.Keys
+	hc      *http.Client
+}
+
+const procSecret = "a-secret-the-dev-cluster-shares"
+
+func startProcRegions(tb testing.TB) *procRegions {
+	tb.Helper()
+	tb.Setenv("UNDERSTUDY_SECRET", procSecret)
+	dir := tb.TempDir()
+	if d := os.Getenv("UNDERSTUDY_TEST_CLUSTER_DIR"); d != "" {
+		dir = d // to read the regions' logs after a run
+	}
+	p := startDevCluster(tb, "--deployment", testDeployment(tb), "--dir", dir)
+	w := &procRegions{tb: tb, p: p, regions: p.regionsNow(), keys: &jwtauth.Keys{Secret: []byte(procSecret)},
+		hc: &http.Client{Timeout: 5 * time.Second}}
+	tb.Cleanup(w.hc.CloseIdleConnections)
+	for _, name := range []string{"north", "east", "south"} {
+		for _, at := range []string{"north", "east", "south"} {
+			w.awaitServing(at, "area-"+name, name)
+		}
+	}
+	return w
+}
+
+func (w *procRegions) token(sub string, role dispatch.Role) string {
+	w.tb.Helper()
+	tok, err := w.keys.Sign(dispatch.Identity{Subject: sub, Role: role}, time.Hour)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	return tok
+}
+
+// center is a point near the middle of area-<region>'s cell, offset a little.
+func (w *procRegions) center(region string, northM float64) dispatch.Point {
+	cells := map[string]string{"north": "8630e1c37ffffff", "east": "8630e1d87ffffff", "south": "8630e1ca7ffffff"}
+	ll := h3.Cell(h3.IndexFromString(cells[region])).LatLng()
+	return offset(dispatch.Point{Lat: ll.Lat, Lng: ll.Lng}, northM, 0)
+}
+
+// served returns who region at says serves area, and under which epoch.
+func (w *procRegions) served(at, area string) (string, uint64, error) {
+	var v dispatch.RegionsView
+	resp, err := w.hc.Get(w.regions[at].url + "/v1/regions")
+	if err != nil {
+		return "", 0, err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		return "", 0, err
+	}
+	for _, a := range v.Areas {
+		if a.Name == area {
+			if a.ServedBy == nil || a.Epoch == nil {
+				return "", 0, nil
+			}
+			return *a.ServedBy, *a.Epoch, nil
+		}
+	}
+	return "", 0, fmt.Errorf("no area %s in %s's view", area, at)
+}
+
+// awaitServing waits until region at says by serves area; it returns the epoch.
+func (w *procRegions) awaitServing(at, area, by string) uint64 {
+	w.tb.Helper()
+	var epoch uint64
+	dispatchtest.Eventually(w.tb, func() error {
+		got, e, err := w.served(at, area)
+		if err != nil {
+			return err
+		}
+		if got != by {
+			return fmt.Errorf("%s says %s is served by %q, want %s", at, area, got, by)
+		}
+		epoch = e
+		return nil
+	})
+	return epoch
+}
+
+// call makes an HTTP call to region at with token and returns the status and body.
+func (w *procRegions) call(at, method, path, token string, body any) (int, []byte) {
+	w.tb.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, w.regions[at].url+path, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.hc.Do(req)
+	if err != nil {
+		w.tb.Fatalf("%s %s at %s: %v", method, path, at, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// request asks region at for a ride from pickup, as rider u-1, and returns its id.
+func (w *procRegions) request(at string, pickup dispatch.Point) string {
+	w.tb.Helper()
+	code, b := w.call(at, "POST", "/v1/rides", w.token("u-1", dispatch.RoleRider), map[string]any{"pickup": pickup, "dropoff": seoulStation})
+	if code != 201 {
+		w.tb.Fatalf("ride request at %s = %d %s", at, code, b)
+	}
+	var r struct{ ID string }
+	_ = json.Unmarshal(b, &r)
+	return r.ID
+}
+
+// ride reads ride id at region at, as an admin.
+func (w *procRegions) ride(at, id string) (int, dispatch.RideView) {
+	w.tb.Helper()
+	code, b := w.call(at, "GET", "/v1/rides/"+id, w.token("ops", dispatch.RoleAdmin), nil)
+	var r dispatch.RideView
+	_ = json.Unmarshal(b, &r)
+	return code, r
+}
+
+// dial connects driver id to region at and returns it with its welcome.
+func (w *procRegions) dial(at, id string) (*client.Client, driver.Message) {
+	w.tb.Helper()
+	ws := "ws" + strings.TrimPrefix(w.regions[at].url, "http") + driver.Path
+	var c *client.Client
+	dispatchtest.Eventually(w.tb, func() error {
+		var err error
+		c, err = client.Dialer{}.Dial(context.Background(), ws, w.token(id, dispatch.RoleDriver))
+		return err
+	})
+	w.tb.Cleanup(func() { _ = c.Close() })
+	return c, drivertest.Next(w.tb, c, driver.TypeWelcome)
+}
+
+// online dials driver id at region at and makes it available at p.
+func (w *procRegions) online(at, id string, p dispatch.Point) *client.Client {
+	w.tb.Helper()
+	c, _ := w.dial(at, id)
+	ctx := context.Background()
+	if err := c.Location(ctx, p); err != nil {
+		w.tb.Fatal(err)
+	}
+	if err := c.Available(ctx); err != nil {
+		w.tb.Fatal(err)
+	}
+	drivertest.Next(w.tb, c, driver.TypeAck)
+	return c
+}
+
+// steps takes driver c's ride through the given trip steps, each answered by a ride frame.
+func steps(tb testing.TB, c *client.Client, rideID string, names ...string) {
+	tb.Helper()
+	ctx := context.Background()
+	for _, s := range names {
+		var err error
+		switch s {
+		case "arrived":
+			err = c.Arrived(ctx, rideID)
+		case "start":
+			err = c.Start(ctx, rideID)
+		case "complete":
+			err = c.Complete(ctx, rideID)
+		}
+		if err != nil {
+			tb.Fatalf("%s for ride %s: %v", s, rideID, err)
+		}
+		if m := drivertest.Next(tb, c, driver.TypeRide); m.Ride == nil || m.Ride.ID != rideID {
+			tb.Fatalf("%s for ride %s answered %s", s, rideID, m.Raw)
+		}
+	}
+}
+
+// accept waits for c's offer of ride id and accepts it.
+func accept(tb testing.TB, c *client.Client, rideID string) {
+	tb.Helper()
+	o := drivertest.Next(tb, c, driver.TypeOffer)
+	if o.RideID != rideID {
+		tb.Fatalf("offered %s, want %s", o.RideID, rideID)
+	}
+	if err := c.Accept(context.Background(), o.OfferID); err != nil {
+		tb.Fatal(err)
+	}
+	drivertest.Next(tb, c, driver.TypeAssigned)
+}
+
+// history reads every ride change the log holds for area, in log order, from
+// region at's NATS node.
+func (w *procRegions) history(at, area string) []dispatch.Ride {
+	w.tb.Helper()
+	nc, err := natslog.Connect(w.regions[at].nats, nats.MaxReconnects(0))
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), dispatchtest.Patience)
+	defer cancel()
+	st, err := js.Stream(ctx, natslog.RideStream)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"understudy.areas." + area + ".*"}})
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	var out []dispatch.Ride
+	for pending := info.NumPending; pending > 0; {
+		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			w.tb.Fatal(err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			var r dispatch.Ride
+			if err := json.Unmarshal(m.Data(), &r); err != nil {
+				w.tb.Fatal(err)
+			}
+			out = append(out, r)
+			n++
+		}
+		if n == 0 {
+			w.tb.Fatalf("reading the log of %s: %d changes pending, none came (%v)", area, pending, batch.Error())
+		}
+		pending -= uint64(n)
+	}
+	return out
+}
+
+// checkHistory checks a whole area's log: each ride's versions only grow, a ride
+// never has two drivers, and a driver never holds two rides at once.
+func checkHistory(tb testing.TB, log []dispatch.Ride) {
+	tb.Helper()
+	version := map[string]uint64{}
+	driverOf := map[string]string{}
+	busy := map[string]string{} // driver -> its ride not yet final
+	for _, r := range log {
+		if r.Version <= version[r.ID] {
+			tb.Errorf("ride %s logged at version %d after %d: two writers", r.ID, r.Version, version[r.ID])
+		}
+		version[r.ID] = r.Version
+		if r.DriverID == "" {
+			continue
+		}
+		if d, ok := driverOf[r.ID]; ok && d != r.DriverID {
+			tb.Errorf("ride %s held by driver %s and then %s", r.ID, d, r.DriverID)
+		}
+		driverOf[r.ID] = r.DriverID
+		if other, ok := busy[r.DriverID]; ok && other != r.ID {
+			tb.Errorf("driver %s holds ride %s while still holding %s", r.DriverID, r.ID, other)
+		}
+		if r.Status.Final() {
+			delete(busy, r.DriverID)
+		} else {
+			busy[r.DriverID] = r.ID
+		}
+	}
+}
+
+// A whole region (its process and its NATS node) is killed with SIGKILL while it has
+// rides in every state in its area. Its successor takes the area once the lease
+// lapses, rebuilds its rides from the replicated log, and the trips go on there: the
+// drivers reconnect and find their rides, the ride still searching is matched, every
+// trip completes and is in the ledger once, and the area's whole log shows no ride or
+// driver held twice.
+func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
+	w := startProcRegions(t)
+	before := w.awaitServing("east", "area-north", "north")
+
+	// At north: one trip in progress, one matched, one arrived, one searching.
+	inProgress, matched, arrived := w.online("north", "d-1", w.center("north", 0)), (*client.Client)(nil), (*client.Client)(nil)
+	r1 := w.request("north", w.center("north", 50))
+	accept(t, inProgress, r1)
+	steps(t, inProgress, r1, "arrived", "start")
+	matched = w.online("north", "d-2", w.center("north", 100))
+	r2 := w.request("north", w.center("north", 150))
+	accept(t, matched, r2)
+	arrived = w.online("north", "d-3", w.center("north", 200))
+	r3 := w.request("north", w.center("north", 250))
+	accept(t, arrived, r3)
+	steps(t, arrived, r3, "arrived")
+	r4 := w.request("north", w.center("north", 300)) // no driver free: searching
+	for _, c := range []*client.Client{inProgress, matched, arrived} {
+		_ = c.Close()
+	}
+
+	killed := time.Now()
+	if err := syscall.Kill(w.regions["north"].pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	epoch := w.awaitServing("east", "area-north", "east")
+	t.Logf("east serves area-north %s after north was killed (epoch %d, was %d)", time.Since(killed).Round(time.Millisecond), epoch, before)
+	if epoch <= before {
+		t.Errorf("east's epoch %d is not above north's %d", epoch, before)
+	}
+	w.awaitServing("south", "area-north", "east")
+
+	// The drivers come back at east and find their rides as they left them.
+	want := map[string]struct {
+		ride   string
+		status dispatch.RideStatus
+	}{"d-1": {r1, dispatch.RideInProgress}, "d-2": {r2, dispatch.RideMatched}, "d-3": {r3, dispatch.RideArrived}}
+	drivers := map[string]*client.Client{}
+	for id, wr := range want {
+		c, welcome := w.dial("east", id)
+		if welcome.Ride == nil || welcome.Ride.ID != wr.ride || welcome.Ride.Status != wr.status {
+			t.Fatalf("driver %s welcomed at east with %s, want ride %s %s", id, welcome.Raw, wr.ride, wr.status)
+		}
+		drivers[id] = c
+	}
+	// The searching ride is matched at east.
+	fresh := w.online("east", "d-4", w.center("north", 350))
+	accept(t, fresh, r4)
+	steps(t, drivers["d-1"], r1, "complete")
+	steps(t, drivers["d-2"], r2, "arrived", "start", "complete")
+	steps(t, drivers["d-3"], r3, "start", "complete")
+	steps(t, fresh, r4, "arrived", "start", "complete")
+
+	for _, id := range []string{r1, r2, r3, r4} {
+		if code, r := w.ride("east", id); code != 200 || r.Status != dispatch.RideCompleted {
+			t.Errorf("ride %s at east: %d %s, want completed", id, code, r.Status)
+		}
+	}
+	// Each trip is in the ledger once.
+	code, b := w.call("east", "GET", "/v1/admin/ledger", w.token("ops", dispatch.RoleAdmin), nil)
+	if code != 200 {
+		t.Fatalf("ledger at east: %d %s", code, b)
+	}
+	count := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e struct {
+			RideID string `json:"ride_id"`
+		}
+		_ = json.Unmarshal([]byte(line), &e)
+		count[e.RideID]++
+	}
+	for _, id := range []string{r1, r2, r3, r4} {
+		if count[id] != 1 {
+			t.Errorf("ride %s is in the ledger %d times, want once", id, count[id])
+		}
+	}
+	log := w.history("east", "area-north")
+	checkHistory(t, log)
+	ids := map[string]bool{}
+	for _, r := range log {
+		ids[r.ID] = true
+	}
+	var got []string
+	for id := range ids {
+		got = append(got, id)
+	}
+	sort.Strings(got)
+	if len(got) != 4 {
+		t.Errorf("area-north's log holds rides %v, want the 4 requested", got)
+	}
+}
