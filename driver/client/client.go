@@ -4,8 +4,10 @@
 // full jitter. The server's welcome frame, first on every connection, tells the caller
 // where the driver stands, so resuming needs nothing else. A reconnect frame (close
 // 4002: another region serves the driver's area) is followed on its own: the client
-// dials that region with the same token and resumes there. Tests and the load
-// simulator use it.
+// dials that region with the same token and resumes there. When the region it talks
+// to cannot be reached at all, a reconnecting client dials another region of the
+// deployment (learned from GET /v1/regions), where the driver is welcomed or sent on
+// to the region that serves it. Tests and the load simulator use it.
 package client
 
 import (
@@ -68,8 +70,18 @@ func (e *HandshakeError) Error() string {
 type Dialer struct {
 	// Reconnect redials after a drop (not after Close, a refused token, or close 4000
 	// "replaced by a newer connection"). A region move (a reconnect frame, then close
-	// 4002) is followed either way; Reconnect also retries a failed dial there.
+	// 4002) is followed either way; Reconnect also retries a failed dial there. After
+	// FailoverAfter dials in a row that do not reach the region at all (refused,
+	// reset, timed out; not a refused handshake), it dials another region of the
+	// deployment instead, those GET /v1/regions last said are up first, with the same
+	// token, and goes round them all with backoff while none answers.
 	Reconnect bool
+	// Regions are URLs of the deployment's regions (http://host as in the deployment
+	// file, or their driver socket URLs): asked for GET /v1/regions, and dialled in
+	// turn when the URL given to Dial cannot be reached, so a driver can start while
+	// that region is down. Without them the client learns the regions from the first
+	// region it connects to.
+	Regions []string
 	// MinBackoff and MaxBackoff bound the wait before each redial: attempt n waits a
 	// random time in [0, min(MaxBackoff, MinBackoff*2^n)] (full jitter). Defaults
 	// 250 ms and 30 s.
@@ -101,7 +113,7 @@ func Dial(ctx context.Context, url, token string) (*Client, error) {
 // Its methods are safe for concurrent use.
 type Client struct {
 	d      Dialer
-	url    string
+	first  string // the URL given to Dial
 	token  string
 	frames chan driver.Message
 	ctx    context.Context // ended by Close
@@ -109,15 +121,19 @@ type Client struct {
 	done   chan struct{} // closed when the client's goroutine has ended
 
 	connMu sync.Mutex
+	url    string // the socket URL dialled now
 	cur    *websocket.Conn
 	err    error             // why the client stopped
 	move   *driver.Reconnect // the current connection's reconnect frame, if any
+	view   []region          // the deployment's regions, from the last GET /v1/regions
+	known  bool              // some region has answered GET /v1/regions
 
 	writeMu sync.Mutex // one writer at a time
 }
 
 // Dial connects and returns once the handshake succeeded. A refused handshake is a
-// *HandshakeError.
+// *HandshakeError. When url cannot be reached, the regions of Dialer.Regions are
+// dialled in turn, each once, within ctx.
 func (d Dialer) Dial(ctx context.Context, url, token string) (*Client, error) {
 	if d.MinBackoff <= 0 {
 		d.MinBackoff = 250 * time.Millisecond
@@ -134,8 +150,11 @@ func (d Dialer) Dial(ctx context.Context, url, token string) (*Client, error) {
 	if d.HandshakeTimeout <= 0 {
 		d.HandshakeTimeout = 10 * time.Second
 	}
-	c := &Client{d: d, url: url, token: token, frames: make(chan driver.Message, d.Buffer), done: make(chan struct{})}
+	c := &Client{d: d, first: url, url: url, token: token, frames: make(chan driver.Message, d.Buffer), done: make(chan struct{})}
 	ws, err := c.dial(ctx)
+	if unreached(err) && len(d.Regions) > 0 {
+		ws, err = c.dialElsewhere(ctx, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -217,6 +236,11 @@ func (c *Client) run(ws *websocket.Conn) {
 	var left []string // the URLs of the moves in a row so far
 	for {
 		began := time.Now()
+		if !c.learned() {
+			// Before reading: a caller that has the welcome knows the client can
+			// fail over. Bounded by HandshakeTimeout.
+			c.learn(c.ctx, map[string]bool{})
+		}
 		err := c.read(ws)
 		c.connMu.Lock()
 		c.cur = nil
@@ -254,8 +278,11 @@ func (c *Client) run(ws *websocket.Conn) {
 			c.stop(err)
 			return
 		}
+		now := moved              // a move dials the new region at once
+		unanswered := 0           // dials in a row that did not reach the current region
+		dead := map[string]bool{} // regions that did not answer in this outage
 		for {
-			if !moved || attempt > 0 { // a move dials the new region at once
+			if !now {
 				t := time.NewTimer(c.d.Backoff(attempt))
 				select {
 				case <-c.ctx.Done():
@@ -265,6 +292,7 @@ func (c *Client) run(ws *websocket.Conn) {
 				case <-t.C:
 				}
 			}
+			now = false
 			attempt++
 			ws, err = c.dial(c.ctx)
 			if err == nil {
@@ -277,6 +305,14 @@ func (c *Client) run(ws *websocket.Conn) {
 			if !retryable(err) || !c.d.Reconnect {
 				c.stop(err)
 				return
+			}
+			if !unreached(err) {
+				unanswered = 0
+				continue
+			}
+			if unanswered++; unanswered >= FailoverAfter {
+				unanswered = 0
+				now = c.failover(dead)
 			}
 		}
 		c.connMu.Lock()

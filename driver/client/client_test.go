@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -31,6 +32,8 @@ type gateway struct {
 	gw   *driver.Gateway
 	srv  *httptest.Server
 	gate atomic.Pointer[func(http.ResponseWriter) bool]
+	// regions, if set, answers GET /v1/regions; else the gateway answers it.
+	regions atomic.Pointer[string]
 }
 
 func mustOpenGateway(tb testing.TB) *gateway {
@@ -47,6 +50,11 @@ func mustOpenGateway(tb testing.TB) *gateway {
 	}
 	tb.Cleanup(func() { _ = engine.Close() })
 	g.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if v := g.regions.Load(); v != nil && r.URL.Path == "/v1/regions" {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, *v)
+			return
+		}
 		if f := g.gate.Load(); f != nil && (*f)(w) {
 			return
 		}
@@ -222,6 +230,10 @@ func TestReconnectMovesAreBounded(t *testing.T) {
 	var dials atomic.Int32
 	bounce := func(other **httptest.Server) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
+			if !websocket.IsWebSocketUpgrade(r) { // GET /v1/regions: a lone region
+				http.NotFound(w, r)
+				return
+			}
 			dials.Add(1)
 			up := websocket.Upgrader{}
 			ws, err := up.Upgrade(w, r, nil)

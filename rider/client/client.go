@@ -1,6 +1,9 @@
 // Package client is a Go client of the rider HTTP API (rider/), for tests, the load
 // simulator and partner backends written in Go. Ride requests carry an idempotency
-// key, so they are retried safely after 429, 503 and network errors.
+// key, so they are retried safely after 429, 503 and network errors. In a deployment
+// of several regions it follows 421 wrong_region to the region named, and fails over
+// on its own to another region (learned from GET /v1/regions) when the one it talks
+// to cannot be reached.
 package client
 
 import (
@@ -24,12 +27,28 @@ import (
 	"github.com/understudy/understudy/rider"
 )
 
-// Client calls one Understudy region's rider API as one rider (or admin). Create it
-// with New; the fields may be changed before first use.
+// Client calls an Understudy deployment's rider API as one rider (or admin), through
+// the region at BaseURL first. Create it with New; the fields may be changed before
+// first use.
+//
+// Failover: the client's first call asks GET /v1/regions for the deployment's
+// regions (a 404, or a lone region, leaves it talking to BaseURL alone, as with one
+// region). When a region cannot be reached (refused, reset, timed out: no HTTP
+// answer), the call goes on at once to another region it knows and has not tried in
+// this call, those last seen up first, with the same body and Idempotency-Key; 421
+// wrong_region is followed from there as usual. A call about a ride (Ride, Cancel,
+// Follow) that has left the ride's region passes over regions that answer 404, and
+// the region that has the ride becomes the ride's region (RideURL). Each region is
+// tried at most once per call; once none is left, a network error is retried at the
+// last one as with one region, and ctx bounds it all.
 type Client struct {
 	BaseURL string       // e.g. http://127.0.0.1:8080
 	Token   string       // bearer JWT, role rider or admin
 	HTTP    *http.Client // nil means http.DefaultClient
+	// Regions are base URLs of the deployment's regions (e.g. from its deployment
+	// file), asked for GET /v1/regions and tried in turn when BaseURL cannot be
+	// reached, so a client can start while BaseURL's region is down. Optional.
+	Regions []string
 	// Retries is how many times a request is repeated after 429, 503, a 409 that
 	// says when to retry, or a network error. 0 means none.
 	Retries int
@@ -38,7 +57,9 @@ type Client struct {
 	Backoff, MaxBackoff time.Duration
 
 	mu      sync.Mutex
-	regions map[string]string // ride id -> base URL of the region that created it, when not BaseURL
+	regions map[string]string // ride id -> base URL of the region that has it, when not BaseURL
+	view    []region          // the deployment's regions, from the last GET /v1/regions
+	known   bool              // some region has answered GET /v1/regions
 }
 
 // MaxHops is how many 421 wrong_region answers one call follows to the region they
@@ -93,27 +114,24 @@ func Code(err error) string {
 // RequestRide requests a ride. key is the Idempotency-Key; "" makes a random one, so
 // the client's own retries never create a second ride. A pickup another region serves
 // (421 wrong_region) is requested again there, with the same key and body, and the
-// client keeps that region's URL for the ride's later calls (Ride, Cancel, Follow).
+// client keeps that region's URL for the ride's later calls (Ride, Cancel, Follow);
+// so is a request that fails over from a region it cannot reach.
 // A pickup in no area is an error matching ErrOutsideServiceArea.
 func (c *Client) RequestRide(ctx context.Context, req rider.RideRequest, key string) (rider.Ride, error) {
 	if key == "" {
 		key = NewKey()
 	}
 	var out rider.Ride
-	base, err := c.do(ctx, c.BaseURL, http.MethodPost, "/v1/rides", req, http.Header{rider.IdempotencyKeyHeader: {key}}, http.StatusCreated, &out)
-	if err == nil && base != c.BaseURL && out.ID != "" {
-		c.mu.Lock()
-		if c.regions == nil {
-			c.regions = make(map[string]string)
-		}
-		c.regions[out.ID] = base
-		c.mu.Unlock()
+	base, err := c.do(ctx, "", http.MethodPost, "/v1/rides", req, http.Header{rider.IdempotencyKeyHeader: {key}}, http.StatusCreated, &out)
+	if err == nil && out.ID != "" {
+		c.setRideURL(out.ID, base)
 	}
 	return out, err
 }
 
-// RideURL is the base URL the client calls for ride id: the region that created it
-// when RequestRide was sent on to another region, else BaseURL.
+// RideURL is the base URL the client calls for ride id: the region that answered for
+// it last when that is not BaseURL (a 421 or a failover sent the client there), else
+// BaseURL.
 func (c *Client) RideURL(id string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -123,17 +141,31 @@ func (c *Client) RideURL(id string) string {
 	return c.BaseURL
 }
 
+// setRideURL makes base the region the client calls for ride id.
+func (c *Client) setRideURL(id, base string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case base == c.BaseURL:
+		delete(c.regions, id)
+	case c.regions == nil:
+		c.regions = map[string]string{id: base}
+	default:
+		c.regions[id] = base
+	}
+}
+
 // Ride returns the ride with id.
 func (c *Client) Ride(ctx context.Context, id string) (rider.Ride, error) {
 	var out rider.Ride
-	_, err := c.do(ctx, c.RideURL(id), http.MethodGet, "/v1/rides/"+url.PathEscape(id), nil, nil, http.StatusOK, &out)
+	_, err := c.do(ctx, id, http.MethodGet, "/v1/rides/"+url.PathEscape(id), nil, nil, http.StatusOK, &out)
 	return out, err
 }
 
 // Cancel cancels the ride with id and returns it.
 func (c *Client) Cancel(ctx context.Context, id string) (rider.Ride, error) {
 	var out rider.Ride
-	_, err := c.do(ctx, c.RideURL(id), http.MethodPost, "/v1/rides/"+url.PathEscape(id)+"/cancel", nil, nil, http.StatusOK, &out)
+	_, err := c.do(ctx, id, http.MethodPost, "/v1/rides/"+url.PathEscape(id)+"/cancel", nil, nil, http.StatusOK, &out)
 	return out, err
 }
 
@@ -141,7 +173,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (rider.Ride, error) {
 // pickup (421 wrong_region is followed, as for RequestRide).
 func (c *Client) Estimate(ctx context.Context, req rider.RideRequest) (rider.Estimate, error) {
 	var out rider.Estimate
-	_, err := c.do(ctx, c.BaseURL, http.MethodPost, "/v1/estimates", req, nil, http.StatusOK, &out)
+	_, err := c.do(ctx, "", http.MethodPost, "/v1/estimates", req, nil, http.StatusOK, &out)
 	return out, err
 }
 
@@ -152,55 +184,143 @@ func NewKey() string {
 	return hex.EncodeToString(b[:])
 }
 
-// do sends one API call to the region at base, retrying what may be retried and
-// following up to MaxHops 421 wrong_region answers to the region they name, and
-// decodes a want answer into out. It returns the base URL that answered.
-func (c *Client) do(ctx context.Context, base, method, path string, body any, hdr http.Header, want int, out any) (string, error) {
+// query is one API call, as exchange sends it to one region after another.
+type query struct {
+	ride         string // the ride the call is about; "" for a request or an estimate
+	method, path string
+	payload      []byte
+	hdr          http.Header
+	want         func(status int) bool
+	// decode reads a wanted answer; an error it returns counts as the region's
+	// answer (a cut-off body is a network error). nil: exchange returns the answer
+	// unread, for the caller to read and close.
+	decode  func(*http.Response) error
+	retries int // repeats at one region, as Client.Retries
+}
+
+// do sends one API call about ride (or none), and decodes a want answer into out.
+// It returns the base URL that answered.
+func (c *Client) do(ctx context.Context, ride, method, path string, body any, hdr http.Header, want int, out any) (string, error) {
 	var payload []byte
 	if body != nil {
 		var err error
 		if payload, err = json.Marshal(body); err != nil {
-			return base, fmt.Errorf("encode %s %s: %w", method, path, err)
+			return c.BaseURL, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 	}
-	visited := []string{base}
+	_, base, err := c.exchange(ctx, query{ride: ride, method: method, path: path, payload: payload, hdr: hdr,
+		want: func(status int) bool { return status == want }, decode: func(resp *http.Response) error { return decode(resp, out) },
+		retries: c.Retries})
+	return base, err
+}
+
+// exchange sends q to the ride's region (or BaseURL), retrying what may be retried,
+// following up to MaxHops 421 wrong_region answers and failing over to the other
+// regions when one cannot be reached (see Client). It returns the answer when
+// q.decode is nil, and the base URL that answered.
+func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string, error) {
+	f := newFailover()
+	if !c.viewKnown() {
+		c.learn(ctx, f)
+	}
+	start := c.BaseURL
+	if q.ride != "" {
+		start = c.RideURL(q.ride)
+	}
+	base := start
+	f.tried[base] = true
+	if f.dead[base] != nil { // learn found it down just now
+		if next, ok := c.next(f, base); ok {
+			base = next
+			f.tried[base] = true
+		}
+	}
+	hops := 0
 	for attempt := 0; ; attempt++ {
-		resp, err := c.send(ctx, base, method, path, payload, hdr)
+		resp, err := c.send(ctx, base, q.method, q.path, q.payload, q.hdr)
 		if err == nil {
-			err = c.read(resp, want, out)
+			switch {
+			case !q.want(resp.StatusCode):
+				err = responseError(resp)
+				resp.Body.Close()
+			case q.decode == nil:
+				c.settle(q.ride, base)
+				return resp, base, nil
+			default:
+				err = q.decode(resp)
+				resp.Body.Close()
+			}
 		}
 		if err == nil {
-			return base, nil
+			c.settle(q.ride, base)
+			return nil, base, nil
 		}
-		if next, ok := redirect(err, visited); ok {
-			base, visited, attempt = next, append(visited, next), -1 // a new region: its own retries
+		if ctx.Err() != nil {
+			return nil, base, err
+		}
+		if next, ok := wrongRegion(err); ok {
+			if !f.asked && c.lone() { // more regions than the client knew of
+				c.learn(ctx, f)
+			}
+			if f.dead[next] != nil {
+				// The region that serves the pickup is the one this call could not
+				// reach: that is the trouble, and it may pass.
+				return nil, next, f.dead[next]
+			}
+			if hops >= MaxHops || f.tried[next] {
+				return nil, base, err
+			}
+			hops++
+			base, attempt = next, -1 // a new region: its own retries
+			f.tried[base] = true
 			continue
 		}
+		network := networkError(err)
+		if network || (q.ride != "" && f.dead[start] != nil && notFound(err)) {
+			if network {
+				f.dead[base] = err
+			}
+			if !f.asked {
+				c.learn(ctx, f)
+			}
+			if next, ok := c.next(f, base); ok {
+				base, attempt = next, -1
+				f.tried[base] = true
+				continue
+			}
+			if !network {
+				// No region left that could have the ride: what is wrong is that its
+				// own region cannot be reached, not that the ride is unknown.
+				return nil, start, f.dead[start]
+			}
+		}
+		if attempt >= q.retries {
+			return nil, base, err
+		}
 		wait, retry := c.retryable(err, attempt)
-		if !retry || ctx.Err() != nil {
-			return base, err
+		if !retry {
+			return nil, base, err
 		}
 		if err := sleep(ctx, wait); err != nil {
-			return base, err
+			return nil, base, err
 		}
 	}
 }
 
-// redirect returns the region a 421 wrong_region err names, unless the call has
-// already made MaxHops hops or been there (two regions sending it back and forth).
-func redirect(err error, visited []string) (string, bool) {
+// settle records that base answered for ride.
+func (c *Client) settle(ride, base string) {
+	if ride != "" && base != c.RideURL(ride) {
+		c.setRideURL(ride, base)
+	}
+}
+
+// wrongRegion returns the region a 421 wrong_region err names.
+func wrongRegion(err error) (string, bool) {
 	var e *Error
-	if !errors.As(err, &e) || e.StatusCode != http.StatusMisdirectedRequest || e.Code != "wrong_region" || e.URL == "" ||
-		len(visited) > MaxHops {
+	if !errors.As(err, &e) || e.StatusCode != http.StatusMisdirectedRequest || e.Code != "wrong_region" || e.URL == "" {
 		return "", false
 	}
-	next := strings.TrimRight(e.URL, "/")
-	for _, v := range visited {
-		if v == next {
-			return "", false
-		}
-	}
-	return next, true
+	return strings.TrimRight(e.URL, "/"), true
 }
 
 func (c *Client) send(ctx context.Context, base, method, path string, payload []byte, hdr http.Header) (*http.Response, error) {
@@ -226,12 +346,8 @@ func (c *Client) send(ctx context.Context, base, method, path string, payload []
 	return resp, nil
 }
 
-// read decodes a want answer into out, or returns the problem as an *Error.
-func (c *Client) read(resp *http.Response, want int, out any) error {
-	defer resp.Body.Close()
-	if resp.StatusCode != want {
-		return responseError(resp)
-	}
+// decode decodes a wanted answer into out (nil: the body is not needed).
+func decode(resp *http.Response, out any) error {
 	if out == nil {
 		return nil
 	}
@@ -270,9 +386,8 @@ func (c *Client) retryable(err error, attempt int) (time.Duration, bool) {
 		}
 		return c.backoff(attempt), true
 	}
-	var ue *url.Error
-	if errors.As(err, &ue) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return c.backoff(attempt), true // network error
+	if networkError(err) {
+		return c.backoff(attempt), true
 	}
 	return 0, false
 }

@@ -27,7 +27,9 @@ var trip = rider.RideRequest{
 	Dropoff: dispatch.Point{Lat: 37.5512, Lng: 126.9882},
 }
 
-// scripted serves each request with the next of answers and records what it got.
+// scripted serves each request with the next of answers and records what it got. It
+// is a lone region of a server that predates regions: GET /v1/regions is 404, and
+// not recorded.
 type scripted struct {
 	mu      sync.Mutex
 	answers []func(http.ResponseWriter, *http.Request)
@@ -35,6 +37,10 @@ type scripted struct {
 }
 
 func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/regions" {
+		http.NotFound(w, r)
+		return
+	}
 	s.mu.Lock()
 	i := len(s.got)
 	s.got = append(s.got, r.Clone(context.Background()))
@@ -260,6 +266,10 @@ func TestWrongRegionHopsAreBounded(t *testing.T) {
 	var keys []string
 	to := func(other **httptest.Server) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/regions" {
+				http.NotFound(w, r)
+				return
+			}
 			mu.Lock()
 			keys = append(keys, r.Header.Get("Idempotency-Key"))
 			mu.Unlock()

@@ -39,7 +39,9 @@ func (s *Stream) LastEventID() uint64 {
 }
 
 // Follow opens ride id's event stream. A dropped connection is resumed with
-// Last-Event-ID (up to Retries times in a row), so no change is delivered twice.
+// Last-Event-ID (up to Retries times in a row), so no change is delivered twice or
+// skipped; when the ride's region cannot be reached it is resumed, the same way, at
+// the region that has the ride now (see Client).
 // lastEventID resumes from an earlier stream; 0 starts with the current state.
 // Errors opening the first connection (unknown ride, bad token) are returned at once;
 // a ride that ended at or before lastEventID gives a stream that is already closed.
@@ -110,17 +112,15 @@ func (c *Client) openStream(ctx context.Context, id string, last uint64) (*http.
 	if last > 0 {
 		hdr.Set("Last-Event-ID", strconv.FormatUint(last, 10))
 	}
-	resp, err := c.send(ctx, c.RideURL(id), http.MethodGet, path, nil, hdr)
+	// One try per region: follow's own loop retries, with backoff.
+	resp, _, err := c.exchange(ctx, query{ride: id, method: http.MethodGet, path: path, hdr: hdr,
+		want: func(status int) bool { return status == http.StatusOK || status == http.StatusNoContent }})
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case resp.StatusCode == http.StatusNoContent:
+	if resp.StatusCode == http.StatusNoContent {
 		resp.Body.Close()
 		return nil, errAlreadyFinal
-	case resp.StatusCode != http.StatusOK:
-		defer resp.Body.Close()
-		return nil, responseError(resp)
 	}
 	return resp, nil
 }

@@ -1,0 +1,322 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/memstore"
+	"github.com/understudy/understudy/dispatch/problem"
+	"github.com/understudy/understudy/rider"
+	"github.com/understudy/understudy/rider/client"
+)
+
+// deployment is a test deployment of regions, each the real rider API on its own
+// engine, behind a server that also answers GET /v1/regions with every region.
+type deployment struct {
+	tb      testing.TB
+	keys    *jwtauth.Keys
+	mu      sync.Mutex
+	regions []*region
+}
+
+// region is one region of a deployment; it records the requests it was sent.
+type region struct {
+	srv     *httptest.Server
+	handler atomic.Pointer[http.Handler] // nil: not serving yet (503)
+	down    atomic.Bool                  // what GET /v1/regions says of it
+	mu      sync.Mutex
+	got     []seen
+}
+
+// seen is one request a region got.
+type seen struct {
+	method, path, lastEventID, key, body string
+}
+
+func newDeployment(tb testing.TB) *deployment {
+	return &deployment{tb: tb, keys: &jwtauth.Keys{Secret: []byte("0123456789abcdef0123456789abcdef")}}
+}
+
+func (d *deployment) token(sub string) string {
+	d.tb.Helper()
+	tok, err := d.keys.Sign(dispatch.Identity{Subject: sub, Role: dispatch.RoleRider}, time.Hour)
+	if err != nil {
+		d.tb.Fatal(err)
+	}
+	return tok
+}
+
+// add starts a region that answers 503 until serve.
+func (d *deployment) add() *region {
+	rg := &region{}
+	rg.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/regions" {
+			d.view(w)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rg.mu.Lock()
+		rg.got = append(rg.got, seen{r.Method, r.URL.Path, r.Header.Get("Last-Event-ID"), r.Header.Get(rider.IdempotencyKeyHeader), string(body)})
+		rg.mu.Unlock()
+		h := rg.handler.Load()
+		if h == nil {
+			problem.Write(w, r, dispatch.Errorf(dispatch.ECodeUnavailable, "not serving yet"))
+			return
+		}
+		(*h).ServeHTTP(w, r)
+	}))
+	d.tb.Cleanup(rg.kill)
+	d.mu.Lock()
+	d.regions = append(d.regions, rg)
+	d.mu.Unlock()
+	return rg
+}
+
+func (d *deployment) view(w http.ResponseWriter) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := dispatch.RegionsView{Areas: []dispatch.AreaView{}}
+	for i, rg := range d.regions {
+		up := !rg.down.Load()
+		v.Regions = append(v.Regions, dispatch.RegionView{Name: fmt.Sprint("r", i), URL: rg.srv.URL, Up: &up})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// serve opens the rider API in rg on an engine over store with epoch: a takeover,
+// when store is another region's and epoch above its.
+func (d *deployment) serve(rg *region, store dispatch.Store, epoch uint64) {
+	d.tb.Helper()
+	ctx := context.Background()
+	engine := &dispatch.Engine{Store: store, Config: dispatch.DefaultConfig(), Epoch: epoch}
+	api := &rider.API{Engine: engine.Riders(), Verifier: d.keys, Idempotency: memstore.NewIdempotencyStore(), Config: rider.DefaultConfig()}
+	engine.Notifier = api
+	if err := engine.Open(ctx); err != nil {
+		d.tb.Fatal(err)
+	}
+	d.tb.Cleanup(func() { _ = engine.Close() })
+	if err := api.Open(ctx); err != nil {
+		d.tb.Fatal(err)
+	}
+	d.tb.Cleanup(func() { _ = api.Close() })
+	h := api.Handler()
+	rg.handler.Store(&h)
+}
+
+// kill ends the region's server and every connection to it, as a crash would.
+func (rg *region) kill() {
+	rg.srv.CloseClientConnections()
+	rg.srv.Close()
+}
+
+func (rg *region) requests() []seen {
+	rg.mu.Lock()
+	defer rg.mu.Unlock()
+	return slices.Clone(rg.got)
+}
+
+// A region dies under a rider who follows a ride: the stream resumes, with the last
+// event's id, at the region that took the ride over, passing over a region that does
+// not have it; the rider sees each state once. Cancel finds the ride there too.
+func TestFollowFailsOverToTheRegionThatHasTheRide(t *testing.T) {
+	d := newDeployment(t)
+	home, other, successor := d.add(), d.add(), d.add()
+	store := memstore.New()
+	d.serve(home, store, 1)
+	d.serve(other, memstore.New(), 1) // has its own rides only
+	c := fast(client.New(home.srv.URL, d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Follow(ctx, ride.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := <-st.C
+	if first.Status != dispatch.RideSearching {
+		t.Fatalf("first event %+v", first)
+	}
+	stored, err := store.Ride(ctx, ride.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstID := fmt.Sprint(stored.Version) // the first event's id: nothing changed since
+
+	d.serve(successor, store, 2) // takes home's rides over (and fences home out)
+	home.kill()
+	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
+		t.Fatalf("cancel after home died: %+v %v", got, err)
+	}
+	var statuses []dispatch.RideStatus
+	for r := range st.C {
+		statuses = append(statuses, r.Status)
+	}
+	if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[cancelled]" {
+		t.Fatalf("after the failover the stream gave %v and ended with %v, want [cancelled] and nil", statuses, err)
+	}
+	if c.RideURL(ride.ID) != successor.srv.URL {
+		t.Errorf("ride's region %s, want the successor %s", c.RideURL(ride.ID), successor.srv.URL)
+	}
+	resumed := false
+	for _, s := range successor.requests() {
+		if s.path == "/v1/rides/"+ride.ID+"/events" {
+			resumed = true
+			if s.lastEventID != firstID {
+				t.Errorf("stream resumed at the successor with Last-Event-ID %q, want %q", s.lastEventID, firstID)
+			}
+		}
+	}
+	if !resumed {
+		t.Errorf("the stream never resumed at the successor: it got %v", successor.requests())
+	}
+	if n := len(other.requests()); n == 0 {
+		t.Errorf("the region without the ride was never asked (it is before the successor in the view)")
+	}
+}
+
+// A ride whose region is down, and that no live region has: the call says the
+// region cannot be reached, not that the ride does not exist.
+func TestRideNobodyElseHasIsNotUnknown(t *testing.T) {
+	d := newDeployment(t)
+	home, other := d.add(), d.add()
+	d.serve(home, memstore.New(), 1)
+	d.serve(other, memstore.New(), 1)
+	c := fast(client.New(home.srv.URL, d.token("u-1")))
+	ctx := context.Background()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	home.kill()
+	for name, call := range map[string]func() (rider.Ride, error){
+		"ride":   func() (rider.Ride, error) { return c.Ride(ctx, ride.ID) },
+		"cancel": func() (rider.Ride, error) { return c.Cancel(ctx, ride.ID) },
+	} {
+		if _, err := call(); err == nil || client.Code(err) != "" {
+			t.Errorf("%s of a ride only a dead region has: %v, want the network error", name, err)
+		}
+	}
+	if _, err := c.Follow(ctx, ride.ID, 0); err == nil || client.Code(err) != "" {
+		t.Errorf("follow of a ride only a dead region has: %v, want the network error", err)
+	}
+	if n := len(other.requests()); n == 0 {
+		t.Errorf("the other region was never asked")
+	}
+}
+
+// A ride request at a dead region goes on to a live one with the same body and
+// Idempotency-Key, whether the client learned the regions before the region died
+// (from it, on its first call) or is told of them (Regions) because it was dead
+// from the start.
+func TestRequestRideFailsOverWithTheSameKey(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		seeds bool
+	}{{"learned before the region died", false}, {"seeded, dead from the start", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDeployment(t)
+			dead, live := d.add(), d.add()
+			d.serve(dead, memstore.New(), 1)
+			d.serve(live, memstore.New(), 1)
+			c := fast(client.New(dead.srv.URL, d.token("u-1")))
+			ctx := context.Background()
+			if tc.seeds {
+				c.Regions = []string{dead.srv.URL, live.srv.URL}
+			} else if _, err := c.Estimate(ctx, trip); err != nil {
+				t.Fatal(err)
+			}
+			dead.kill()
+			key := client.NewKey()
+			ride, err := c.RequestRide(ctx, trip, key)
+			if err != nil {
+				t.Fatalf("request with its region dead: %v", err)
+			}
+			if c.RideURL(ride.ID) != live.srv.URL {
+				t.Errorf("ride kept at %s, want %s", c.RideURL(ride.ID), live.srv.URL)
+			}
+			again, err := c.RequestRide(ctx, trip, key)
+			if err != nil || again.ID != ride.ID {
+				t.Errorf("same key again: %+v %v, want ride %s", again, err, ride.ID)
+			}
+			var posts []seen
+			for _, s := range live.requests() {
+				if s.path == "/v1/rides" {
+					posts = append(posts, s)
+				}
+			}
+			want, _ := json.Marshal(trip)
+			if len(posts) != 2 || posts[0].key != key || posts[1].key != key || posts[0].body != string(want) {
+				t.Errorf("the live region got %+v, want two requests with key %s and body %s", posts, key, want)
+			}
+			if got, err := c.Ride(ctx, ride.ID); err != nil || got.ID != ride.ID {
+				t.Errorf("ride after the failover: %+v %v", got, err)
+			}
+		})
+	}
+}
+
+// Failover prefers the regions GET /v1/regions says are up, wherever they are in the
+// deployment's order.
+func TestFailoverPrefersRegionsThatAreUp(t *testing.T) {
+	d := newDeployment(t)
+	home, down, live := d.add(), d.add(), d.add()
+	d.serve(home, memstore.New(), 1)
+	down.down.Store(true) // and not serving: 503
+	d.serve(live, memstore.New(), 1)
+	c := fast(client.New(home.srv.URL, d.token("u-1")))
+	ctx := context.Background()
+	if _, err := c.Estimate(ctx, trip); err != nil {
+		t.Fatal(err)
+	}
+	home.kill()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil || c.RideURL(ride.ID) != live.srv.URL {
+		t.Fatalf("request with its region dead: ride at %s, %v; want it at the live region %s", c.RideURL(ride.ID), err, live.srv.URL)
+	}
+	if got := down.requests(); len(got) != 0 {
+		t.Errorf("the region marked down was asked first: %+v", got)
+	}
+}
+
+// A live region that sends the call on (421) to the region it could not reach: the
+// error says that region cannot be reached, not that the client ran out of hops.
+func TestWrongRegionToADeadRegionSaysItIsUnreachable(t *testing.T) {
+	var dead, live *httptest.Server
+	live = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/regions" {
+			fmt.Fprintf(w, `{"regions":[{"name":"dead","url":%q,"up":false},{"name":"live","url":%q,"up":true}],"areas":[]}`, dead.URL, live.URL)
+			return
+		}
+		w.Header().Set("Content-Type", "application/problem+json")
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		fmt.Fprintf(w, `{"status":421,"code":"wrong_region","region":"dead","url":%q}`, dead.URL)
+	}))
+	defer live.Close()
+	dead = httptest.NewServer(http.NotFoundHandler()) // after live, which must not get its port
+	dead.Close()
+	c := fast(client.New(dead.URL, "tok"))
+	c.Regions = []string{dead.URL, live.URL}
+	_, err := c.Estimate(context.Background(), trip)
+	if err == nil || errors.Is(err, client.ErrWrongRegion) || client.Code(err) != "" {
+		t.Fatalf("estimate whose region is dead: %v, want the network error", err)
+	}
+}
