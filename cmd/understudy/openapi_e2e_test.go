@@ -673,7 +673,7 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 		}
 	}
 	expect(404, "POST", "/v1/admin/areas/busan/move", admin, `{"to":"north"}`) // no deployment: no areas
-	expect(200, "GET", "/v1/regions", "", "") // one region serving everywhere
+	expect(200, "GET", "/v1/regions", "", "")                                  // one region serving everywhere
 
 	t.Log("a region draining, then without its log")
 	for _, c := range []drainer{s.gateway, s.riderAPI} {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
 	"github.com/understudy/understudy/driver/drivertest"
@@ -25,10 +26,18 @@ func mustRegionsEastKillable(tb testing.TB, args ...string) killableDeployment {
 	tb.Helper()
 	north, east, south := freeAddr(tb), freeAddr(tb), freeAddr(tb)
 	file := writeDeployment(tb, north, east, south)
+	emb, err := natslog.StartEmbedded(tb.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(emb.Close) // after the regions, which are stopped first
 	var d killableDeployment
-	d.north = mustServe(tb, append([]string{"--addr", north, "--deployment", file, "--region", "north"}, args...)...)
-	d.south = mustServe(tb, append([]string{"--addr", south, "--deployment", file, "--region", "south"}, args...)...)
-	d.east = startProc(tb, append([]string{"--addr", east, "--data-dir", tb.TempDir(), "--deployment", file, "--region", "east"}, args...)...)
+	common := []string{"--deployment", file, "--nats", emb.URL()}
+	d.north = mustServe(tb, append(append([]string{"--addr", north, "--region", "north"}, common...), args...)...)
+	d.south = mustServe(tb, append(append([]string{"--addr", south, "--region", "south"}, common...), args...)...)
+	d.east = startProc(tb, append(append([]string{"--addr", east, "--data-dir", tb.TempDir(), "--region", "east"}, common...), args...)...)
+	awaitServed(tb, d.north, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
+	awaitServed(tb, d.south, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
 	return d
 }
 

@@ -53,7 +53,7 @@ type server struct {
 	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
 	ledger     *natslog.Ledger
 	rideLog    *natslog.RideLog
-	leases     *natslog.Leases // the areas' leases, in a deployment of several regions
+	leases     *natslog.Leases           // the areas' leases, in a deployment of several regions
 	natsIdem   *natslog.IdempotencyStore // the keys' bucket when the hot state is in memory (openStreams)
 	clustered  bool                      // the log is on a cluster of the deployment's regions (replicas)
 	nats       *nats.Conn

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -45,7 +46,10 @@ func startProcRegions(tb testing.TB) *procRegions {
 	tb.Setenv("UNDERSTUDY_SECRET", procSecret)
 	dir := tb.TempDir()
 	if d := os.Getenv("UNDERSTUDY_TEST_CLUSTER_DIR"); d != "" {
-		dir = d // to read the regions' logs after a run
+		var err error // to read the regions' logs after a run
+		if dir, err = os.MkdirTemp(d, "cluster-"); err != nil {
+			tb.Fatal(err)
+		}
 	}
 	p := startDevCluster(tb, "--deployment", testDeployment(tb), "--dir", dir)
 	w := &procRegions{tb: tb, p: p, regions: p.regionsNow(), keys: &jwtauth.Keys{Secret: []byte(procSecret)},
@@ -394,4 +398,105 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 	if len(got) != 4 {
 		t.Errorf("area-north's log holds rides %v, want the 4 requested", got)
 	}
+}
+
+// BenchmarkTakeover measures, over b.N kills (each on a fresh dev cluster), how long
+// the successor takes after north is killed with SIGKILL to serve north's area, to
+// send the first offer there (a ride left searching, to a driver already at east),
+// and to resume the trips in flight (the last of two drivers mid-trip welcomed at
+// east with its ride). It reports the min, median and max of each. Run it with
+//
+//	go test ./cmd/understudy -run '^$' -bench Takeover -benchtime 10x
+func BenchmarkTakeover(b *testing.B) {
+	var serve, offer, resume []time.Duration
+	for i := 0; i < b.N; i++ {
+		s, o, r := measureTakeover(b)
+		serve, offer, resume = append(serve, s), append(offer, o), append(resume, r)
+		b.Logf("kill %d: serving after %s, first offer after %s, trips resumed after %s", i+1, s, o, r)
+	}
+	for _, m := range []struct {
+		name string
+		d    []time.Duration
+	}{{"serve", serve}, {"offer", offer}, {"resume", resume}} {
+		slices.Sort(m.d)
+		b.ReportMetric(m.d[0].Seconds(), m.name+"-min-s")
+		b.ReportMetric(m.d[len(m.d)/2].Seconds(), m.name+"-median-s")
+		b.ReportMetric(m.d[len(m.d)-1].Seconds(), m.name+"-max-s")
+	}
+}
+
+func measureTakeover(b *testing.B) (serve, offer, resume time.Duration) {
+	b.StopTimer()
+	w := startProcRegions(b)
+	var trips []*client.Client
+	var rides []string
+	for i, id := range []string{"d-1", "d-2"} {
+		c := w.online("north", id, w.center("north", float64(100*i)))
+		r := w.request("north", w.center("north", float64(100*i+50)))
+		accept(b, c, r)
+		steps(b, c, r, "arrived", "start")
+		trips, rides = append(trips, c), append(rides, r)
+	}
+	searching := w.request("north", w.center("north", 400))
+	// A driver at east, in north's area: east's once it serves the area.
+	waiting, _ := w.dial("east", "d-9")
+	ctx := context.Background()
+	if err := waiting.Location(ctx, w.center("north", 450)); err != nil {
+		b.Fatal(err)
+	}
+	if err := waiting.Available(ctx); err != nil {
+		b.Fatal(err)
+	}
+	drivertest.Next(b, waiting, driver.TypeAck)
+	for _, c := range trips {
+		_ = c.Close()
+	}
+	b.StartTimer()
+	killed := time.Now()
+	if err := syscall.Kill(w.regions["north"].pid, syscall.SIGKILL); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan time.Duration, 2)
+	go func() { // the first offer
+		for m := range waiting.Frames() {
+			if m.Type == driver.TypeOffer && m.RideID == searching {
+				done <- time.Since(killed)
+				return
+			}
+		}
+	}()
+	go func() { // the trips in flight, resumed
+		ws := "ws" + strings.TrimPrefix(w.regions["east"].url, "http") + driver.Path
+		for i, id := range []string{"d-1", "d-2"} {
+			for {
+				c, err := client.Dialer{}.Dial(context.Background(), ws, w.token(id, dispatch.RoleDriver))
+				if err == nil {
+					m, ok := <-c.Frames()
+					_ = c.Close()
+					if ok && m.Type == driver.TypeWelcome && m.Ride != nil && m.Ride.ID == rides[i] {
+						break
+					}
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		done <- -time.Since(killed) // negative: tells the two apart
+	}()
+	w.awaitServing("east", "area-north", "east")
+	serve = time.Since(killed)
+	for range 2 {
+		select {
+		case d := <-done:
+			if d < 0 {
+				resume = -d
+			} else {
+				offer = d
+			}
+		case <-time.After(dispatchtest.Patience):
+			b.Fatalf("no offer or no resumed trips within %s of the kill", dispatchtest.Patience)
+		}
+	}
+	b.StopTimer()
+	w.p.stop(b)
+	return serve, offer, resume
 }

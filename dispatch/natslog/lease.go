@@ -28,6 +28,10 @@ const LeaseBucket = "UNDERSTUDY_LEASES"
 // successor (not the area's home) takes it.
 const leaseMarkerTTL = 7 * 24 * time.Hour
 
+// leasePrecedence is how long a successor lets the last holder retake a key it has
+// just found gone before trying itself.
+const leasePrecedence = time.Second
+
 // leaseMargin is what a successor waits beyond the lease time, after the last
 // renewal it saw, before it tries to take a lapsed area: the holder's clock and the
 // server's may run a little apart.
@@ -96,6 +100,8 @@ type lease struct {
 	last    string    // the last region seen holding it, "" if none
 	epoch   uint64    // the entry's epoch
 	rev     uint64    // the entry's revision
+	gone    uint64    // the revision last seen before the key was found gone
+	goneAt  time.Time // when this region found it gone
 	seen    time.Time // when this region saw the last entry naming a holder, or began watching
 	// this region's hold
 	held       bool
@@ -146,22 +152,16 @@ func OpenLeases(ctx context.Context, nc *nats.Conn, d *dispatch.Deployment, regi
 // TTL is the lease time.
 func (l *Leases) TTL() time.Duration { return l.ttl }
 
-// Open starts watching the bucket and holding this region's leases, until Close.
+// Open starts reading the bucket and holding this region's leases, until Close.
 func (l *Leases) Open(ctx context.Context) error {
 	if l.Logger == nil {
 		l.Logger = slog.New(slog.DiscardHandler)
 	}
 	run, stop := context.WithCancel(context.Background())
-	w, err := l.kv.WatchAll(ctx)
-	if err != nil {
-		stop()
-		return fmt.Errorf("watch bucket %s: %w", LeaseBucket, err)
-	}
 	l.stop, l.done = stop, make(chan struct{})
 	go func() {
 		defer close(l.done)
-		defer w.Stop()
-		l.run(run, w)
+		l.run(run)
 	}()
 	return nil
 }
@@ -176,9 +176,16 @@ func (l *Leases) Close() error {
 	return nil
 }
 
-// run takes the watcher's entries and, every tenth of the lease time, renews, takes
+// run, every tenth of the lease time, reads every area's key and then renews, takes
 // and claims what it should.
-func (l *Leases) run(ctx context.Context, w jetstream.KeyWatcher) {
+//
+// It reads with direct gets, which the region's own NATS node answers from its
+// replica of the bucket, rather than watching: a watch is a consumer on the bucket's
+// leader, and when the leader's region is the one lost, the watch stalls for as long
+// as it takes to be made again (seen: a minute), which is just when the successor
+// must see the lease lapse. A replica may be a little behind the leader; that only
+// delays a take, which a compare-and-set makes safe anyway.
+func (l *Leases) run(ctx context.Context) {
 	start := time.Now()
 	l.mu.Lock()
 	for _, a := range l.areas {
@@ -190,53 +197,58 @@ func (l *Leases) run(ctx context.Context, w jetstream.KeyWatcher) {
 	var tasks sync.WaitGroup
 	defer tasks.Wait()
 	for {
+		l.read(ctx)
+		l.tick(ctx, &tasks)
 		select {
 		case <-ctx.Done():
 			return
-		case e, ok := <-w.Updates():
-			if !ok {
-				l.Logger.Warn("lease watch ended: watching again")
-				nw, err := l.kv.WatchAll(ctx)
-				if err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					l.Logger.Warn("watch leases", slog.Any("err", err))
-					time.Sleep(l.ttl / 10)
-					continue
-				}
-				w.Stop()
-				w = nw
-				continue
-			}
-			if e != nil {
-				l.observe(e)
-			}
 		case <-tick.C:
 		case <-l.poke:
 		}
-		l.tick(ctx, &tasks)
 	}
 }
 
-// observe takes in one entry of the bucket.
-func (l *Leases) observe(e jetstream.KeyValueEntry) {
-	l.mu.Lock()
-	a, ok := l.areas[e.Key()]
-	if !ok {
-		l.mu.Unlock()
-		return
+// read reads every area's key, at once, and takes in what changed.
+func (l *Leases) read(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, max(l.ttl/5, 100*time.Millisecond))
+	defer cancel()
+	var wg sync.WaitGroup
+	for name := range l.areas {
+		wg.Go(func() {
+			e, err := l.kv.Get(ctx, name)
+			switch {
+			case err == nil:
+				l.observe(name, e)
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				l.observe(name, nil) // absent, deleted or expired
+			}
+			// Any other error (no answer, the node hung): keep what was seen.
+		})
 	}
+	wg.Wait()
+}
+
+// observe takes in area's entry as read (nil: none, or a delete or expiry marker).
+func (l *Leases) observe(area string, e jetstream.KeyValueEntry) {
+	l.mu.Lock()
+	a := l.areas[area]
 	now := time.Now()
 	var moved bool
 	var to, why string
-	switch e.Operation() {
-	case jetstream.KeyValuePut:
+	switch {
+	case e != nil && e.Revision() == a.rev && a.present:
+		l.mu.Unlock()
+		return // nothing new
+	case e != nil:
 		var v leaseValue
 		if err := json.Unmarshal(e.Value(), &v); err != nil || v.Region == "" {
 			l.mu.Unlock()
-			l.Logger.Warn("lease entry not understood: ignored", slog.String("area", e.Key()), slog.Uint64("revision", e.Revision()))
+			l.Logger.Warn("lease entry not understood: ignored", slog.String("area", area), slog.Uint64("revision", e.Revision()))
 			return
+		}
+		if e.Revision() < a.rev || e.Revision() <= a.gone {
+			l.mu.Unlock()
+			return // a replica behind one read before
 		}
 		epoch := v.Epoch
 		if epoch == 0 {
@@ -253,20 +265,23 @@ func (l *Leases) observe(e jetstream.KeyValueEntry) {
 			l.drop(a)
 		}
 		to = v.Region
-	default: // deleted, purged or expired
-		moved = a.present
-		a.present, a.holder, a.rev = false, "", e.Revision()
+	case a.present:
+		moved = true
+		a.present, a.holder, a.gone, a.goneAt = false, "", a.rev, now
 		if a.held {
 			why = "its key expired in the bucket: renewals did not land in time"
 			l.drop(a)
 		}
+	default:
+		l.mu.Unlock()
+		return
 	}
 	l.mu.Unlock()
 	if why != "" {
-		l.Logger.Warn("stopped serving an area", slog.String("area", e.Key()), slog.String("why", why))
+		l.Logger.Warn("stopped serving an area", slog.String("area", area), slog.String("why", why))
 	}
 	if moved && to != l.Region && l.Moved != nil {
-		l.Moved(e.Key(), to)
+		go l.Moved(area, to)
 	}
 }
 
@@ -346,6 +361,10 @@ func (l *Leases) eligible(a *lease, now time.Time) bool {
 	case k == 0:
 		return true
 	case now.Sub(a.seen) < wait+time.Duration(k-1)*l.ttl:
+		return false
+	case now.Sub(a.goneAt) < leasePrecedence:
+		// The region that held it, if it is alive, sees the key gone as soon and
+		// takes it back at once (a NATS election that outlasted its renewals).
 		return false
 	}
 	// A region ahead in the chain that is alive (it renews a lease of its own) takes
@@ -477,7 +496,8 @@ func (l *Leases) prepare(ctx context.Context, area string) {
 	a := l.areas[area]
 	epoch, from := a.heldEpoch, a.heldFrom
 	l.mu.Unlock()
-	cctx, cancel := context.WithTimeout(ctx, 10*l.ttl)
+	// Bounded well below the lease: a read stuck in a NATS election is tried again.
+	cctx, cancel := context.WithTimeout(ctx, 2*l.ttl)
 	defer cancel()
 	fence, err := l.Log.WriteFence(cctx, area, l.Region, epoch)
 	if err != nil {

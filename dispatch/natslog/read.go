@@ -8,18 +8,32 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// attemptTimeout bounds one request of a read that is retried until its context ends.
+const attemptTimeout = time.Second
+
 // readAll delivers every message that cfg selects from stream, in stream order, to fn
 // with its stream sequence, and returns when the last one announced at the start has
 // been delivered. wait bounds the wait for a batch known to be coming.
 func readAll(ctx context.Context, stream jetstream.Stream, cfg jetstream.OrderedConsumerConfig, wait time.Duration,
 	fn func(data []byte, seq uint64) error) error {
-	cons, err := stream.OrderedConsumer(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		return err
+	var cons jetstream.Consumer
+	var info *jetstream.ConsumerInfo
+	for {
+		// A request sent while the cluster has no leader to answer it is never
+		// answered, even once one is elected: each attempt gets a second, and the
+		// next is sent, until ctx ends.
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		var err error
+		if cons, err = stream.OrderedConsumer(actx, cfg); err == nil {
+			info, err = cons.Info(actx)
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return err
+		}
 	}
 	for pending := info.NumPending; pending > 0; {
 		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(wait))

@@ -160,20 +160,27 @@ func (l *RideLog) WriteFence(ctx context.Context, area, region string, epoch uin
 	}{region, epoch}) // strings and a number always encode
 	for attempt := 0; ; attempt++ {
 		var last uint64
-		msg, err := l.stream.GetLastMsgForSubject(ctx, subj)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		msg, err := l.stream.GetLastMsgForSubject(actx, subj)
+		cancel()
 		switch {
 		case err == nil:
 			last = msg.Sequence
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-		default:
+		case ctx.Err() != nil:
 			return 0, fmt.Errorf("read the fence of area %s: %w", area, err)
+		default:
+			continue // no leader to answer yet: ask again
 		}
-		ack, err := l.js.Publish(ctx, subj, body, jetstream.WithExpectLastSequencePerSubject(last))
+		actx, cancel = context.WithTimeout(ctx, attemptTimeout)
+		ack, err := l.js.Publish(actx, subj, body, jetstream.WithExpectLastSequencePerSubject(last))
+		cancel()
 		if err == nil {
 			return ack.Sequence, nil
 		}
-		if !isWrongLastSequence(err) || attempt >= 3 {
+		if ctx.Err() != nil || attempt >= 20 {
 			return 0, fmt.Errorf("write the fence of area %s: %w", area, err)
 		}
+		// A publish that timed out may have been stored: the next read tells.
 	}
 }
