@@ -500,3 +500,95 @@ func measureTakeover(b *testing.B) (serve, offer, resume time.Duration) {
 	w.p.stop(b)
 	return serve, offer, resume
 }
+
+// metric returns the value of a counter or gauge without labels from region at's
+// /metrics, 0 when absent.
+func (w *procRegions) metric(at, name string) float64 {
+	w.tb.Helper()
+	resp, err := w.hc.Get(w.regions[at].url + "/metrics")
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// A region paused (SIGSTOP) past its lease wakes up (SIGCONT) to a rider's cancel
+// and its driver's trip step, sent to it by clients that still believe it serves
+// them: the ride log refuses what it writes, because the successor wrote the area's
+// fence when it took over. The refusal is counted, the clients are sent to the
+// successor, and nothing the paused region wrote after losing its lease is in the
+// log or at the successor.
+func TestPausedRegionIsFencedByTheLog(t *testing.T) {
+	w := startProcRegions(t)
+	d1 := w.online("north", "d-1", w.center("north", 0))
+	r1 := w.request("north", w.center("north", 50))
+	accept(t, d1, r1)
+	steps(t, d1, r1, "arrived")
+
+	north := w.regions["north"].pid
+	if err := syscall.Kill(north, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(north, syscall.SIGCONT) })
+	w.awaitServing("east", "area-north", "east")
+	dispatchtest.Eventually(t, func() error {
+		if code, r := w.ride("east", r1); code != 200 || r.Status != dispatch.RideArrived {
+			return fmt.Errorf("ride %s at east: %d %s, want arrived", r1, code, r.Status)
+		}
+		return nil
+	})
+	if err := syscall.Kill(north, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The rider cancels at north: north's own store still has the ride, and its
+	// clock is not asked (a cancel assigns nothing), so the write reaches the log.
+	code, b := w.call("north", "POST", "/v1/rides/"+r1+"/cancel", w.token("u-1", dispatch.RoleRider), nil)
+	// North says so: 421 to east once it has read the bucket, 503 no_lease before.
+	if code != 421 && !(code == 503 && strings.Contains(string(b), `"no_lease"`)) {
+		t.Errorf("cancel at north after it lost the area: %d %s, want 421 to east or 503 no_lease", code, b)
+	}
+	// The driver's app, still connected to north, starts the trip there.
+	if err := d1.Start(context.Background(), r1); err != nil {
+		t.Fatalf("send start to north: %v", err)
+	}
+	var got []string
+	for m := range d1.Frames() {
+		got = append(got, m.Type+" "+string(m.Code))
+		if m.Type == driver.TypeReconnect || m.Type == driver.TypeRide {
+			break
+		}
+	}
+	if len(got) == 0 || !strings.HasPrefix(got[len(got)-1], driver.TypeReconnect) {
+		t.Errorf("north answered the start with %v, want a reconnect to east", got)
+	}
+	if n := w.metric("north", "understudy_dispatch_fenced_writes_total"); n < 1 {
+		t.Fatalf("north counted %v fenced writes: the log did not refuse its stale write (or the test did not make one)", n)
+	}
+	// Nothing of it anywhere: the successor has the ride as it was, and so has the log.
+	if code, r := w.ride("east", r1); code != 200 || r.Status != dispatch.RideArrived {
+		t.Errorf("ride %s at east after north's stale start: %d %s, want arrived", r1, code, r.Status)
+	}
+	for _, r := range w.history("east", "area-north") {
+		if r.ID == r1 && (r.Status != dispatch.RideMatched && r.Status != dispatch.RideArrived && r.Status != dispatch.RideSearching || !r.CancelFeeAt.IsZero()) {
+			t.Errorf("the log holds north's refused write of %s: %s at version %d", r1, r.Status, r.Version)
+		}
+	}
+	if code, _ := w.ride("north", r1); code != 421 {
+		t.Errorf("ride %s at north after it lost the area: %d, want 421 to east", r1, code)
+	}
+	// The driver goes on at east.
+	c, welcome := w.dial("east", "d-1")
+	if welcome.Ride == nil || welcome.Ride.ID != r1 || welcome.Ride.Status != dispatch.RideArrived {
+		t.Fatalf("d-1 welcomed at east with %s, want ride %s arrived", welcome.Raw, r1)
+	}
+	steps(t, c, r1, "start", "complete")
+}

@@ -287,7 +287,7 @@ func (l *Leases) observe(area string, e jetstream.KeyValueEntry) {
 
 // drop ends this region's hold of a (l.mu held).
 func (l *Leases) drop(a *lease) {
-	a.held, a.serving, a.validUntil, a.fence = false, false, time.Time{}, 0
+	a.held, a.serving, a.validUntil = false, false, time.Time{}
 	l.Metrics.held(l.countHeld())
 }
 
@@ -555,12 +555,17 @@ func (l *Leases) ServedBy(area string) (string, uint64, bool) {
 	return "", 0, true
 }
 
-// Fence implements Fences.
+// Fence implements Fences: the fence this region wrote when it last took area,
+// whether or not its lease is still valid on its clock. The clock decides whether the
+// region assigns (ServedBy); the log alone decides whether its writes land, so a
+// region whose lease ran out while nobody took the area can still finish the trips it
+// has, and one that lost the area to another region is refused, however sure its
+// clock is.
 func (l *Leases) Fence(area string) (uint64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	a, ok := l.areas[area]
-	if !ok || !a.held || a.fence == 0 || !time.Now().Before(a.validUntil) {
+	if !ok || a.fence == 0 {
 		return 0, false
 	}
 	return a.fence, true
