@@ -18,6 +18,8 @@ import (
 	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/driver"
+	"github.com/understudy/understudy/driver/client"
+	"github.com/understudy/understudy/driver/drivertest"
 )
 
 // Points of the test deployment: each of the three regions' areas is the res-6 cell
@@ -350,5 +352,85 @@ func TestDriverWithARideIsNotBounced(t *testing.T) {
 		if m, err := drv.locate(t, atSouth, fmt.Sprint("t", i)); err != nil || m.Type != driver.TypeAck {
 			t.Fatalf("location %d in south's area during the ride: %s %v, want its ack", i, m.Raw, err)
 		}
+	}
+}
+
+// moveArea asks region s to move area to region to, as an admin, and returns the
+// status and the answer.
+func moveArea(tb testing.TB, s *server, area, to string) (int, MoveResult) {
+	tb.Helper()
+	req, _ := http.NewRequest("POST", "http://"+s.Addr()+"/v1/admin/areas/"+area+"/move", strings.NewReader(`{"to":"`+to+`"}`))
+	req.Header.Set("Authorization", "Bearer "+mustToken(tb, s, "ops", dispatch.RoleAdmin))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out MoveResult
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// An admin moves busan from south to north while it has a ride matched and one
+// searching: south stops serving it, north takes it under a higher epoch and adopts
+// both rides; the matched ride's driver is sent to north (reconnect, area_moved) and
+// finds its ride there, the searching ride is matched at north, and south answers
+// 421 for them. Moved back, the next ride in busan is south's again.
+func TestAdminMoveHandsAnAreaOverAndBack(t *testing.T) {
+	regionSecret(t)
+	d := mustRegions(t, "--match-interval", "0")
+	_, before, _ := d.south.leases.ServedBy("busan")
+	c, _ := mustDial(t, d.south, "d-1", client.Dialer{})
+	send(t, c.Location(ctx(t), atEast))
+	send(t, c.Available(ctx(t)))
+	drivertest.Next(t, c, driver.TypeAck)
+	matched, err := d.south.engine.Riders().RequestRide(riderCtx(t), "u-1", atEast, atNorth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := drivertest.Next(t, c, driver.TypeOffer)
+	send(t, c.Accept(ctx(t), o.OfferID))
+	drivertest.Next(t, c, driver.TypeAssigned)
+	searching, err := d.south.engine.Riders().RequestRide(riderCtx(t), "u-2", atEast, atNorth)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, res := moveArea(t, d.south, "busan", "north")
+	if code != 200 || res.To != "north" || res.From != "south" || res.Epoch <= before {
+		t.Fatalf("move busan to north: %d %+v, want 200 from south to north at an epoch above %d", code, res, before)
+	}
+	if by, epoch, _ := d.north.leases.ServedBy("busan"); by != "north" || epoch != res.Epoch {
+		t.Errorf("north serves busan: %q at %d, want north at %d", by, epoch, res.Epoch)
+	}
+	rc := drivertest.Next(t, c, driver.TypeReconnect)
+	var frame struct{ Region, Reason string }
+	_ = json.Unmarshal(rc.Raw, &frame)
+	if frame.Region != "north" || frame.Reason != "area_moved" {
+		t.Errorf("reconnect frame %s, want to north for area_moved", rc.Raw)
+	}
+	at, w := mustDial(t, d.north, "d-1", client.Dialer{})
+	if w.Ride == nil || w.Ride.ID != matched.ID || w.Ride.Status != dispatch.RideMatched {
+		t.Fatalf("d-1 welcomed at north with %s, want ride %s matched", w.Raw, matched.ID)
+	}
+	steps(t, at, matched.ID, "arrived", "start", "complete")
+	fresh := mustOnline(t, d.north, "d-2", atEast)
+	if o := drivertest.Next(t, fresh, driver.TypeOffer); o.RideID != searching.ID {
+		t.Errorf("d-2 at north offered %s, want the searching ride %s", o.RideID, searching.ID)
+	}
+	if _, err := d.south.engine.Riders().Ride(riderCtx(t), matched.ID); dispatch.ErrorCode(err) != dispatch.ECodeWrongRegion {
+		t.Errorf("ride %s at south after the move: %v, want wrong_region", matched.ID, err)
+	}
+	if _, err := d.south.engine.Riders().RequestRide(riderCtx(t), "u-3", atEast, atNorth); dispatch.ErrorCode(err) != dispatch.ECodeWrongRegion {
+		t.Errorf("ride request in busan at south after the move: %v, want wrong_region", err)
+	}
+
+	// And back.
+	if code, back := moveArea(t, d.north, "busan", "south"); code != 200 || back.To != "south" || back.Epoch <= res.Epoch {
+		t.Fatalf("move busan back to south: %d %+v", code, back)
+	}
+	if _, err := d.south.engine.Riders().RequestRide(riderCtx(t), "u-3", atEast, atNorth); err != nil {
+		t.Errorf("ride request in busan at south after the hand-back: %v", err)
 	}
 }
