@@ -41,9 +41,14 @@ func (e *Engine) Adopt(ctx context.Context, area string) (int, error) {
 			}
 			break
 		}
-		if r.Status == RideSearching {
+		switch {
+		case r.Status == RideSearching:
 			e.timers.watch(timer{at: r.SearchDeadline, rideID: r.ID})
 			e.matcher.enqueue(r.ID)
+		case !r.Status.Final() && r.DriverID != "":
+			// A driver who connected here before the area was taken over was
+			// welcomed without its ride: it hears it now.
+			e.Notifier.Notify(Event{Type: EventAssigned, DriverID: r.DriverID, Ride: r, At: now})
 		}
 		return nil
 	})

@@ -26,6 +26,7 @@ import (
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
 	"github.com/understudy/understudy/driver/drivertest"
+	riderclient "github.com/understudy/understudy/rider/client"
 )
 
 // procRegions is a dev cluster of three region processes (north, east, south, each
@@ -325,8 +326,23 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 	accept(t, arrived, r3)
 	steps(t, arrived, r3, "arrived")
 	r4 := w.request("north", w.center("north", 300)) // no driver free: searching
-	for _, c := range []*client.Client{inProgress, matched, arrived} {
-		_ = c.Close()
+	for _, c := range []*client.Client{matched, arrived} {
+		_ = c.Close() // these two the test dials again itself
+	}
+	// The driver mid-trip keeps its Go client, which fails over on its own.
+	_ = inProgress.Close()
+	ws := "ws" + strings.TrimPrefix(w.regions["north"].url, "http") + driver.Path
+	follower, err := client.Dialer{Reconnect: true, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}.
+		Dial(context.Background(), ws, w.token("d-1", dispatch.RoleDriver))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = follower.Close() })
+	drivertest.Next(t, follower, driver.TypeWelcome)
+	// So does a rider's Go client, which knows only north.
+	rc := riderclient.New(w.regions["north"].url, w.token("u-1", dispatch.RoleRider))
+	if _, err := rc.Ride(context.Background(), r2); err != nil {
+		t.Fatal(err)
 	}
 
 	killed := time.Now()
@@ -339,6 +355,35 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 		t.Errorf("east's epoch %d is not above north's %d", epoch, before)
 	}
 	w.awaitServing("south", "area-north", "east")
+
+	// The Go clients find their way to east on their own.
+	dispatchtest.Eventually(t, func() error {
+		got, err := rc.Ride(context.Background(), r2)
+		if err != nil {
+			return err
+		}
+		if got.Status != dispatch.RideMatched || rc.RideURL(r2) != w.regions["east"].url {
+			return fmt.Errorf("rider client has ride %s %s at %s, want matched at east", r2, got.Status, rc.RideURL(r2))
+		}
+		return nil
+	})
+	// Welcomed at east with its ride, or, if it got there before east took the area
+	// over, told of it then.
+	for deadline := time.After(dispatchtest.Patience); ; {
+		var m driver.Message
+		select {
+		case m = <-follower.Frames():
+		case <-deadline:
+			t.Fatalf("d-1's client never heard of its ride %s at %s", r1, follower.URL())
+		}
+		if (m.Type == driver.TypeWelcome || m.Type == driver.TypeAssigned) && m.Ride != nil && m.Ride.ID == r1 {
+			break
+		}
+	}
+	if follower.URL() != "ws"+strings.TrimPrefix(w.regions["east"].url, "http")+driver.Path {
+		t.Errorf("d-1's client is at %s, want east", follower.URL())
+	}
+	_ = follower.Close()
 
 	// The drivers come back at east and find their rides as they left them.
 	want := map[string]struct {
