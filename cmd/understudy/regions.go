@@ -238,7 +238,7 @@ func (rs *regions) doMove(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), moveWait)
 	defer cancel()
-	_, err = rs.leases.Move(ctx, area, req.To)
+	moveRev, err := rs.leases.Move(ctx, area, req.To)
 	var nh *natslog.ErrNotHolder
 	switch {
 	case errors.As(err, &nh) && nh.Holder != "" && nh.Holder != rs.self && r.Header.Get(forwardedHeader) == "":
@@ -249,18 +249,52 @@ func (rs *regions) doMove(w http.ResponseWriter, r *http.Request) error {
 	case err != nil:
 		return err
 	}
+	// Answer once the new holder says it serves the area under the move's epoch
+	// (claimed, fenced and adopted), as its own /v1/regions tells.
+	if req.To == rs.self {
+		rs.log.Info("area moved", slog.String("area", area), slog.String("to", req.To), slog.Uint64("epoch", moveRev))
+		w.Header().Set("Content-Type", "application/json")
+		return json.NewEncoder(w).Encode(MoveResult{Area: area, From: rs.self, To: req.To, Epoch: moveRev})
+	}
+	target, _ := rs.router.Deployment.Region(req.To)
+	hc := &http.Client{Timeout: time.Second}
+	defer hc.CloseIdleConnections()
 	for {
-		if by, epoch, _ := rs.leases.ServedBy(area); by == req.To && epoch != 0 {
-			rs.log.Info("area moved", slog.String("area", area), slog.String("to", req.To), slog.Uint64("epoch", epoch))
+		if servesAt(ctx, hc, target.URL, area, req.To, moveRev) {
+			rs.log.Info("area moved", slog.String("area", area), slog.String("to", req.To), slog.Uint64("epoch", moveRev))
 			w.Header().Set("Content-Type", "application/json")
-			return json.NewEncoder(w).Encode(MoveResult{Area: area, From: rs.self, To: req.To, Epoch: epoch})
+			return json.NewEncoder(w).Encode(MoveResult{Area: area, From: rs.self, To: req.To, Epoch: moveRev})
 		}
 		select {
 		case <-ctx.Done():
 			return dispatch.Errorf(dispatch.ECodeUnavailable, "area %s was handed to region %s, which has not taken it within %s: see GET /v1/regions", area, req.To, moveWait)
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// servesAt reports whether the region at base says, in its /v1/regions, that region
+// serves area under epoch.
+func servesAt(ctx context.Context, hc *http.Client, base, area, region string, epoch uint64) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(base, "/")+"/v1/regions", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var v dispatch.RegionsView
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&v); err != nil {
+		return false
+	}
+	for _, a := range v.Areas {
+		if a.Name == area {
+			return a.ServedBy != nil && *a.ServedBy == region && a.Epoch != nil && *a.Epoch == epoch
+		}
+	}
+	return false
 }
 
 // forward passes a move on to the region holding the area, and relays its answer.

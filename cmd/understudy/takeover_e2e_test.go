@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -33,7 +34,9 @@ import (
 // with its own NATS node; north's successor is east), played from outside as riders,
 // drivers and an operator would.
 type procRegions struct {
-	tb      testing.TB
+	tb         testing.TB
+	dir        string // the dev cluster's directory (each region's data in dir/<region>)
+	deployment string // the deployment file
 	p       *devClusterProc
 	regions map[string]devRegion
 	keys    *jwtauth.Keys
@@ -52,8 +55,9 @@ func startProcRegions(tb testing.TB) *procRegions {
 			tb.Fatal(err)
 		}
 	}
-	p := startDevCluster(tb, "--deployment", testDeployment(tb), "--dir", dir)
-	w := &procRegions{tb: tb, p: p, regions: p.regionsNow(), keys: &jwtauth.Keys{Secret: []byte(procSecret)},
+	deployment := testDeployment(tb)
+	p := startDevCluster(tb, "--deployment", deployment, "--dir", dir)
+	w := &procRegions{tb: tb, p: p, dir: dir, deployment: deployment, regions: p.regionsNow(), keys: &jwtauth.Keys{Secret: []byte(procSecret)},
 		hc: &http.Client{Timeout: 5 * time.Second}}
 	tb.Cleanup(w.hc.CloseIdleConnections)
 	for _, name := range []string{"north", "east", "south"} {
@@ -443,6 +447,37 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 	if len(got) != 4 {
 		t.Errorf("area-north's log holds rides %v, want the 4 requested", got)
 	}
+
+	// North comes back on its data: it rejoins, serves nothing it was not given (its
+	// home area is east's now), and takes the area back when an admin moves it.
+	addr := strings.TrimPrefix(w.regions["north"].url, "http://")
+	startProc(t, "--deployment", w.deployment, "--region", "north", "--addr", addr, "--data-dir", filepath.Join(w.dir, "north"))
+	w.awaitServing("north", "area-north", "east")
+	code, b = w.call("north", "POST", "/v1/rides", w.token("u-1", dispatch.RoleRider), map[string]any{"pickup": w.center("north", 0), "dropoff": seoulStation})
+	if code != 421 || !strings.Contains(string(b), `"region":"east"`) {
+		t.Errorf("ride request in area-north at the recovered north: %d %s, want 421 to east", code, b)
+	}
+	var moved MoveResult
+	dispatchtest.Eventually(t, func() error { // east must see north up (its probes) first
+		code, b := w.call("east", "POST", "/v1/admin/areas/area-north/move", w.token("ops", dispatch.RoleAdmin), map[string]string{"to": "north"})
+		if code != 200 {
+			return fmt.Errorf("move area-north back to north: %d %s", code, b)
+		}
+		return json.Unmarshal(b, &moved)
+	})
+	if moved.Epoch <= epoch {
+		t.Errorf("hand-back epoch %d, want above east's %d", moved.Epoch, epoch)
+	}
+	if by, e, _ := w.served("north", "area-north"); by != "north" || e != moved.Epoch {
+		t.Errorf("north's view after the move answered: %s at %d, want north at %d", by, e, moved.Epoch)
+	}
+	w.awaitServing("east", "area-north", "north")
+	if id := w.request("north", w.center("north", 0)); id == "" {
+		t.Error("north refuses rides in its area after the hand-back")
+	}
+	if code, r := w.ride("north", r1); code != 200 || r.Status != dispatch.RideCompleted {
+		t.Errorf("ride %s at north after the hand-back: %d %s, want completed (adopted from the log)", r1, code, r.Status)
+	}
 }
 
 // BenchmarkTakeover measures, over b.N kills (each on a fresh dev cluster), how long
@@ -566,10 +601,10 @@ func (w *procRegions) metric(at, name string) float64 {
 	return 0
 }
 
-// A region paused (SIGSTOP) past its lease wakes up (SIGCONT) to a rider's cancel
-// and its driver's trip step, sent to it by clients that still believe it serves
-// them: the ride log refuses what it writes, because the successor wrote the area's
-// fence when it took over. The refusal is counted, the clients are sent to the
+// A region paused (SIGSTOP) past its lease wakes up (SIGCONT) to a driver's trip
+// step and a rider's cancel, sent to it by clients that still believe it serves
+// them: the ride log refuses the step, because the successor wrote the area's fence
+// when it took over, and the cancel is refused by the region's own clock. The refusal is counted, the clients are sent to the
 // successor, and nothing the paused region wrote after losing its lease is in the
 // log or at the successor.
 func TestPausedRegionIsFencedByTheLog(t *testing.T) {
@@ -591,19 +626,21 @@ func TestPausedRegionIsFencedByTheLog(t *testing.T) {
 		}
 		return nil
 	})
+	// The driver's app, still connected to north, starts the trip there; north reads
+	// the frame as it wakes, before anything tells it it has lost the area, and its
+	// own clock is not asked (a trip step assigns nothing): the write reaches the log.
+	if err := d1.Start(context.Background(), r1); err != nil {
+		t.Fatalf("send start to north: %v", err)
+	}
 	if err := syscall.Kill(north, syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	// The rider cancels at north: north's own store still has the ride, and its
-	// clock is not asked (a cancel assigns nothing), so the write reaches the log.
+	// A rider's cancel at north is refused before any write: north no longer serves
+	// the ride's area by its clock.
 	code, b := w.call("north", "POST", "/v1/rides/"+r1+"/cancel", w.token("u-1", dispatch.RoleRider), nil)
 	// North says so: 421 to east once it has read the bucket, 503 no_lease before.
 	if code != 421 && !(code == 503 && strings.Contains(string(b), `"no_lease"`)) {
 		t.Errorf("cancel at north after it lost the area: %d %s, want 421 to east or 503 no_lease", code, b)
-	}
-	// The driver's app, still connected to north, starts the trip there.
-	if err := d1.Start(context.Background(), r1); err != nil {
-		t.Fatalf("send start to north: %v", err)
 	}
 	var got []string
 	for m := range d1.Frames() {
