@@ -126,6 +126,7 @@ type Client struct {
 	err    error             // why the client stopped
 	move   *driver.Reconnect // the current connection's reconnect frame, if any
 	view   []region          // the deployment's regions, from the last GET /v1/regions
+	areas  []dispatch.AreaView // the deployment's areas, from the last GET /v1/regions
 	known  bool              // some region has answered GET /v1/regions
 
 	writeMu sync.Mutex // one writer at a time

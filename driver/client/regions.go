@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"maps"
 	"net/url"
 	"slices"
+	"time"
 
 	"github.com/gorilla/websocket"
 
@@ -21,9 +23,18 @@ const FailoverAfter = 2
 
 // region is one region of the deployment as GET /v1/regions last told the client.
 type region struct {
-	url string // its driver socket URL
-	up  *bool  // nil: the answering region did not know
+	name string
+	url  string // its driver socket URL
+	up   *bool  // nil: the answering region did not know
+	// areas are the areas this region is home of or served when last seen; their
+	// rides are where this region's drivers' rides are.
+	areas []string
 }
+
+// successorWait bounds how long a client whose region is lost waits for another
+// region to take the lost region's areas (their rides, its driver's among them)
+// before it dials any region that is up.
+const successorWait = 20 * time.Second
 
 // learn asks for GET /v1/regions (the current region first, then the regions the
 // client knows, up ones first, then Dialer.Regions and the URL given to Dial) until
@@ -113,15 +124,52 @@ func (c *Client) fetchRegions(ctx context.Context, socket string) (dispatch.Regi
 }
 
 func (c *Client) setView(v dispatch.RegionsView) {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	old := map[string][]string{}
+	for _, r := range c.view {
+		old[r.name] = r.areas
+	}
 	rs := make([]region, 0, len(v.Regions))
 	for _, r := range v.Regions {
-		if u, ok := socketURL(r.URL); ok {
-			rs = append(rs, region{url: u, up: r.Up})
+		u, ok := socketURL(r.URL)
+		if !ok {
+			continue
+		}
+		reg := region{name: r.Name, url: u, up: r.Up}
+		for _, a := range v.Areas {
+			if a.Home == r.Name || (a.ServedBy != nil && *a.ServedBy == r.Name) || slices.Contains(old[r.Name], a.Name) {
+				if !slices.Contains(reg.areas, a.Name) {
+					reg.areas = append(reg.areas, a.Name)
+				}
+			}
+		}
+		rs = append(rs, reg)
+	}
+	c.view, c.known, c.areas = rs, true, v.Areas
+}
+
+// successor returns the socket URL of the region that serves now an area the region
+// at socket URL cur was home of or served, if /v1/regions last said one does.
+func (c *Client) successor(cur string) (string, bool) {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	i := slices.IndexFunc(c.view, func(r region) bool { return r.url == cur })
+	if i < 0 {
+		return "", false
+	}
+	lost := c.view[i]
+	for _, a := range c.areas {
+		if !slices.Contains(lost.areas, a.Name) || a.ServedBy == nil || *a.ServedBy == lost.name {
+			continue
+		}
+		for _, r := range c.view {
+			if r.name == *a.ServedBy {
+				return r.url, true
+			}
 		}
 	}
-	c.connMu.Lock()
-	c.view, c.known = rs, true
-	c.connMu.Unlock()
+	return "", false
 }
 
 // pick chooses the region to dial instead of the current one: not in dead,
@@ -203,6 +251,23 @@ func (c *Client) dialElsewhere(ctx context.Context, err error) (*websocket.Conn,
 func (c *Client) failover(dead map[string]bool) bool {
 	cur, _ := socketURL(c.URL())
 	dead[cur] = true
+	// The region that takes the lost one's areas has the driver's ride: wait (a
+	// while) for it to be named, and go there.
+	for start := time.Now(); ; {
+		c.learn(c.ctx, maps.Clone(dead))
+		if next, ok := c.successor(cur); ok && next != cur {
+			c.setURL(next)
+			return true
+		}
+		if time.Since(start) > successorWait || !c.hasAreas(cur) {
+			break
+		}
+		select {
+		case <-c.ctx.Done():
+			return false
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 	c.learn(c.ctx, dead)
 	next, ok := c.pick(dead)
 	if !ok {
@@ -214,6 +279,14 @@ func (c *Client) failover(dead map[string]bool) bool {
 	}
 	c.setURL(next)
 	return true
+}
+
+// hasAreas reports whether the region at socket URL cur had areas, as last seen.
+func (c *Client) hasAreas(cur string) bool {
+	c.connMu.Lock()
+	defer c.connMu.Unlock()
+	i := slices.IndexFunc(c.view, func(r region) bool { return r.url == cur })
+	return i >= 0 && len(c.view[i].areas) > 0
 }
 
 func (c *Client) setURL(u string) {
