@@ -37,10 +37,10 @@ type procRegions struct {
 	tb         testing.TB
 	dir        string // the dev cluster's directory (each region's data in dir/<region>)
 	deployment string // the deployment file
-	p       *devClusterProc
-	regions map[string]devRegion
-	keys    *jwtauth.Keys
-	hc      *http.Client
+	p          *devClusterProc
+	regions    map[string]devRegion
+	keys       *jwtauth.Keys
+	hc         *http.Client
 }
 
 const procSecret = "a-secret-the-dev-cluster-shares"

@@ -123,11 +123,11 @@ type Client struct {
 	connMu sync.Mutex
 	url    string // the socket URL dialled now
 	cur    *websocket.Conn
-	err    error             // why the client stopped
-	move   *driver.Reconnect // the current connection's reconnect frame, if any
-	view   []region          // the deployment's regions, from the last GET /v1/regions
+	err    error               // why the client stopped
+	move   *driver.Reconnect   // the current connection's reconnect frame, if any
+	view   []region            // the deployment's regions, from the last GET /v1/regions
 	areas  []dispatch.AreaView // the deployment's areas, from the last GET /v1/regions
-	known  bool              // some region has answered GET /v1/regions
+	known  bool                // some region has answered GET /v1/regions
 
 	writeMu sync.Mutex // one writer at a time
 }
