@@ -156,6 +156,25 @@ func (w *procRegions) request(at string, pickup dispatch.Point) string {
 	return r.ID
 }
 
+// requestKeyed asks region at for a ride from pickup as rider u-1 with an
+// Idempotency-Key, and returns the status, the ride's id and whether it was replayed.
+func (w *procRegions) requestKeyed(at string, pickup dispatch.Point, key string) (int, string, bool) {
+	w.tb.Helper()
+	b, _ := json.Marshal(map[string]any{"pickup": pickup, "dropoff": seoulStation})
+	req, _ := http.NewRequest("POST", w.regions[at].url+"/v1/rides", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+w.token("u-1", dispatch.RoleRider))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	resp, err := w.hc.Do(req)
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct{ ID string }
+	_ = json.NewDecoder(resp.Body).Decode(&r)
+	return resp.StatusCode, r.ID, resp.Header.Get("Idempotent-Replayed") == "true"
+}
+
 // ride reads ride id at region at, as an admin.
 func (w *procRegions) ride(at, id string) (int, dispatch.RideView) {
 	w.tb.Helper()
@@ -240,40 +259,46 @@ func (w *procRegions) history(at, area string) []dispatch.Ride {
 	}
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), dispatchtest.Patience)
-	defer cancel()
-	st, err := js.Stream(ctx, natslog.RideStream)
-	if err != nil {
-		w.tb.Fatal(err)
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"understudy.areas." + area + ".*"}})
-	if err != nil {
-		w.tb.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		w.tb.Fatal(err)
-	}
 	var out []dispatch.Ride
-	for pending := info.NumPending; pending > 0; {
-		batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(5*time.Second))
+	// Each attempt bounded: a request that reaches the cluster between two leaders
+	// is never answered (the cluster has just lost, or regained, a region).
+	dispatchtest.Eventually(w.tb, func() error {
+		out = nil
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, natslog.RideStream)
 		if err != nil {
-			w.tb.Fatal(err)
+			return err
 		}
-		n := 0
-		for m := range batch.Messages() {
-			var r dispatch.Ride
-			if err := json.Unmarshal(m.Data(), &r); err != nil {
-				w.tb.Fatal(err)
+		cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{"understudy.areas." + area + ".*"}})
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		for pending := info.NumPending; pending > 0; {
+			batch, err := cons.Fetch(int(min(pending, 256)), jetstream.FetchMaxWait(2*time.Second))
+			if err != nil {
+				return err
 			}
-			out = append(out, r)
-			n++
+			n := 0
+			for m := range batch.Messages() {
+				var r dispatch.Ride
+				if err := json.Unmarshal(m.Data(), &r); err != nil {
+					w.tb.Fatal(err)
+				}
+				out = append(out, r)
+				n++
+			}
+			if n == 0 {
+				return fmt.Errorf("reading the log of %s: %d changes pending, none came (%v)", area, pending, batch.Error())
+			}
+			pending -= uint64(n)
 		}
-		if n == 0 {
-			w.tb.Fatalf("reading the log of %s: %d changes pending, none came (%v)", area, pending, batch.Error())
-		}
-		pending -= uint64(n)
-	}
+		return nil
+	})
 	return out
 }
 
@@ -329,7 +354,11 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 	r3 := w.request("north", w.center("north", 250))
 	accept(t, arrived, r3)
 	steps(t, arrived, r3, "arrived")
-	r4 := w.request("north", w.center("north", 300)) // no driver free: searching
+	// No driver free: searching. The rider sent a key with it.
+	code, r4, _ := w.requestKeyed("north", w.center("north", 300), "k-searching")
+	if code != 201 {
+		t.Fatalf("keyed ride request at north: %d", code)
+	}
 	for _, c := range []*client.Client{matched, arrived} {
 		_ = c.Close() // these two the test dials again itself
 	}
@@ -359,6 +388,11 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 		t.Errorf("east's epoch %d is not above north's %d", epoch, before)
 	}
 	w.awaitServing("south", "area-north", "east")
+
+	// The rider retries its request at east with the same key: the same ride.
+	if code, id, replayed := w.requestKeyed("east", w.center("north", 300), "k-searching"); code != 201 || id != r4 || !replayed {
+		t.Errorf("the same keyed request at east after the takeover: %d ride %s replayed %v, want ride %s replayed", code, id, replayed, r4)
+	}
 
 	// The Go clients find their way to east on their own.
 	dispatchtest.Eventually(t, func() error {
