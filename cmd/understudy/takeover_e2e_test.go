@@ -708,3 +708,56 @@ func TestPausedRegionIsFencedByTheLog(t *testing.T) {
 	}
 	steps(t, c, r1, "start", "complete")
 }
+
+// Two regions of three are lost at once (SIGKILL). The survivor's NATS node has no
+// quorum left: it can renew no lease, so once its lease runs out it serves nothing,
+// not even its own area (503 no_lease), and offers nothing to a driver waiting there,
+// rather than risk a double assignment with a region it cannot see.
+func TestTwoRegionsLostLeaveTheSurvivorServingNothing(t *testing.T) {
+	w := startProcRegions(t)
+	ride := w.request("north", w.center("north", 50)) // searching: no driver yet
+	for _, name := range []string{"east", "south"} {
+		if err := syscall.Kill(w.regions[name].pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rider := w.token("u-2", dispatch.RoleRider)
+	body := `{"pickup":{"lat":` + fmt.Sprint(w.center("north", 0).Lat) + `,"lng":` + fmt.Sprint(w.center("north", 0).Lng) + `},"dropoff":{"lat":37.5547,"lng":126.9707}}`
+	hc := &http.Client{Timeout: 20 * time.Second} // a write in flight as the quorum goes waits for the log's bound
+	defer hc.CloseIdleConnections()
+	dispatchtest.Eventually(t, func() error {
+		req, _ := http.NewRequest("POST", w.regions["north"].url+"/v1/rides", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+rider)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if code := resp.StatusCode; code != 503 || !strings.Contains(string(b), `"no_lease"`) {
+			return fmt.Errorf("ride request at north with two regions lost: %d %s, want 503 no_lease", code, b)
+		}
+		return nil
+	})
+	if by, _, err := w.served("north", "area-north"); err != nil || by != "" {
+		t.Errorf("north says area-north is served by %q (%v), want nobody", by, err)
+	}
+	// A driver who comes online there is offered nothing, for twice the lease time.
+	d := w.online("north", "d-1", w.center("north", 0))
+	quiet := time.After(6 * time.Second)
+	for {
+		select {
+		case m := <-d.Frames():
+			if m.Type == driver.TypeOffer {
+				t.Fatalf("north offered ride %s with no lease (two regions lost)", m.RideID)
+			}
+			continue
+		case <-quiet:
+		}
+		break
+	}
+	if code, _ := w.ride("north", ride); code != 503 {
+		t.Errorf("ride %s at north with no lease: %d, want 503 no_lease", ride, code)
+	}
+}

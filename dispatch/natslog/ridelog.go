@@ -78,9 +78,15 @@ func OpenRideLog(ctx context.Context, nc *nats.Conn, region string, replicas int
 	return &RideLog{js: js, stream: stream, prefix: ridePrefix + subject.Token(region) + ".", FetchWait: 5 * time.Second}, nil
 }
 
+// appendTimeout bounds an append: a cluster without a quorum (two regions of three
+// lost) stores nothing, and the caller hears so rather than wait for its own deadline.
+const appendTimeout = 5 * time.Second
+
 // Append implements dispatch.RideLog: it returns once JetStream has stored every ride.
 // A write the area's fence refuses is dispatch.ErrFenced.
 func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
+	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
+	defer cancel()
 	futures := make([]jetstream.PubAckFuture, 0, len(rides))
 	for _, r := range rides {
 		body, err := json.Marshal(r)
