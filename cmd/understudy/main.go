@@ -47,6 +47,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ledgerCmd(ctx, args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
+	case "regions":
+		return regionsCmd(ctx, args, stdout, stderr)
+	case "areas":
+		return areasCmd(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -65,6 +69,8 @@ commands:
   ledger    ledger export [--since RFC3339]: completed trips as NDJSON, for settlement
   drive     a demo driver: drive --sub d-42 --lat 37.5668 --lng 126.9783 --auto
   dev-cluster  three regions on this machine, one process each: dev-cluster [--dir DIR]
+  regions   who serves each area, under which epoch, which regions are up: regions --url URL
+  areas     hand an area over: areas move AREA --to REGION --url URL (admin)
   version   print the version
 Run 'understudy serve -h' for serve's flags.
 `

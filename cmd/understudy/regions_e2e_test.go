@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -426,9 +428,24 @@ func TestAdminMoveHandsAnAreaOverAndBack(t *testing.T) {
 		t.Errorf("ride request in busan at south after the move: %v, want wrong_region", err)
 	}
 
-	// And back.
-	if code, back := moveArea(t, d.north, "busan", "south"); code != 200 || back.To != "south" || back.Epoch <= res.Epoch {
-		t.Fatalf("move busan back to south: %d %+v", code, back)
+	// And back, as an operator would: `understudy areas move`, then `understudy regions`.
+	var out, errb bytes.Buffer
+	if err := run(context.Background(), []string{"areas", "move", "busan", "--to", "south", "--url", "http://" + d.north.Addr()}, &out, &errb); err != nil {
+		t.Fatalf("understudy areas move busan --to south: %v %s", err, errb.String())
+	}
+	if want := "area busan moved from north to south, epoch "; !strings.HasPrefix(out.String(), want) {
+		t.Errorf("understudy areas move printed %q, want %q...", out.String(), want)
+	}
+	out.Reset()
+	if err := run(context.Background(), []string{"regions", "--url", "http://" + d.north.Addr()}, &out, &errb); err != nil {
+		t.Fatalf("understudy regions: %v", err)
+	}
+	_, epoch, _ := d.north.leases.ServedBy("busan")
+	if !regexp.MustCompile(`(?m)^busan +east +south +`+fmt.Sprint(epoch)+`$`).MatchString(out.String()) || epoch <= res.Epoch {
+		t.Errorf("understudy regions after the hand-back (epoch %d, above %d):\n%s", epoch, res.Epoch, out.String())
+	}
+	if err := run(context.Background(), []string{"areas", "move", "busan", "--to", "east", "--url", "http://" + d.north.Addr()}, &out, &errb); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("areas move to east, which is down: %v, want a 409 refusal", err)
 	}
 	if _, err := d.south.engine.Riders().RequestRide(riderCtx(t), "u-3", atEast, atNorth); err != nil {
 		t.Errorf("ride request in busan at south after the hand-back: %v", err)
