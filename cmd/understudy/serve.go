@@ -112,7 +112,15 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	if err := s.openHotState(ctx); err != nil {
 		return nil, err
 	}
-	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "understudy_nats_connected",
+			Help: "1 while the region's connection to its NATS (the ride log, the ledger, the leases) is up, else 0."},
+			func() float64 {
+				if s.nats != nil && s.nats.Status() == nats.CONNECTED {
+					return 1
+				}
+				return 0
+			}))
 	s.engine = &dispatch.Engine{Store: s.store, Ledger: s.ledger, Log: s.rideLog, Region: cfg.Region, Config: cfg.Dispatch,
 		Logger: log.With(slog.String("component", "dispatch"))}
 	s.engine.Metrics = prommetrics.New(s.registry, s.engine)
