@@ -16,6 +16,7 @@ import (
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/natslog"
 )
 
 // netRegions is a deployment of three region processes, each in a network namespace
@@ -170,7 +171,8 @@ func TestPartitionedRegionStopsAndRejoins(t *testing.T) {
 		}
 		return nil
 	})
-	// The ride goes on at east.
+	// The ride goes on at east, once the ledger has a leader on the majority side.
+	n.awaitLeader("east", natslog.LedgerStream, "north")
 	c, welcome := n.dial("east", "d-1")
 	if welcome.Ride == nil || welcome.Ride.ID != r1 || welcome.Ride.Status != dispatch.RideMatched {
 		t.Fatalf("d-1 at east: %s, want ride %s matched", welcome.Raw, r1)

@@ -302,6 +302,32 @@ func (w *procRegions) history(at, area string) []dispatch.Ride {
 	return out
 }
 
+// awaitLeader waits until stream has a leader among the regions still running, as
+// region at's NATS node reports it: after a region is lost, the streams it led elect
+// new leaders (4 to 9 s), and writes to them wait for that.
+func (w *procRegions) awaitLeader(at, stream string, lost ...string) {
+	w.tb.Helper()
+	nc, err := natslog.Connect(w.regions[at].nats, nats.MaxReconnects(0))
+	if err != nil {
+		w.tb.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	dispatchtest.Eventually(w.tb, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		st, err := js.Stream(ctx, stream)
+		if err != nil {
+			return err
+		}
+		c := st.CachedInfo().Cluster
+		if c == nil || c.Leader == "" || slices.Contains(lost, c.Leader) {
+			return fmt.Errorf("stream %s has no leader among the live regions yet (%+v)", stream, c)
+		}
+		return nil
+	})
+}
+
 // checkHistory checks a whole area's log: each ride's versions only grow, a ride
 // never has two drivers, and a driver never holds two rides at once.
 func checkHistory(tb testing.TB, log []dispatch.Ride) {
@@ -436,7 +462,9 @@ func TestRegionLossIsTakenOverBySuccessor(t *testing.T) {
 		}
 		drivers[id] = c
 	}
-	// The searching ride is matched at east.
+	// The searching ride is matched at east. The trips complete once the ledger, if
+	// north led it, has a leader again.
+	w.awaitLeader("east", natslog.LedgerStream, "north")
 	fresh := w.online("east", "d-4", w.center("north", 350))
 	accept(t, fresh, r4)
 	steps(t, drivers["d-1"], r1, "complete")
@@ -701,7 +729,9 @@ func TestPausedRegionIsFencedByTheLog(t *testing.T) {
 	if code, _ := w.ride("north", r1); code != 421 {
 		t.Errorf("ride %s at north after it lost the area: %d, want 421 to east", r1, code)
 	}
-	// The driver goes on at east.
+	// The driver goes on at east (once the ledger has a leader, if north's pause
+	// cost it its own).
+	w.awaitLeader("east", natslog.LedgerStream)
 	c, welcome := w.dial("east", "d-1")
 	if welcome.Ride == nil || welcome.Ride.ID != r1 || welcome.Ride.Status != dispatch.RideArrived {
 		t.Fatalf("d-1 welcomed at east with %s, want ride %s arrived", welcome.Raw, r1)

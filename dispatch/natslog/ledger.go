@@ -78,9 +78,25 @@ func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.L
 		return dispatch.LedgerEntry{}, fmt.Errorf("encode ledger entry: %w", err)
 	}
 	subj := entrySubject(e.DriverID, e.RideID)
-	ack, err := l.js.Publish(ctx, subj, body,
-		jetstream.WithExpectLastSequencePerSubject(0), // only if the trip has no entry yet
-		jetstream.WithMsgID("trip-"+subject.Token(e.RideID)))
+	var ack *jetstream.PubAck
+	for {
+		// Each attempt gets a second: while the ledger's leader is being elected (its
+		// region was lost) a publish gets no answer, and the next one may. A retry
+		// cannot record the trip twice (the message id, and the subject's expected
+		// last sequence 0).
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		ack, err = l.js.Publish(actx, subj, body,
+			jetstream.WithExpectLastSequencePerSubject(0), // only if the trip has no entry yet
+			jetstream.WithMsgID("trip-"+subject.Token(e.RideID)))
+		cancel()
+		if !noLeader(err) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	switch {
 	case err == nil && !ack.Duplicate:
 		e.Seq = ack.Sequence
@@ -90,6 +106,13 @@ func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.L
 		return l.stored(ctx, subj)
 	}
 	return dispatch.LedgerEntry{}, fmt.Errorf("publish ledger entry for %s: %w", e.RideID, err)
+}
+
+// noLeader reports whether err is a request JetStream did not answer: no stream
+// leader right now (an election), or no answer in time.
+func noLeader(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func isWrongLastSequence(err error) bool {
