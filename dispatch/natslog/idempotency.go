@@ -109,6 +109,17 @@ func (s *IdempotencyStore) get(ctx context.Context, k string) (dispatch.Idempote
 	return dispatch.IdempotencyRecord{Fingerprint: v.FP, RideID: v.Ride, CreatedAt: v.Created, ExpiresAt: v.Expires}, e.Revision(), nil
 }
 
+// unavailable turns a request the bucket did not answer (its leader being elected
+// after a region was lost, or NATS away) into 503 unavailable with Retry-After, which
+// clients retry; other errors pass.
+func unavailable(err error) error {
+	if err == nil || !noLeader(err) {
+		return err
+	}
+	return &dispatch.Error{Code: dispatch.ECodeUnavailable, RetryAfterS: 1,
+		Message: "idempotency keys are not answering right now (NATS electing a leader?): retry shortly", Err: err}
+}
+
 // casLost reports whether a write failed because the key changed since it was read.
 func casLost(err error) bool {
 	var apiErr *jetstream.APIError
@@ -130,7 +141,8 @@ func (s *IdempotencyStore) checkTTL(ttl time.Duration) error {
 }
 
 // Reserve implements dispatch.IdempotencyStore.
-func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint string, ttl time.Duration) (dispatch.IdempotencyRecord, bool, error) {
+func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint string, ttl time.Duration) (_ dispatch.IdempotencyRecord, _ bool, err error) {
+	defer func() { err = unavailable(err) }()
 	if err := s.checkTTL(ttl); err != nil {
 		return dispatch.IdempotencyRecord{}, false, err
 	}
@@ -165,7 +177,8 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint 
 }
 
 // Complete implements dispatch.IdempotencyStore.
-func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint, rideID string, ttl time.Duration) error {
+func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint, rideID string, ttl time.Duration) (err error) {
+	defer func() { err = unavailable(err) }()
 	if err := s.checkTTL(ttl); err != nil {
 		return err
 	}
@@ -193,7 +206,8 @@ func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint
 }
 
 // Release implements dispatch.IdempotencyStore.
-func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint string) error {
+func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint string) (err error) {
+	defer func() { err = unavailable(err) }()
 	k := s.key(scope, key)
 	for range casAttempts {
 		cur, rev, err := s.get(ctx, k)
@@ -216,7 +230,8 @@ func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint 
 }
 
 // Lookup implements dispatch.IdempotencyStore.
-func (s *IdempotencyStore) Lookup(ctx context.Context, scope, key string) (dispatch.IdempotencyRecord, error) {
+func (s *IdempotencyStore) Lookup(ctx context.Context, scope, key string) (_ dispatch.IdempotencyRecord, err error) {
+	defer func() { err = unavailable(err) }()
 	rec, _, err := s.get(ctx, s.key(scope, key))
 	if err != nil {
 		return dispatch.IdempotencyRecord{}, err
