@@ -24,10 +24,25 @@ func (e *Engine) Adopt(ctx context.Context, area string) (int, error) {
 	if e.Log == nil {
 		return 0, nil
 	}
+	n, err := e.adoptFrom(ctx, func(fn func(Ride) error) error { return e.Log.LatestIn(ctx, area, fn) }, false)
+	if err != nil {
+		return n, fmt.Errorf("adopt area %s from the ride log: %w", area, err)
+	}
+	return n, nil
+}
+
+// adoptFrom puts back the rides read delivers (see Adopt); with onlyMissing it
+// touches only rides the Store lacks (refill).
+func (e *Engine) adoptFrom(ctx context.Context, read func(func(Ride) error) error, onlyMissing bool) (int, error) {
 	now := e.Now()
 	adopted := 0
-	err := e.Log.LatestIn(ctx, area, func(r Ride) error {
+	err := read(func(r Ride) error {
 		r.Offer = nil
+		if onlyMissing {
+			if _, err := e.Store.Ride(ctx, r.ID); !errors.Is(err, ErrRideNotFound) {
+				return err // present (nil), or the Store failed
+			}
+		}
 		for attempt := 0; ; attempt++ {
 			put, err := e.adoptRide(ctx, r, now)
 			if errors.Is(err, ErrVersionConflict) && attempt < maxRetries {
@@ -45,18 +60,55 @@ func (e *Engine) Adopt(ctx context.Context, area string) (int, error) {
 		case r.Status == RideSearching:
 			e.timers.watch(timer{at: r.SearchDeadline, rideID: r.ID})
 			e.matcher.enqueue(r.ID)
-		case !r.Status.Final() && r.DriverID != "":
+		case !r.Status.Final() && r.DriverID != "" && !onlyMissing:
 			// A driver who connected here before the area was taken over was
 			// welcomed without its ride: it hears it now.
 			e.Notifier.Notify(Event{Type: EventAssigned, DriverID: r.DriverID, Ride: r, At: now})
 		}
 		return nil
 	})
-	if err != nil {
-		return adopted, fmt.Errorf("adopt area %s from the ride log: %w", area, err)
-	}
 	e.poke()
-	return adopted, nil
+	return adopted, err
+}
+
+// refillLostStore notices that the Store lost its contents while the engine ran (a
+// Redis flushed, or restarted empty: its Generation changed) and puts back, from the
+// log, every ride it lacks: this region's own and those of the areas it serves, with
+// the drivers their active rides bind. Rides the Store still holds (written since)
+// are left as they are. It runs with the sweep.
+func (e *Engine) refillLostStore(ctx context.Context) error {
+	g, ok := e.Store.(Generation)
+	if !ok || e.Log == nil {
+		return nil
+	}
+	gen, err := g.Generation(ctx)
+	if err != nil || gen == e.generation {
+		return err
+	}
+	if e.generation == "" { // the first look, at Open
+		e.generation = gen
+		return nil
+	}
+	e.Logger.Warn("the hot state lost its contents (its generation changed): refilling it from the ride log")
+	n, err := e.adoptFrom(ctx, func(fn func(Ride) error) error { return e.Log.Latest(ctx, fn) }, true)
+	if err != nil {
+		return fmt.Errorf("refill the store from the ride log: %w", err)
+	}
+	if e.Router != nil {
+		for _, a := range e.Router.Deployment.Areas {
+			if e.Router.RouteArea(a.Name) != nil {
+				continue
+			}
+			m, err := e.adoptFrom(ctx, func(fn func(Ride) error) error { return e.Log.LatestIn(ctx, a.Name, fn) }, true)
+			if err != nil {
+				return fmt.Errorf("refill area %s from the ride log: %w", a.Name, err)
+			}
+			n += m
+		}
+	}
+	e.generation = gen
+	e.Logger.Warn("refilled the hot state from the ride log", "rides", n)
+	return nil
 }
 
 // adoptRide puts logged ride r into the Store unless the Store holds it at its

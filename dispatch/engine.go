@@ -80,11 +80,13 @@ type Engine struct {
 	seq      sequencer // a driver's events in commit order (sequencer.go)
 	settler  settler   // completes and cancels that stopped half way (pay.go)
 	wake     chan struct{}
-	closed   atomic.Bool
-	stop     context.CancelFunc // ends the loop Open started
-	loop     errgroup.Group
-	stopped  sync.Once
-	loopErr  error
+	// generation is the Store's Generation as last seen (refillLostStore).
+	generation string
+	closed     atomic.Bool
+	stop       context.CancelFunc // ends the loop Open started
+	loop       errgroup.Group
+	stopped    sync.Once
+	loopErr    error
 }
 
 // Open validates the configuration and rebuilds the engine's indexes from the Store
@@ -124,6 +126,9 @@ func (e *Engine) Open(ctx context.Context) error {
 		return err
 	}
 	if err := e.finishInterrupted(ctx); err != nil {
+		return err
+	}
+	if err := e.refillLostStore(ctx); err != nil { // notes the Store's generation
 		return err
 	}
 	if !e.Stepped {
@@ -201,6 +206,9 @@ func (e *Engine) step(ctx context.Context) error {
 	now := e.Now()
 	var errs []error
 	if e.replicas.sweepDue(now, e.Config.SweepInterval) {
+		if err := e.refillLostStore(ctx); err != nil {
+			errs = append(errs, err)
+		}
 		if err := e.sweep(ctx, now); err != nil {
 			errs = append(errs, err)
 		}

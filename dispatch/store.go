@@ -36,6 +36,14 @@ type Store interface {
 	Close() error
 }
 
+// Generation is what a Store whose contents can be lost while the engine runs (a
+// Redis flushed, or restarted without its data) offers, so that the engine notices
+// and refills it from the ride log: an id that changes whenever the contents were
+// lost.
+type Generation interface {
+	Generation(ctx context.Context) (string, error)
+}
+
 // Tx is one atomic change of a Store: the new contents of some drivers and rides, each
 // carrying the version it was read at.
 type Tx struct {

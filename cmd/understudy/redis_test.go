@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/redisstore/redistest"
 )
 
@@ -171,5 +172,64 @@ func TestRateLimitSharedAcrossProcesses(t *testing.T) {
 	}
 	if fmt.Sprint(codes) != "[200 200 200 429 429 429]" {
 		t.Fatalf("driver reads %v, want the burst of 3 then 429 across both servers", codes)
+	}
+}
+
+// Redis is flushed under a running region (its hot state lost, NATS alive): at its
+// next sweep the region notices (the store's generation changed) and puts every ride
+// back from the ride log, ids and versions intact, with the driver its active ride
+// binds; the searching ride is matched again and the trip carries on to the ledger.
+func TestRedisFlushedUnderARunningRegionIsRefilled(t *testing.T) {
+	ctx := context.Background()
+	url := redistest.URL(t)
+	s := mustServe(t, "--redis", url, "--region", "busan", "--match-interval", "0")
+	e := s.engine
+	p := dispatch.Point{Lat: 35.1151, Lng: 129.0422}
+	engineOnline(t, e, "d-1", p)
+	matched := acceptedRide(t, e, p, dispatch.Point{Lat: 35.1796, Lng: 129.0756})
+	arrived, err := e.Drivers().Arrived(ctx, "d-1", matched.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	searching, err := e.Riders().RequestRide(ctx, "u-2", dispatch.Point{Lat: 35.10, Lng: 129.03}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	opts, _ := redis.ParseURL(url)
+	rc := redis.NewClient(opts)
+	defer rc.Close()
+	if err := rc.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	dispatchtest.Eventually(t, func() error {
+		got, err := e.Riders().Ride(ctx, matched.ID)
+		if err != nil {
+			return fmt.Errorf("matched ride after the flush: %w", err)
+		}
+		if got.Status != dispatch.RideArrived || got.DriverID != "d-1" || got.Version != arrived.Version {
+			t.Fatalf("matched ride refilled as %+v, want arrived with d-1 at version %d", got, arrived.Version)
+		}
+		return nil
+	})
+	if d, err := e.Riders().Driver(ctx, "d-1"); err != nil || d.State != dispatch.DriverEnRoute || d.RideID != matched.ID {
+		t.Fatalf("its driver after the refill = %+v, %v", d, err)
+	}
+	if got, err := e.Riders().Ride(ctx, searching.ID); err != nil || got.Status != dispatch.RideSearching {
+		t.Fatalf("searching ride after the refill = %+v, %v", got, err)
+	}
+	// The searching ride is offered to a driver who comes online now.
+	engineOnline(t, e, "d-2", dispatch.Point{Lat: 35.1001, Lng: 129.0301})
+	if r := waitOffered(t, e, searching.ID); r.Offer.DriverID != "d-2" {
+		t.Errorf("searching ride %s offered to %s, want d-2", searching.ID, r.Offer.DriverID)
+	}
+	if _, err := e.Drivers().Start(ctx, "d-1", matched.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Drivers().Complete(ctx, "d-1", matched.ID); err != nil {
+		t.Fatal(err)
+	}
+	if entry, err := s.ledger.Entry(ctx, "d-1", matched.ID); err != nil || entry.RideID != matched.ID {
+		t.Errorf("ledger entry of the trip: %+v %v", entry, err)
 	}
 }

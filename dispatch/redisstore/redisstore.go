@@ -6,6 +6,8 @@ package redisstore
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,6 +238,26 @@ func (s *Store) SetLocation(ctx context.Context, id string, p dispatch.Point, at
 		return "", fmt.Errorf("redis set location of %s: %w", id, err)
 	}
 	return dispatch.DriverState(state), nil
+}
+
+// generationScript returns the store's generation, setting a new one if it has none
+// (a fresh or flushed Redis).
+var generationScript = redis.NewScript(`
+local g = redis.call('GET', KEYS[1])
+if not g then redis.call('SET', KEYS[1], ARGV[1]); g = ARGV[1] end
+return g
+`)
+
+// Generation implements dispatch.Generation: a random id kept in Redis, which a new
+// one replaces when Redis has lost it with everything else.
+func (s *Store) Generation(ctx context.Context) (string, error) {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	g, err := generationScript.Run(ctx, s.client, []string{s.prefix + "generation"}, hex.EncodeToString(b[:])).Text()
+	if err != nil {
+		return "", fmt.Errorf("redis generation: %w", err)
+	}
+	return g, nil
 }
 
 var fenceScript = redis.NewScript(`
