@@ -1,34 +1,12 @@
 package dispatch
 
 // Serving answers who serves an area right now: the region, and the fencing epoch it
-// serves it under (0 when this region does not know it). It is the one place that
-// question is answered: routing, /v1/regions and (later) the lease check all ask it.
-// HomeServing answers from the deployment file; a lease table will answer from the
-// leases it holds and sees.
+// serves it under ("" while nobody does, as far as this region knows). It is the one
+// place that question is answered: routing, /v1/regions, the engine's write check
+// and the matcher all ask it. natslog.Leases answers from the leases this region
+// holds (valid on its own clock) and sees in the lease bucket.
 type Serving interface {
 	ServedBy(area string) (region string, epoch uint64, ok bool)
-}
-
-// HomeServing is Serving before leases: every area is served by its home region.
-// This region (Region) serves its own areas under Epoch; the others' epochs are not
-// known here (0).
-type HomeServing struct {
-	Deployment *Deployment
-	Region     string        // this region
-	Epoch      func() uint64 // this region's fencing epoch; nil reports 0
-}
-
-// ServedBy returns area's home region.
-func (h HomeServing) ServedBy(area string) (string, uint64, bool) {
-	a, ok := h.Deployment.Area(area)
-	if !ok {
-		return "", 0, false
-	}
-	var epoch uint64
-	if a.Region == h.Region && h.Epoch != nil {
-		epoch = h.Epoch()
-	}
-	return a.Region, epoch, true
 }
 
 // Router tells whether this region serves a point or an area. A nil *Router serves
