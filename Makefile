@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test deps vet openapi-lint bench fuzz
+.PHONY: run test deps vet openapi-lint bench fuzz drill
 
 # Root installs directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -53,3 +53,9 @@ deps:
 	@command -v redis-server >/dev/null || { \
 	  echo "redis-server not found: installing it from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+
+## drill: the outage drills against real region processes (kill -9, SIGSTOP, two regions lost, a network partition, Redis flushed), each with its outcome and times, then KILLS takeover timings (min, median, max)
+KILLS ?= 10
+drill:
+	$(GO) test -count=1 -v -run 'TestRegionLossIsTakenOverBySuccessor|TestPausedRegionIsFencedByTheLog|TestTwoRegionsLostLeaveTheSurvivorServingNothing|TestPartitionedRegionStopsAndRejoins|TestRedisFlushedUnderARunningRegionIsRefilled' ./cmd/understudy 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go:'
+	$(GO) test -count=1 -run '^$$' -bench Takeover -benchtime $(KILLS)x -timeout 30m ./cmd/understudy 2>&1 | grep -E 'Benchmark|kill [0-9]|ok|FAIL'

@@ -210,6 +210,9 @@ func TestRedisFlushedUnderARunningRegionIsRefilled(t *testing.T) {
 		if got.Status != dispatch.RideArrived || got.DriverID != "d-1" || got.Version != arrived.Version {
 			t.Fatalf("matched ride refilled as %+v, want arrived with d-1 at version %d", got, arrived.Version)
 		}
+		if _, err := e.Riders().Ride(ctx, searching.ID); err != nil { // refilled one ride at a time
+			return fmt.Errorf("searching ride after the flush: %w", err)
+		}
 		return nil
 	})
 	if d, err := e.Riders().Driver(ctx, "d-1"); err != nil || d.State != dispatch.DriverEnRoute || d.RideID != matched.ID {
