@@ -62,7 +62,7 @@ type leaseValue struct {
 //     at once, then that region's successors in order, each waiting the lease time
 //     and a margin after the last renewal it saw, plus a lease time per place, and
 //     only while no region ahead of it in the chain is alive (seen renewing a lease
-//     of its own within the lease time).
+//     of its own within the lease time of the last renewal seen from anyone).
 //   - An entry naming this region that it does not hold (a move to it, or a lease
 //     of its previous run) is claimed by a compare-and-set on its revision.
 type Leases struct {
@@ -368,9 +368,17 @@ func (l *Leases) eligible(a *lease, now time.Time) bool {
 		return false
 	}
 	// A region ahead in the chain that is alive (it renews a lease of its own) takes
-	// the area itself, even if an election in the bucket holds it up a while.
+	// the area itself, even if an election in the bucket holds it up a while. Alive is
+	// judged against the bucket's own activity, not the clock: while the bucket has
+	// no leader nobody renews, and a region ahead is not counted dead for that.
+	var latest time.Time
+	for _, t := range l.alive {
+		if t.After(latest) {
+			latest = t
+		}
+	}
 	for _, r := range chain[1:k] {
-		if now.Sub(l.alive[r]) <= l.ttl+leaseMargin {
+		if latest.Sub(l.alive[r]) <= l.ttl+leaseMargin {
 			return false
 		}
 	}
