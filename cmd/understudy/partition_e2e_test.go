@@ -190,11 +190,20 @@ func TestPartitionedRegionStopsAndRejoins(t *testing.T) {
 		}
 		return nil
 	})
-	if by, _, err := n.served("east", "area-north"); err != nil || by != "east" {
-		t.Errorf("after the heal east says area-north is served by %q (%v), want east still", by, err)
+	// The healed node's rejoin can cost the cluster an election (its Raft term ran
+	// ahead while it was alone): a few seconds in which east too holds no valid lease.
+	// East, the last holder, then has the area again; north never does.
+	dispatchtest.Eventually(t, func() error {
+		if by, _, err := n.served("east", "area-north"); err != nil || by != "east" {
+			return fmt.Errorf("after the heal east says area-north is served by %q (%v), want east", by, err)
+		}
+		if code, r := n.ride("east", r1); code != 200 || r.Status != dispatch.RideCompleted {
+			return fmt.Errorf("ride %s at east: %d %s, want completed", r1, code, r.Status)
+		}
+		return nil
+	})
+	if by, err := n.inside(t, "north", "area-north"); err != nil || by == "north" {
+		t.Errorf("north, healed, says area-north is served by %q (%v)", by, err)
 	}
 	checkHistory(t, n.history("east", "area-north"))
-	if code, r := n.ride("east", r1); code != 200 || r.Status != dispatch.RideCompleted {
-		t.Errorf("ride %s at east: %d %s, want completed", r1, code, r.Status)
-	}
 }
