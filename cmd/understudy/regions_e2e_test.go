@@ -129,21 +129,33 @@ func (d regionalDeployment) awaitLeases(tb testing.TB) {
 	awaitServed(tb, d.south, map[string]string{"jongno": "north", "gangnam": "south", "busan": "south"})
 }
 
-// startRegions is mustRegions without waiting for the leases.
-func startRegions(tb testing.TB, args ...string) regionalDeployment {
+// regionsOnOneNATS picks the three regions' addresses, writes their deployment file
+// and starts the one NATS server they share; common is the serve flags every region
+// takes (--deployment, --nats).
+func regionsOnOneNATS(tb testing.TB) (north, east, south string, common []string) {
 	tb.Helper()
-	north, east, south := freeAddr(tb), freeAddr(tb), freeAddr(tb)
+	north, east, south = freeAddr(tb), freeAddr(tb), freeAddr(tb)
 	file := writeDeployment(tb, north, east, south)
 	emb, err := natslog.StartEmbedded(tb.TempDir(), "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(emb.Close) // after the servers, which are stopped first
-	d := regionalDeployment{eastAddr: east}
-	common := []string{"--deployment", file, "--nats", emb.URL()}
-	d.north = mustServe(tb, append(append([]string{"--addr", north, "--region", "north"}, common...), args...)...)
-	d.south = mustServe(tb, append(append([]string{"--addr", south, "--region", "south"}, common...), args...)...)
-	return d
+	return north, east, south, []string{"--deployment", file, "--nats", emb.URL()}
+}
+
+// serveRegion starts region name in process on addr with the common flags and args.
+func serveRegion(tb testing.TB, name, addr string, common, args []string) *server {
+	tb.Helper()
+	return mustServe(tb, append(append([]string{"--addr", addr, "--region", name}, common...), args...)...)
+}
+
+// startRegions is mustRegions without waiting for the leases.
+func startRegions(tb testing.TB, args ...string) regionalDeployment {
+	tb.Helper()
+	north, east, south, common := regionsOnOneNATS(tb)
+	return regionalDeployment{eastAddr: east,
+		north: serveRegion(tb, "north", north, common, args), south: serveRegion(tb, "south", south, common, args)}
 }
 
 // awaitServed waits until s sees each area of want served by its region, and that

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
-	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
 	"github.com/understudy/understudy/driver/drivertest"
@@ -24,17 +23,8 @@ type killableDeployment struct {
 
 func mustRegionsEastKillable(tb testing.TB, args ...string) killableDeployment {
 	tb.Helper()
-	north, east, south := freeAddr(tb), freeAddr(tb), freeAddr(tb)
-	file := writeDeployment(tb, north, east, south)
-	emb, err := natslog.StartEmbedded(tb.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(emb.Close) // after the regions, which are stopped first
-	var d killableDeployment
-	common := []string{"--deployment", file, "--nats", emb.URL()}
-	d.north = mustServe(tb, append(append([]string{"--addr", north, "--region", "north"}, common...), args...)...)
-	d.south = mustServe(tb, append(append([]string{"--addr", south, "--region", "south"}, common...), args...)...)
+	north, east, south, common := regionsOnOneNATS(tb)
+	d := killableDeployment{north: serveRegion(tb, "north", north, common, args), south: serveRegion(tb, "south", south, common, args)}
 	d.east = startProc(tb, append(append([]string{"--addr", east, "--data-dir", tb.TempDir(), "--region", "east"}, common...), args...)...)
 	awaitServed(tb, d.north, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
 	awaitServed(tb, d.south, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})

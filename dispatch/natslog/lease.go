@@ -47,7 +47,7 @@ type leaseValue struct {
 
 // Leases is a region's view of the areas' leases and its hold on its own. It
 // implements dispatch.Serving (who serves an area now, under which epoch) and
-// Fences (the fence of each area it holds).
+// Fences (the fence of each area it last took).
 //
 // The rules (docs/failover.md explains them):
 //   - A region serves an area only while its lease is valid on its own monotonic
@@ -109,7 +109,7 @@ type lease struct {
 	heldEpoch  uint64    // the epoch this region holds it under
 	validUntil time.Time // on the monotonic clock: the last renewal's send time plus the lease time
 	nextRenew  time.Time
-	fence      uint64 // the fence this region wrote in the ride log for this hold
+	fence      uint64 // the fence this region wrote in the ride log when it last took the area (kept after a drop: see Fence)
 	serving    bool   // fenced and adopted: the region serves the area
 	writing    bool   // a take, claim, renewal or move of the key is under way
 	preparing  bool   // fencing and adopting are under way
@@ -148,9 +148,6 @@ func OpenLeases(ctx context.Context, nc *nats.Conn, d *dispatch.Deployment, regi
 	}
 	return l, nil
 }
-
-// TTL is the lease time.
-func (l *Leases) TTL() time.Duration { return l.ttl }
 
 // Open starts reading the bucket and holding this region's leases, until Close.
 func (l *Leases) Open(ctx context.Context) error {
