@@ -86,9 +86,12 @@ type Leases struct {
 	mu    sync.Mutex
 	areas map[string]*lease
 	alive map[string]time.Time // when this region last saw each region write a lease entry
-	poke  chan struct{}        // asks run for a tick now
-	stop  context.CancelFunc
-	done  chan struct{}
+	// resumed is when the bucket last came back to life: an entry seen after none for
+	// half a lease time (an election, or this region's start). See eligible.
+	resumed time.Time
+	poke    chan struct{} // asks run for a tick now
+	stop    context.CancelFunc
+	done    chan struct{}
 }
 
 // lease is one area as this region knows it.
@@ -255,6 +258,9 @@ func (l *Leases) observe(area string, e jetstream.KeyValueEntry) {
 		if a.last != v.Region {
 			a.from = a.last
 		}
+		if now.Sub(l.latestAlive()) > l.ttl/2 {
+			l.resumed = now
+		}
 		l.alive[v.Region] = now
 		a.present, a.holder, a.last, a.epoch, a.rev, a.seen = true, v.Region, v.Region, epoch, e.Revision(), now
 		if a.held && v.Region != l.Region {
@@ -367,19 +373,31 @@ func (l *Leases) eligible(a *lease, now time.Time) bool {
 	// A region ahead in the chain that is alive (it renews a lease of its own) takes
 	// the area itself, even if an election in the bucket holds it up a while. Alive is
 	// judged against the bucket's own activity, not the clock: while the bucket has
-	// no leader nobody renews, and a region ahead is not counted dead for that.
-	var latest time.Time
-	for _, t := range l.alive {
-		if t.After(latest) {
-			latest = t
-		}
+	// no leader nobody renews, and a region ahead is not counted dead for that. Once
+	// the bucket is back, every region ahead gets a lease time to write again (its
+	// requests sent during the election may never be answered, so it can be a second
+	// or two behind this one) before it is judged.
+	if k > 1 && now.Sub(l.resumed) <= l.ttl+leaseMargin {
+		return false
 	}
+	latest := l.latestAlive()
 	for _, r := range chain[1:k] {
 		if latest.Sub(l.alive[r]) <= l.ttl+leaseMargin {
 			return false
 		}
 	}
 	return true
+}
+
+// latestAlive is when this region last saw any region write a lease entry (l.mu held).
+func (l *Leases) latestAlive() time.Time {
+	var latest time.Time
+	for _, t := range l.alive {
+		if t.After(latest) {
+			latest = t
+		}
+	}
+	return latest
 }
 
 // keySubject is the subject of area's key in the bucket.
