@@ -19,6 +19,16 @@ type Metrics interface {
 	// FencedWrite: the ride log refused a write of this region because another region
 	// had taken the ride's area (ErrFenced).
 	FencedWrite()
+	// InFlight: the rides not yet final in the areas this region serves, counted at
+	// each sweep by area ("" for rides outside any deployment) and status. Keys
+	// missing from one count have none.
+	InFlight(counts map[AreaStatus]int)
+}
+
+// AreaStatus keys InFlight's counts.
+type AreaStatus struct {
+	Area   string
+	Status RideStatus
 }
 
 // Offer outcomes passed to Metrics.OfferOutcome.
@@ -37,3 +47,4 @@ func (nopMetrics) OfferOutcome(string)                 {}
 func (nopMetrics) RideEnded(RideStatus)                {}
 func (nopMetrics) Conflict()                           {}
 func (nopMetrics) FencedWrite()                        {}
+func (nopMetrics) InFlight(map[AreaStatus]int)         {}

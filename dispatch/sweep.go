@@ -65,7 +65,8 @@ func (rs *replicas) forgetHeld(now time.Time, d time.Duration) {
 // so that one late announcement does not make two replicas search for it.
 func (e *Engine) orphanAfter() time.Duration { return 2 * e.Config.SweepInterval }
 
-// sweep reads every active ride from the Store and takes over what nobody handles.
+// sweep reads every active ride from the Store, counts those of the areas this region
+// serves (Metrics.InFlight), and takes over what nobody handles.
 // Each replica's timers and queue cover the rides it touched; the sweep covers the
 // rides of a replica that died:
 //   - an outstanding offer gets an expiry timer at ExpiresAt plus peerGrace, and a
@@ -80,7 +81,11 @@ func (e *Engine) orphanAfter() time.Duration { return 2 * e.Config.SweepInterval
 func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 	orphanAfter := e.orphanAfter()
 	var adopted []string
+	inFlight := map[AreaStatus]int{}
 	err := e.Store.ActiveRides(ctx, func(r Ride) error {
+		if e.Router.RouteArea(r.Area) == nil {
+			inFlight[AreaStatus{r.Area, r.Status}]++
+		}
 		if r.Status != RideSearching {
 			return nil
 		}
@@ -95,6 +100,9 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 		}
 		return nil
 	})
+	if err == nil {
+		e.Metrics.InFlight(inFlight)
+	}
 	e.replicas.forgetHeld(now, orphanAfter)
 	if e.Peers != nil {
 		if queue := e.matcher.queue(); len(queue) > 0 {

@@ -410,6 +410,7 @@ func TestAdminMoveHandsAnAreaOverAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	awaitInFlight(t, d.south, "busan", map[dispatch.RideStatus]float64{dispatch.RideMatched: 1, dispatch.RideSearching: 1})
 
 	code, res := moveArea(t, d.south, "busan", "north")
 	if code != 200 || res.To != "north" || res.From != "south" || res.Epoch <= before {
@@ -424,6 +425,9 @@ func TestAdminMoveHandsAnAreaOverAndBack(t *testing.T) {
 	if frame.Region != "north" || frame.Reason != "area_moved" {
 		t.Errorf("reconnect frame %s, want to north for area_moved", rc.Raw)
 	}
+	// The on-call's count of rides in flight moves with the area.
+	awaitInFlight(t, d.north, "busan", map[dispatch.RideStatus]float64{dispatch.RideMatched: 1, dispatch.RideSearching: 1})
+	awaitInFlight(t, d.south, "busan", map[dispatch.RideStatus]float64{dispatch.RideMatched: 0, dispatch.RideSearching: 0})
 	at, w := mustDial(t, d.north, "d-1", client.Dialer{})
 	if w.Ride == nil || w.Ride.ID != matched.ID || w.Ride.Status != dispatch.RideMatched {
 		t.Fatalf("d-1 welcomed at north with %s, want ride %s matched", w.Raw, matched.ID)
@@ -462,4 +466,20 @@ func TestAdminMoveHandsAnAreaOverAndBack(t *testing.T) {
 	if _, err := d.south.engine.Riders().RequestRide(riderCtx(t), "u-3", atEast, atNorth); err != nil {
 		t.Errorf("ride request in busan at south after the hand-back: %v", err)
 	}
+}
+
+// awaitInFlight waits for s's understudy_dispatch_rides_in_flight of area to show
+// want (by status).
+func awaitInFlight(t *testing.T, s *server, area string, want map[dispatch.RideStatus]float64) {
+	t.Helper()
+	dispatchtest.Eventually(t, func() error {
+		_, body := get(t, "http://"+s.Addr()+"/metrics")
+		for status, n := range want {
+			series := fmt.Sprintf(`understudy_dispatch_rides_in_flight{area=%q,status=%q}`, area, status)
+			if got, ok := sample(body, series); !ok || got != n {
+				return fmt.Errorf("%s at %s: %v (present %v), want %v", series, s.Addr(), got, ok, n)
+			}
+		}
+		return nil
+	})
 }

@@ -3,6 +3,7 @@
 package prommetrics
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,10 @@ type Metrics struct {
 	rides        *prometheus.CounterVec
 	conflicts    prometheus.Counter
 	fenced       prometheus.Counter
+	inFlight     *prometheus.GaugeVec
+
+	mu         sync.Mutex
+	inFlightAt map[dispatch.AreaStatus]bool // the series InFlight has set
 }
 
 // New creates the dispatch metrics and registers them, with gauges that read the
@@ -63,8 +68,13 @@ func New(reg prometheus.Registerer, e *dispatch.Engine) *Metrics {
 			Name: "understudy_dispatch_fenced_writes_total",
 			Help: "Writes of this region the ride log refused because another region had taken the ride's area (a stale lease).",
 		}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "understudy_dispatch_rides_in_flight",
+			Help: "Rides not yet final in the areas this region serves, by area (empty outside a deployment) and status, as of the last sweep.",
+		}, []string{"area", "status"}),
+		inFlightAt: map[dispatch.AreaStatus]bool{},
 	}
-	reg.MustRegister(m.matchLatency, m.batchSeconds, m.batchRides, m.offered, m.offers, m.rides, m.conflicts, m.fenced,
+	reg.MustRegister(m.matchLatency, m.batchSeconds, m.batchRides, m.offered, m.offers, m.rides, m.conflicts, m.fenced, m.inFlight,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "understudy_dispatch_available_drivers",
 			Help: "Drivers in the supply index, ready for offers.",
@@ -100,3 +110,19 @@ func (m *Metrics) Conflict() { m.conflicts.Inc() }
 
 // FencedWrite implements dispatch.Metrics.
 func (m *Metrics) FencedWrite() { m.fenced.Inc() }
+
+// InFlight implements dispatch.Metrics: a series counted before and missing now is
+// set to 0, so a graph shows an area emptied (or handed over) rather than a gap.
+func (m *Metrics) InFlight(counts map[dispatch.AreaStatus]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.inFlightAt {
+		if _, ok := counts[k]; !ok {
+			m.inFlight.WithLabelValues(k.Area, string(k.Status)).Set(0)
+		}
+	}
+	for k, n := range counts {
+		m.inFlightAt[k] = true
+		m.inFlight.WithLabelValues(k.Area, string(k.Status)).Set(float64(n))
+	}
+}
