@@ -28,6 +28,9 @@ type Node struct {
 	Client  string   // host:port clients connect to
 	Route   string   // host:port the other nodes' routes connect to
 	Peers   []string // host:port of the other regions' routes
+	// Advertise, if set, is the host:port the other nodes are told to route to
+	// instead of Route (a node behind NAT, or a test's proxy in the route path).
+	Advertise string
 	DataDir string   // JetStream storage
 	// Log, if not nil, hears the server's notices, warnings and errors (routes coming
 	// and going, elections, placement failures).
@@ -63,7 +66,7 @@ func StartNode(n Node) (*Embedded, error) {
 		SyncAlways:         true,
 		Tags:               []string{RegionTag + ":" + n.Region},
 		JetStreamUniqueTag: RegionTag,
-		Cluster:            server.ClusterOpts{Name: ClusterName, Host: rhost, Port: rport},
+		Cluster:            server.ClusterOpts{Name: ClusterName, Host: rhost, Port: rport, Advertise: n.Advertise},
 		Routes:             routes,
 		NoSigs:             true,
 		NoLog:              n.Log == nil,
