@@ -62,7 +62,7 @@ func TestEveryRouteAuthenticatesAlike(t *testing.T) {
 		return tok
 	}
 	forged := sign(&jwtauth.Keys{Secret: []byte("some-other-secret-entirely")}, dispatch.RoleAdmin)
-	expired := sign(&jwtauth.Keys{Secret: s.keys.Secret, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }}, dispatch.RoleAdmin)
+	expired := sign(&jwtauth.Keys{Secret: s.keys.current().Secret, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }}, dispatch.RoleAdmin)
 
 	// Every route the document secures is in authTakes, and the other way round.
 	doc := mustOpenAPI(t)
@@ -93,9 +93,9 @@ func TestEveryRouteAuthenticatesAlike(t *testing.T) {
 		{"forged", s.Addr(), bearer(forged), unauthorized},
 		{"expired", s.Addr(), bearer(expired), unauthorized},
 		{"not bearer", s.Addr(), func(string) (string, string) { return "Authorization", "Basic ZDox" }, unauthorized},
-		{"verifier fails", down, bearer(sign(s.keys, dispatch.RoleAdmin)), unauthorized},
+		{"verifier fails", down, bearer(sign(s.keys.current(), dispatch.RoleAdmin)), unauthorized},
 		{"wrong role", s.Addr(), func(route string) (string, string) {
-			return "Authorization", "Bearer " + sign(s.keys, refused(authTakes[route]))
+			return "Authorization", "Bearer " + sign(s.keys.current(), refused(authTakes[route]))
 		}, refusal{403, dispatch.ECodeForbidden, ""}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -315,7 +315,7 @@ func handshake(tb testing.TB, s *server, header http.Header) (int, string, strin
 func TestDriverHandshakeRefusals(t *testing.T) {
 	s := mustServe(t, "--allowed-origin", "https://app.example")
 	forged, _ := (&jwtauth.Keys{Secret: []byte("another-secret-0123456789")}).Sign(dispatch.Identity{Subject: "d-1", Role: dispatch.RoleDriver}, time.Hour)
-	past := &jwtauth.Keys{Secret: s.keys.Secret, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }}
+	past := &jwtauth.Keys{Secret: s.keys.current().Secret, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }}
 	expired, _ := past.Sign(dispatch.Identity{Subject: "d-1", Role: dispatch.RoleDriver}, time.Hour)
 	good := mustToken(t, s, "d-1", dispatch.RoleDriver)
 	for _, c := range []struct {

@@ -21,7 +21,7 @@ import (
 // platform with its own idea of ids (or an attacker holding a stolen secret) would.
 func forge(tb testing.TB, s *server, claims jwt.MapClaims) string {
 	tb.Helper()
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.keys.Secret)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, claims).SignedString(s.keys.current().Secret)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -25,7 +25,6 @@ import (
 
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/httproute"
-	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/natsbus"
 	"github.com/understudy/understudy/dispatch/natslog"
 	"github.com/understudy/understudy/dispatch/problem"
@@ -42,7 +41,7 @@ type server struct {
 	engine     *dispatch.Engine
 	store      dispatch.Store
 	idem       dispatch.IdempotencyStore // the rider API's keys; store, idem and limiter: see openHotState
-	keys       *jwtauth.Keys
+	keys       *keyring
 	registry   *prometheus.Registry
 	gateway    *driver.Gateway
 	pay        *driver.Pay
@@ -103,7 +102,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	if s.keys, s.secretSource, err = loadKeys(cfg); err != nil {
+	if s.keys, s.secretSource, err = openKeyring(cfg); err != nil {
 		return nil, err
 	}
 	if err := s.openLog(ctx); err != nil {
@@ -502,5 +501,6 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if ready != nil {
 		ready(s)
 	}
+	s.keys.reloadOnHangup(ctx, log)
 	return s.run(ctx)
 }

@@ -101,7 +101,7 @@ func TestTokenLifetimeIsBounded(t *testing.T) {
 	if code, _, detail := call(t, s, "GET", "/v1/driver/trips", tok, ""); code != 401 || !strings.Contains(detail, "maximum") {
 		t.Fatalf("a 2 h token on a server of 1 h at most: %d %s, want 401", code, detail)
 	}
-	short, _ := (&jwtauth.Keys{Secret: s.keys.Secret}).Sign(dispatch.Identity{Subject: "d-1", Role: dispatch.RoleDriver}, time.Hour)
+	short, _ := (&jwtauth.Keys{Secret: s.keys.current().Secret}).Sign(dispatch.Identity{Subject: "d-1", Role: dispatch.RoleDriver}, time.Hour)
 	if code, _, detail := call(t, s, "GET", "/v1/driver/trips", short, ""); code != 200 {
 		t.Fatalf("a 1 h token: %d %s", code, detail)
 	}
