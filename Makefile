@@ -54,8 +54,9 @@ deps:
 	  echo "redis-server not found: installing it from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 
-## drill: the outage drills against real region processes (kill -9, SIGSTOP, two regions lost, a network partition, Redis flushed), each with its outcome and times, then KILLS takeover timings (min, median, max)
+## drill: the outage drills against real regions (kill -9, SIGSTOP, two regions lost, a network partition, Redis flushed, slow links, key rotation), each with its outcome and times, then KILLS takeover timings (min, median, max) and request to offer across slow links
 KILLS ?= 10
 drill:
-	$(GO) test -count=1 -v -run 'TestRegionLossIsTakenOverBySuccessor|TestPausedRegionIsFencedByTheLog|TestTwoRegionsLostLeaveTheSurvivorServingNothing|TestPartitionedRegionStopsAndRejoins|TestRedisFlushedUnderARunningRegionIsRefilled' ./cmd/understudy 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go:'
+	$(GO) test -count=1 -v -run 'TestRegionLossIsTakenOverBySuccessor|TestPausedRegionIsFencedByTheLog|TestTwoRegionsLostLeaveTheSurvivorServingNothing|TestPartitionedRegionStopsAndRejoins|TestRedisFlushedUnderARunningRegionIsRefilled|TestSlowNetworkKeepsLeases|TestKeysRotateOnSIGHUP' ./cmd/understudy 2>&1 | grep -E '^(=== RUN|--- |ok|FAIL|PASS)|_test.go:'
 	$(GO) test -count=1 -run '^$$' -bench Takeover -benchtime $(KILLS)x -timeout 30m ./cmd/understudy 2>&1 | grep -E 'Benchmark|kill [0-9]|ok|FAIL'
+	$(GO) test -count=1 -run '^$$' -bench RequestToOfferAcrossRegions -benchtime 50x ./cmd/understudy 2>&1 | grep -E 'Benchmark|ok|FAIL'

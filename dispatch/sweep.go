@@ -81,7 +81,7 @@ func (e *Engine) orphanAfter() time.Duration { return 2 * e.Config.SweepInterval
 func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 	orphanAfter := e.orphanAfter()
 	var adopted []string
-	inFlight := map[AreaStatus]int{}
+	inFlight := e.servedAreas()
 	err := e.Store.ActiveRides(ctx, func(r Ride) error {
 		if e.Router.RouteArea(r.Area) == nil {
 			inFlight[AreaStatus{r.Area, r.Status}]++
@@ -118,4 +118,20 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 		return fmt.Errorf("sweep active rides: %w", err)
 	}
 	return nil
+}
+
+// servedAreas is an InFlight count of nothing yet for each area this region serves
+// now, so that each has a series from its first sweep.
+func (e *Engine) servedAreas() map[AreaStatus]int {
+	counts := map[AreaStatus]int{}
+	if e.Router == nil {
+		counts[AreaStatus{"", RideSearching}] = 0
+		return counts
+	}
+	for _, a := range e.Router.Deployment.Areas {
+		if e.Router.RouteArea(a.Name) == nil {
+			counts[AreaStatus{a.Name, RideSearching}] = 0
+		}
+	}
+	return counts
 }
