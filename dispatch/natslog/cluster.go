@@ -24,14 +24,14 @@ const RegionTag = "region"
 
 // Node is one region's node of a deployment's NATS cluster.
 type Node struct {
-	Region  string   // the server's name and its region tag
-	Client  string   // host:port clients connect to
-	Route   string   // host:port the other nodes' routes connect to
-	Peers   []string // host:port of the other regions' routes
+	Region string   // the server's name and its region tag
+	Client string   // host:port clients connect to
+	Route  string   // host:port the other nodes' routes connect to
+	Peers  []string // host:port of the other regions' routes
 	// Advertise, if set, is the host:port the other nodes are told to route to
 	// instead of Route (a node behind NAT, or a test's proxy in the route path).
 	Advertise string
-	DataDir string   // JetStream storage
+	DataDir   string // JetStream storage
 	// Log, if not nil, hears the server's notices, warnings and errors (routes coming
 	// and going, elections, placement failures).
 	Log *slog.Logger
