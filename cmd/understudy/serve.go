@@ -356,7 +356,7 @@ func (s *server) routes() []httproute.Route {
 		{Method: http.MethodGet, Path: "/readyz", Handler: http.HandlerFunc(s.ready)},
 		{Method: http.MethodGet, Path: "/metrics", Handler: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})},
 	}
-	return slices.Concat(routes, s.gateway.Routes(), s.pay.Routes(), s.riderAPI.Routes(), s.regions.Routes(), s.admin.Routes())
+	return slices.Concat(routes, s.gateway.Routes(), s.withCORS(s.pay.Routes()), s.riderAPI.Routes(), s.regions.Routes(), s.admin.Routes())
 }
 
 // handler serves mux behind what every request goes through: a 5xx logged with its
