@@ -139,7 +139,9 @@ func TestWebAppsCompleteATrip(t *testing.T) {
 
 // A trip whose region is killed (kill -9) after the accept: the driver app and the
 // rider page, both loaded from that region, find the region that took its area over
-// (its successor, through /v1/regions) and finish the trip there.
+// (its successor, through /v1/regions) and finish the trip there; the driver app
+// reloads meanwhile from its service worker's shell. The operator's map at another
+// region shows the dead region and who serves its area, and moves an area.
 func TestWebAppsFollowAKilledRegion(t *testing.T) {
 	regionSecret(t)
 	d := eastKillable(t, "--sse-location-interval", "1s")
@@ -148,7 +150,13 @@ func TestWebAppsFollowAKilledRegion(t *testing.T) {
 		"AT_LAT="+ftoa(atEast.Lat), "AT_LNG="+ftoa(atEast.Lng),
 		"DRIVER_LINK="+link(t, d.north.keys, base, "driver", "d-7"),
 		"RIDER_LINK="+link(t, d.north.keys, base, "rider", "u-7"),
+		"ADMIN_LINK="+link(t, d.north.keys, "http://"+d.north.Addr(), "admin", "ops"),
 		"KILL_PID="+strconv.Itoa(d.east.cmd.Process.Pid), "FOLLOW_REGION=south")
+	// The apps went straight to the successor: no detour through a region that does
+	// not serve the lost region's area.
+	if dr, err := d.north.store.Driver(t.Context(), "d-7"); err == nil {
+		t.Errorf("the driver app connected to north on its way to south: %+v", dr)
+	}
 }
 
 // eastKillable is mustRegionsEastKillable on a busy machine: east, the real binary,

@@ -202,6 +202,8 @@ async function failover() {
   await attr(r.page, "#ride", "data-status", "matched");
   await shot(d.page, "failover-1-driver-before");
 
+  await d.page.evaluate(() => navigator.serviceWorker.ready.then(() => true)); // the shell is kept
+
   log("kill -9 of the region serving them (pid " + env("KILL_PID") + ")");
   process.kill(Number(env("KILL_PID")), "SIGKILL");
   await text(d.page, "#conn", /Reconnecting/);
@@ -213,6 +215,11 @@ async function failover() {
   await attr(d.page, "#trip", "data-status", "matched");
   await shot(d.page, "failover-3-driver-after");
 
+  log("a reload while the region that served the page is dead: the service worker's shell, then the successor");
+  await d.page.reload();
+  await d.page.locator("#conn").filter({ hasText: new RegExp("Connected to " + follow) }).waitFor(far);
+  await attr(d.page, "#trip", "data-status", "matched");
+
   log("the driver arrives and starts the trip at the new region: the rider page follows");
   await d.page.click("#step");
   await attr(d.page, "#trip", "data-status", "arrived");
@@ -222,6 +229,17 @@ async function failover() {
   await shot(r.page, "failover-4-rider-after");
   await stepTo(d.page, r.page, "completed");
   await text(d.page, "#pay-trips", /^1$/);
+
+  log("the operator's map at another region: the dead region, who serves its area; an area moved in one action");
+  const o = await phone(at);
+  await o.page.goto(env("ADMIN_LINK"));
+  await attr(o.page, "#regions tr[data-region=east]", "data-up", "false");
+  await attr(o.page, "#areas tr[data-area=busan]", "data-served-by", follow);
+  await shot(o.page, "ops-2-region-down");
+  await o.page.selectOption("#areas tr[data-area=jongno] select", "south");
+  await o.page.click("#areas tr[data-area=jongno] button");
+  await attr(o.page, "#areas tr[data-area=jongno]", "data-served-by", "south");
+  await text(o.page, "#banner", /moved to south/);
 }
 
 let failed = false;

@@ -20,7 +20,7 @@ import { PlainMap, tileURL } from "../shared/map.js";
 addText({
   en: {
     title: "Operations", regions: "Regions", areas: "Areas", lg_drivers: "available drivers", lg_rides: "searching rides",
-    lg_both: "both", up: "up", down: "DOWN", unknown: "unknown", nobody: "nobody", move: "Move",
+    lg_both: "both (numbers: drivers / rides)", up: "up", down: "DOWN", unknown: "unknown", nobody: "nobody", move: "Move",
     home: "home {region}", epoch: "epoch {n}", served: "served by", moved: "Area {area} moved to {region} (epoch {epoch})",
     connected: "This map: region {region}, live", disconnected: "Region not answering: retrying…",
     totals: "{a} available, {b} busy drivers · {s} searching rides (as region {region} sees them)",
@@ -28,7 +28,7 @@ addText({
   },
   ko: {
     title: "운영", regions: "리전", areas: "지역", lg_drivers: "대기 기사", lg_rides: "배차 대기 호출",
-    lg_both: "둘 다", up: "정상", down: "중단", unknown: "알 수 없음", nobody: "없음", move: "이동",
+    lg_both: "둘 다 (숫자: 기사 / 호출)", up: "정상", down: "중단", unknown: "알 수 없음", nobody: "없음", move: "이동",
     home: "기본 {region}", epoch: "에포크 {n}", served: "담당", moved: "{area} 지역을 {region} 리전으로 옮김 (에포크 {epoch})",
     connected: "이 지도: {region} 리전, 실시간", disconnected: "리전이 응답하지 않음: 다시 시도 중…",
     totals: "대기 기사 {a}, 운행 기사 {b} · 배차 대기 호출 {s} ({region} 리전 기준)",
@@ -155,6 +155,7 @@ function render() {
         stroke: by ? colorOf(by) : "#b3261e", width: 3, label: a.name + " · " + (by || t("nobody")) });
     }
   }
+  const areaShapes = shapes.length;
   let avail = 0, busy = 0, searching = 0;
   for (const c of cells.cells) {
     avail += c.drivers_available;
@@ -165,7 +166,7 @@ function render() {
     shapes.push({ points: c.boundary, fill: rgba(color, Math.min(0.85, 0.3 + 0.1 * n)), stroke: "#0b0b0b", width: 1,
       label: c.drivers_available + " / " + c.rides_searching });
   }
-  map.shapes = shapes;
+  map.shapes = [...shapes.slice(areaShapes), ...shapes.slice(0, areaShapes)];
   if (!fitted) {
     const pts = shapes.flatMap((s) => s.points);
     if (pts.length) { map.fit(pts, 14); fitted = true; }

@@ -157,7 +157,10 @@ export async function learnRegions(base) {
   try {
     /** @type {RegionsView} */
     const v = await api(base, "/v1/regions");
-    if (v && Array.isArray(v.regions) && v.areas.length > 0) store.setJSON("regions", v.regions);
+    if (v && Array.isArray(v.regions) && v.areas.length > 0) {
+      store.setJSON("regions", v.regions);
+      store.setJSON("areas", v.areas);
+    }
     return v;
   } catch {
     return null;
@@ -176,12 +179,15 @@ export async function successorOf(lostBase) {
   const regions = knownRegions();
   const lost = regions.find((r) => sameOrigin(r.url, lostBase));
   if (!lost) return null;
+  // The lost region's areas: its home areas, and those it served when last asked.
+  /** @type {AreaView[]} */
+  const before = store.getJSON("areas") || [];
+  const its = new Set(before.filter((a) => a.home === lost.name || a.served_by === lost.name).map((a) => a.name));
   for (const r of regions) {
     if (r.name === lost.name) continue;
     const v = await learnRegions(r.url);
     if (!v) continue;
-    const area = v.areas.find((a) => a.home === lost.name && a.served_by && a.served_by !== lost.name) ||
-      v.areas.find((a) => a.served_by && a.served_by !== lost.name);
+    const area = v.areas.find((a) => (its.has(a.name) || a.home === lost.name) && a.served_by && a.served_by !== lost.name);
     if (!area || !area.served_by) continue;
     const to = v.regions.find((x) => x.name === area.served_by);
     if (to && to.up !== false) return to.url.replace(/\/$/, "");

@@ -160,22 +160,37 @@ export class PlainMap {
         ctx.strokeRect(px, py, tileSize, tileSize);
       }
     }
+    /** The labels drawn so far: a label that would cover one is left out. */
+    /** @type {{x: number, y: number, w: number}[]} */
+    const labels = [];
     for (const s of this.shapes) {
       if (s.points.length < 2) continue;
-      ctx.beginPath();
-      s.points.forEach((p, i) => {
-        const q = this.pixelOf(p);
-        if (i === 0) ctx.moveTo(q.x, q.y); else ctx.lineTo(q.x, q.y);
-      });
-      ctx.closePath();
-      ctx.fillStyle = s.fill;
-      ctx.fill();
-      ctx.strokeStyle = s.stroke;
-      ctx.lineWidth = s.width || 1;
-      ctx.stroke();
+      const qs = s.points.map((p) => this.pixelOf(p));
+      const xs = qs.map((q) => q.x), ys = qs.map((q) => q.y);
+      const c = this.pixelOf(centroid(s.points));
+      if (Math.max(...xs) - Math.min(...xs) < 8) { // too small to see at this zoom: a dot
+        ctx.beginPath();
+        ctx.arc(c.x, c.y, 5, 0, 2 * Math.PI);
+        ctx.fillStyle = s.stroke;
+        ctx.fill();
+      } else {
+        ctx.beginPath();
+        qs.forEach((q, i) => { if (i === 0) ctx.moveTo(q.x, q.y); else ctx.lineTo(q.x, q.y); });
+        ctx.closePath();
+        ctx.fillStyle = s.fill;
+        ctx.fill();
+        ctx.strokeStyle = s.stroke;
+        ctx.lineWidth = s.width || 1;
+        ctx.stroke();
+      }
       if (s.label) {
-        const q = this.pixelOf(centroid(s.points));
-        label(ctx, s.label, q.x, q.y, "#111");
+        ctx.font = "bold 14px system-ui, sans-serif";
+        const w = ctx.measureText(s.label).width + 10;
+        const y = Math.max(...xs) - Math.min(...xs) < 8 ? c.y - 16 : c.y;
+        if (!labels.some((l) => Math.abs(l.x - c.x) < (l.w + w) / 2 && Math.abs(l.y - y) < 22)) {
+          labels.push({ x: c.x, y, w });
+          label(ctx, s.label, c.x, y, "#111");
+        }
       }
     }
     for (const m of this.markers) {
