@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test deps vet openapi-lint bench fuzz drill
+.PHONY: run test deps vet openapi-lint web-check bench fuzz drill
 
 # Root installs directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -11,8 +11,8 @@ run:
 	$(GO) run ./cmd/understudy
 
 ## test: vet, the OpenAPI lint, the whole suite under the race detector, and one pass of every benchmark
-test: deps vet openapi-lint
-	$(GO) test -race -count=1 -timeout 8m ./...
+test: deps vet openapi-lint web-check
+	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
 vet:
@@ -24,6 +24,12 @@ vet:
 REDOCLY := .ci/node_modules/.bin/redocly
 openapi-lint: .ci/node_modules/.installed
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true $(REDOCLY) lint --config docs/redocly.yaml --format=stylish
+
+## web-check: the web apps' plain ES modules (web/) type-checked by TypeScript (// @ts-check, JSDoc types; nothing is built)
+TSC := .ci/node_modules/.bin/tsc
+web-check: .ci/node_modules/.installed
+	$(TSC) -p web/tsconfig.json
+	$(TSC) -p web/tsconfig.sw.json
 
 # The linter at the version pinned in .ci/package-lock.json, installed once into
 # .ci/node_modules (not in git) and again only when the lock changes. Node.js and npm
@@ -48,11 +54,14 @@ fuzz:
 	  done; \
 	done
 
-## deps: what the tests start for real (a redis-server per test run); installed from Debian if missing
+## deps: what the tests start for real (a redis-server per test run, Chromium for the web apps' tests); installed from Debian if missing
 deps:
 	@command -v redis-server >/dev/null || { \
 	  echo "redis-server not found: installing it from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
+	@test -x /usr/bin/chromium || { \
+	  echo "chromium not found: installing it from Debian's packages (the web apps' end-to-end tests; Nanum fonts for their Korean screens)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-nanum; }
 
 ## drill: the outage drills against real regions (kill -9, SIGSTOP, two regions lost, a network partition, Redis flushed, slow links, key rotation), each with its outcome and times, then KILLS takeover timings (min, median, max) and request to offer across slow links
 KILLS ?= 10

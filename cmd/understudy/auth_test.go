@@ -34,6 +34,8 @@ var authTakes = map[string][]dispatch.Role{
 	"GET /v1/driver/earnings":          {dispatch.RoleDriver},
 	"GET /v1/admin/ledger":             {dispatch.RoleAdmin},
 	"POST /v1/admin/areas/{name}/move": {dispatch.RoleAdmin},
+	"GET /v1/admin/cells":              {dispatch.RoleAdmin},
+	"POST /v1/admin/links":             {dispatch.RoleAdmin},
 }
 
 // keysDown is a Verifier whose keys cannot be had: it fails with an error that is not
@@ -192,6 +194,8 @@ func withVerifier(tb testing.TB, s *server, v dispatch.Verifier) string {
 	alt := &server{cfg: s.cfg, log: s.log, registry: prometheus.NewRegistry(), engine: s.engine, store: s.store,
 		idem: s.idem, ledger: s.ledger, nats: s.nats, limiter: s.limiter}
 	alt.gateway, alt.pay, alt.riderAPI, alt.regions = alt.newGateway(v), alt.newPay(v), alt.newRiderAPI(v), alt.newRegions(v)
+	alt.cfg.MaxTokenLifetime, alt.keys = s.cfg.MaxTokenLifetime, s.keys
+	alt.admin = alt.newAdmin(v)
 	for _, c := range []lifecycle{alt.gateway, alt.riderAPI} {
 		if err := c.Open(context.Background()); err != nil {
 			tb.Fatal(err)

@@ -34,6 +34,10 @@ type Config struct {
 	// call the rider API from (CORS); empty allows same-host origins and non-browser
 	// clients only on the socket, and no other origin on the API.
 	AllowedOrigins []string
+	// MapTiles is a URL template of base map tiles ({z}, {x}, {y}) the web apps draw
+	// under their maps; empty draws the maps on a plain background (no internet
+	// needed).
+	MapTiles string
 
 	// Where the region keeps its state.
 	RedisURL string // hot state in Redis instead of memory (see openHotState)
@@ -79,6 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	listVar(fs, &c.AllowedOrigins, "allowed-origin", "an `origin` whose browser pages may open the driver socket and call the rider API (a list; * for any)")
+	fs.StringVar(&c.MapTiles, "map-tiles", c.MapTiles, "`URL` template of base map tiles for the web apps, e.g. https://tiles.example.com/{z}/{x}/{y}.png (default: none, a plain background)")
 	fs.StringVar(&c.RedisURL, "redis", c.RedisURL, "Redis `URL` for hot state (default: in memory)")
 	fs.StringVar(&c.NATSURL, "nats", c.NATSURL, "NATS `URL` for the durable log (default: embedded)")
 	fs.StringVar(&c.PublicKeys, "jwt-public-keys", c.PublicKeys, "PEM `file` of Ed25519/RSA keys that verify production tokens")
@@ -109,6 +114,9 @@ func (c Config) Validate() error {
 	}
 	if c.Region == "" || strings.ContainsAny(c.Region, " :{}*") {
 		errs = append(errs, fmt.Errorf("region %q: want a name without spaces, colons, braces or stars", c.Region))
+	}
+	if err := validTileURL(c.MapTiles); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Deployment != nil {
 		if _, ok := c.Deployment.Region(c.Region); !ok {

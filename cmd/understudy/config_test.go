@@ -31,6 +31,7 @@ var settingValues = map[string]string{
 	"jwt-public-keys":         "/etc/understudy/keys.pem",
 	"max-token-lifetime":      "2h0m0s",
 	"allowed-origin":          "https://a.example,https://b.example",
+	"map-tiles":               "https://tiles.example/{z}/{x}/{y}.png",
 	"shutdown-timeout":        "20s",
 	"read-header-timeout":     "5s",
 	"read-timeout":            "40s",
@@ -245,7 +246,8 @@ func TestConfigPrecedence(t *testing.T) {
 // lists the settings that take any value. A setting in neither fails the test.
 var (
 	badValues = map[string]string{
-		"region": "seoul:1", "addr": "", "data-dir": "", "log-level": "loud",
+		"map-tiles": "ftp://tiles.example/{z}/{x}.png",
+		"region":    "seoul:1", "addr": "", "data-dir": "", "log-level": "loud",
 		"max-token-lifetime": "0s", "shutdown-timeout": "0s",
 		"read-header-timeout": "0s", "read-timeout": "0s", "write-timeout": "0s", "idle-timeout": "-1s", "max-conns": "-1",
 		"h3-res": "20", "match-interval": "-1s", "offer-timeout": "0s", "max-search": "0s", "max-radius": "0",

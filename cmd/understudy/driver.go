@@ -14,7 +14,7 @@ func (s *server) newGateway(v dispatch.Verifier) *driver.Gateway {
 	return &driver.Gateway{
 		Engine:         s.engine.Drivers(),
 		Verifier:       v,
-		AllowedOrigins: s.cfg.AllowedOrigins,
+		AllowedOrigins: s.allowedOrigins(),
 		Config:         s.cfg.Driver,
 		Logger:         s.log.With(slog.String("component", "driver")),
 		Metrics:        driver.NewMetrics(s.registry),

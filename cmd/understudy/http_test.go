@@ -356,7 +356,7 @@ func TestHTTPUnknownRoutesAnswerProblems(t *testing.T) {
 		{"DELETE", "/v1/rides", 405, dispatch.ECodeMethod, "OPTIONS, POST"},
 		{"PUT", "/v1/rides/r_x", 405, dispatch.ECodeMethod, "GET, HEAD, OPTIONS"},
 		{"POST", "/healthz", 405, dispatch.ECodeMethod, "GET, HEAD"},
-		{"POST", "/v1/driver/trips", 405, dispatch.ECodeMethod, "GET, HEAD"},
+		{"POST", "/v1/driver/trips", 405, dispatch.ECodeMethod, "GET, HEAD, OPTIONS"}, // OPTIONS: CORS preflights (cors.go)
 	} {
 		conn, br := rawConn(t, s)
 		rawSend(t, conn, c.method, c.path)

@@ -550,6 +550,23 @@ func TestOpenAPIEveryAnswer(t *testing.T) {
 	expect(401, "GET", "/v1/admin/ledger", "", "")
 	expect(403, "GET", "/v1/admin/ledger", drv, "")
 
+	t.Log("the operator's map cells and sign-in links")
+	if b := expect(200, "GET", "/v1/admin/cells", admin, ""); !strings.Contains(string(b), `"drivers_available":1`) {
+		t.Errorf("the cells lack the available driver d-1:\n%s", b)
+	}
+	expect(200, "GET", "/v1/admin/cells?res=5", admin, "")
+	expect(400, "GET", "/v1/admin/cells?res=15", admin, "")
+	expect(401, "GET", "/v1/admin/cells", "", "")
+	expect(403, "GET", "/v1/admin/cells", alice, "")
+	if b := expect(201, "POST", "/v1/admin/links", admin, `{"role":"driver","sub":"d-42","ttl":"8h"}`); !strings.Contains(string(b), "/driver/#token=") {
+		t.Errorf("the link is not the driver app's with the token in its fragment:\n%s", b)
+	}
+	expect(400, "POST", "/v1/admin/links", admin, `{"role":"pilot","sub":"d-42"}`)
+	expect(400, "POST", "/v1/admin/links", admin, `{"role":"driver","sub":"d-42","ttl":"forever"}`)
+	expect(401, "POST", "/v1/admin/links", "", `{"role":"driver","sub":"d-42"}`)
+	expect(403, "POST", "/v1/admin/links", drv, `{"role":"driver","sub":"d-42"}`)
+	expect(413, "POST", "/v1/admin/links", admin, huge)
+
 	t.Log("the router's refusals")
 	expect(404, "GET", "/v1/nope", alice, "")
 	expect(405, "DELETE", ridePath, alice, "")

@@ -19,6 +19,6 @@ func (s *server) newRiderAPI(v dispatch.Verifier) *rider.API {
 		Metrics:     rider.NewMetrics(s.registry),
 		Config:      s.cfg.Rider,
 		// One list for the browser origins of the driver socket and the rider API.
-		AllowedOrigins: s.cfg.AllowedOrigins,
+		AllowedOrigins: s.allowedOrigins(),
 	}
 }

@@ -47,6 +47,7 @@ type server struct {
 	pay        *driver.Pay
 	riderAPI   *rider.API
 	regions    *regions             // GET /v1/regions and the engine's router
+	admin      *admin               // the operator's map cells and sign-in links
 	bus        *natsbus.Bus         // the region's other replicas
 	components []component          // what has a lifecycle, in opening order
 	limiter    dispatch.RateLimiter // per caller, for every route that takes a token
@@ -126,6 +127,7 @@ func openServer(ctx context.Context, cfg Config, log *slog.Logger) (_ *server, e
 	s.gateway, s.pay = s.newGateway(s.keys), s.newPay(s.keys)
 	s.riderAPI = s.newRiderAPI(s.keys)
 	s.regions = s.newRegions(s.keys)
+	s.admin = s.newAdmin(s.keys)
 	local := dispatch.Notifiers{s.gateway, s.riderAPI}
 	// This replica's events go to its own clients directly and to the other replicas
 	// through the bus, which hands theirs to the engine and to the same clients (in
@@ -353,7 +355,7 @@ func (s *server) routes() []httproute.Route {
 		{Method: http.MethodGet, Path: "/readyz", Handler: http.HandlerFunc(s.ready)},
 		{Method: http.MethodGet, Path: "/metrics", Handler: promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})},
 	}
-	return slices.Concat(routes, s.gateway.Routes(), s.pay.Routes(), s.riderAPI.Routes(), s.regions.Routes())
+	return slices.Concat(routes, s.gateway.Routes(), s.withCORS(s.pay.Routes()), s.riderAPI.Routes(), s.regions.Routes(), s.admin.Routes())
 }
 
 // handler serves mux behind what every request goes through: a 5xx logged with its
@@ -361,7 +363,7 @@ func (s *server) routes() []httproute.Route {
 // refused while NATS is away, and unknown paths and methods answered as problems.
 func (s *server) handler(mux *http.ServeMux) http.Handler {
 	return problem.LogServerErrors(s.log.With(slog.String("component", "http")),
-		refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, s.whileNATSAway(problem.Routes(mux))))
+		refuseLargeBodies(s.cfg.Rider.MaxBodyBytes, s.whileNATSAway(s.apps(problem.Routes(mux)))))
 }
 
 // healthy answers that the process is up.
@@ -498,6 +500,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		slog.String("data_dir", cfg.DataDir), slog.String("store", s.storeName()), slog.String("region", cfg.Region),
 		slog.Int("max_conns", s.maxConns), slog.String("dev_secret", s.secretSource))
 	fmt.Fprintf(stdout, "understudy listening on http://%s\n", s.Addr())
+	s.printApps(stdout)
 	if ready != nil {
 		ready(s)
 	}

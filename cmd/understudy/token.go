@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"time"
 
@@ -24,6 +25,8 @@ func token(args []string, stdout, stderr io.Writer) error {
 	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 	dataDir := fs.String("data-dir", defaultConfig().DataDir, "the server's `directory`, holding its generated secret")
 	maxLife := maxLifetimeFlag(fs)
+	link := fs.Bool("link", false, "print a sign-in link to the role's web app (/driver/, /ride/, /ops/) instead of the bare token")
+	base := fs.String("url", "http://127.0.0.1:8080", "the region's public `URL`, for --link")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,6 +53,13 @@ func token(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "understudy token: signed with %s; a server verifies it only with the same secret\n", source)
+	if *link {
+		if u, err := url.Parse(*base); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--url %q: want the region's http(s) URL", *base)
+		}
+		fmt.Fprintln(stdout, signInLink(*base, *role, tok))
+		return nil
+	}
 	fmt.Fprintln(stdout, tok)
 	return nil
 }

@@ -129,3 +129,26 @@ func TestTokenCommandErrors(t *testing.T) {
 		t.Errorf("short secret: %v", err)
 	}
 }
+
+// `token --link` prints the sign-in link of the role's web app at --url, the token in
+// the fragment, and the token is one the server takes.
+func TestTokenLinkSignsInToTheRolesApp(t *testing.T) {
+	s := mustServe(t)
+	for role, app := range map[string]string{"driver": "/driver/", "rider": "/ride/", "admin": "/ops/"} {
+		var out, errOut strings.Builder
+		base := "http://" + s.Addr()
+		if err := token([]string{"--data-dir", s.cfg.DataDir, "--role", role, "--sub", "x-1", "--link", "--url", base}, &out, &errOut); err != nil {
+			t.Fatalf("token --link --role %s: %v %s", role, err, errOut.String())
+		}
+		tok, ok := strings.CutPrefix(strings.TrimSpace(out.String()), base+app+"#token=")
+		if !ok {
+			t.Fatalf("token --link --role %s printed %q, want %s%s#token=...", role, out.String(), base, app)
+		}
+		if id, err := s.keys.Verify(tok); err != nil || string(id.Role) != role {
+			t.Errorf("the %s link's token: %+v %v", role, id, err)
+		}
+	}
+	if err := token([]string{"--data-dir", s.cfg.DataDir, "--role", "driver", "--sub", "x-1", "--link", "--url", "ftp://x"}, io.Discard, io.Discard); err == nil {
+		t.Error("token --link --url ftp://x: no error")
+	}
+}
