@@ -15,7 +15,6 @@ import (
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/httpauth"
 	"github.com/understudy/understudy/dispatch/httproute"
-	"github.com/understudy/understudy/dispatch/jwtauth"
 	"github.com/understudy/understudy/dispatch/problem"
 )
 
@@ -27,7 +26,7 @@ type admin struct {
 	store      dispatch.Store
 	deployment *dispatch.Deployment // nil: one region serving everywhere
 	verifier   dispatch.Verifier
-	signer     *jwtauth.Keys // mints the links' tokens with the development secret
+	signer     *keyring // mints the links' tokens with the development secret
 	maxTTL     time.Duration
 }
 

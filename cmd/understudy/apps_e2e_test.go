@@ -126,13 +126,13 @@ func link(tb testing.TB, keys *jwtauth.Keys, base, role, sub string) string {
 func TestWebAppsCompleteATrip(t *testing.T) {
 	s := mustServe(t, "--sse-location-interval", "1s")
 	base := "http://" + s.Addr()
-	expired := &jwtauth.Keys{Secret: s.keys.Secret, Now: func() time.Time { return time.Now().Add(-3 * time.Hour) }}
+	expired := &jwtauth.Keys{Secret: s.keys.current().Secret, Now: func() time.Time { return time.Now().Add(-3 * time.Hour) }}
 	forged := &jwtauth.Keys{Secret: []byte("not-the-secret-of-this-region")}
 	runApps(t, "SCENARIO=trip", "BASE="+base,
 		"AT_LAT="+ftoa(atNorth.Lat), "AT_LNG="+ftoa(atNorth.Lng),
-		"DRIVER_LINK="+link(t, s.keys, base, "driver", "d-42"),
-		"RIDER_LINK="+link(t, s.keys, base, "rider", "u-1"),
-		"ADMIN_LINK="+link(t, s.keys, base, "admin", "ops"),
+		"DRIVER_LINK="+link(t, s.keys.current(), base, "driver", "d-42"),
+		"RIDER_LINK="+link(t, s.keys.current(), base, "rider", "u-1"),
+		"ADMIN_LINK="+link(t, s.keys.current(), base, "admin", "ops"),
 		"EXPIRED_LINK="+link(t, expired, base, "driver", "d-42"),
 		"FORGED_LINK="+link(t, forged, base, "driver", "d-42"))
 }
@@ -148,9 +148,9 @@ func TestWebAppsFollowAKilledRegion(t *testing.T) {
 	base := "http://" + d.east.addr
 	runApps(t, "SCENARIO=failover", "BASE="+base,
 		"AT_LAT="+ftoa(atEast.Lat), "AT_LNG="+ftoa(atEast.Lng),
-		"DRIVER_LINK="+link(t, d.north.keys, base, "driver", "d-7"),
-		"RIDER_LINK="+link(t, d.north.keys, base, "rider", "u-7"),
-		"ADMIN_LINK="+link(t, d.north.keys, "http://"+d.north.Addr(), "admin", "ops"),
+		"DRIVER_LINK="+link(t, d.north.keys.current(), base, "driver", "d-7"),
+		"RIDER_LINK="+link(t, d.north.keys.current(), base, "rider", "u-7"),
+		"ADMIN_LINK="+link(t, d.north.keys.current(), "http://"+d.north.Addr(), "admin", "ops"),
 		"KILL_PID="+strconv.Itoa(d.east.cmd.Process.Pid), "FOLLOW_REGION=south")
 	// The apps went straight to the successor: no detour through a region that does
 	// not serve the lost region's area.
