@@ -2,6 +2,7 @@ package natslog_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/natslog"
 )
@@ -147,4 +149,50 @@ func openAll(ctx context.Context, nc *nats.Conn, region string) error {
 		return fmt.Errorf("%s: %w", region, err)
 	}
 	return nil
+}
+
+// staticFence is the fence a region holds: the one it wrote.
+type staticFence map[string]uint64
+
+func (f staticFence) Fence(area string) (uint64, bool) { seq, ok := f[area]; return seq, ok }
+
+// Many rides of one area appended at once on a replicated log all land: the servers
+// refuse a second message checking the same fence while one is in flight ("wrong
+// last sequence" without a sequence), which is no fence moving on. A fence that did
+// move on still refuses.
+func TestConcurrentAppendsInOneAreaAreNotFenced(t *testing.T) {
+	nodes := startCluster(t, "north", "east", "south")
+	ctx, cancel := context.WithTimeout(context.Background(), dispatchtest.Patience)
+	defer cancel()
+	nc, err := nats.Connect(nodes[0].URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	l, err := natslog.OpenRideLog(ctx, nc, "north", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, err := l.WriteFence(ctx, "gangbuk", "north", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Fences = staticFence{"gangbuk": seq}
+	var g errgroup.Group
+	for i := range 64 {
+		g.Go(func() error {
+			r := dispatch.Ride{ID: fmt.Sprintf("r_%d", i), Area: "gangbuk", Status: dispatch.RideSearching, Version: 1}
+			return l.Append(ctx, []dispatch.Ride{r})
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatalf("concurrent appends in one area: %v", err)
+	}
+	if _, err := l.WriteFence(ctx, "gangbuk", "east", 2); err != nil {
+		t.Fatal(err)
+	}
+	err = l.Append(ctx, []dispatch.Ride{{ID: "r_late", Area: "gangbuk", Status: dispatch.RideSearching, Version: 1}})
+	if !errors.Is(err, dispatch.ErrFenced) {
+		t.Fatalf("append under the old fence after another region wrote its own: %v, want ErrFenced", err)
+	}
 }

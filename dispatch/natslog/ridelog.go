@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,45 +88,86 @@ const appendTimeout = 5 * time.Second
 func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
 	defer cancel()
-	futures := make([]jetstream.PubAckFuture, 0, len(rides))
+	type pending struct {
+		subj string
+		body []byte
+		opts []jetstream.PublishOpt
+		f    jetstream.PubAckFuture
+	}
+	sent := make([]pending, 0, len(rides))
 	for _, r := range rides {
 		body, err := json.Marshal(r)
 		if err != nil {
 			return fmt.Errorf("encode ride %s: %w", r.ID, err)
 		}
 		id := subject.Token(r.ID)
-		subj := l.prefix + id
-		opts := []jetstream.PublishOpt{jetstream.WithMsgID(fmt.Sprintf("%s/%d", id, r.Version))}
+		p := pending{subj: l.prefix + id, body: body, opts: []jetstream.PublishOpt{jetstream.WithMsgID(fmt.Sprintf("%s/%d", id, r.Version))}}
 		if r.Area != "" {
-			subj = areaPrefix + subject.Token(r.Area) + "." + id
+			p.subj = areaPrefix + subject.Token(r.Area) + "." + id
 			if l.Fences != nil {
 				seq, ok := l.Fences.Fence(r.Area)
 				if !ok {
 					return dispatch.Errorf(dispatch.ECodeNoLease, "log ride %s: this region holds no lease of area %s now", r.ID, r.Area)
 				}
-				opts = append(opts, jetstream.WithExpectLastSequenceForSubject(seq, FenceSubject(r.Area)))
+				p.opts = append(p.opts, jetstream.WithExpectLastSequenceForSubject(seq, FenceSubject(r.Area)))
 			}
 		}
-		f, err := l.js.PublishAsync(subj, body, opts...)
-		if err != nil {
+		if p.f, err = l.js.PublishAsync(p.subj, p.body, p.opts...); err != nil {
 			return fmt.Errorf("log ride %s: %w", r.ID, err)
 		}
-		futures = append(futures, f)
+		sent = append(sent, p)
 	}
-	for i, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			if isWrongLastSequence(err) {
+	for i := range sent {
+		p := &sent[i]
+		for attempt := 0; ; attempt++ {
+			var err error
+			select {
+			case <-p.f.Ok():
+			case err = <-p.f.Err():
+			case <-ctx.Done():
+				return fmt.Errorf("log ride %s: %w", rides[i].ID, ctx.Err())
+			}
+			switch {
+			case err == nil:
+			case isFenceBusy(err):
+				// Another write checking the same fence was in flight: the servers
+				// refuse a second one until the first is stored. Not a fence that
+				// moved on; send it again shortly (its message id keeps it once).
+				select {
+				case <-time.After(fenceBusyBackoff(attempt)):
+				case <-ctx.Done():
+					return fmt.Errorf("log ride %s: %w", rides[i].ID, ctx.Err())
+				}
+				if p.f, err = l.js.PublishAsync(p.subj, p.body, p.opts...); err != nil {
+					return fmt.Errorf("log ride %s: %w", rides[i].ID, err)
+				}
+				continue
+			case isWrongLastSequence(err):
 				return &dispatch.Error{Code: dispatch.ECodeNoLease, Err: dispatch.ErrFenced,
 					Message: fmt.Sprintf("log ride %s: the fence of area %s has moved on: %s", rides[i].ID, rides[i].Area, dispatch.ErrFenced.Message)}
+			default:
+				return fmt.Errorf("log ride %s: %w", rides[i].ID, err)
 			}
-			return fmt.Errorf("log ride %s: %w", rides[i].ID, err)
-		case <-ctx.Done():
-			return fmt.Errorf("log ride %s: %w", rides[i].ID, ctx.Err())
+			break
 		}
 	}
 	return nil
+}
+
+// isFenceBusy says whether err is the servers' refusal of a message whose expected
+// last sequence could not be checked because another message checking the same
+// subject was still in flight (a replicated stream allows one at a time): "wrong
+// last sequence" without the sequence found, unlike a real mismatch.
+func isFenceBusy(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// fenceBusyBackoff is the wait before sending again a write isFenceBusy refused: a
+// few milliseconds, growing to 50, with jitter so that writers do not collide again.
+func fenceBusyBackoff(attempt int) time.Duration {
+	d := time.Millisecond << min(attempt, 5)
+	return min(d, 50*time.Millisecond)/2 + rand.N(min(d, 50*time.Millisecond))
 }
 
 // Latest implements dispatch.RideLog, for this log's region only.
