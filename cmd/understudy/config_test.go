@@ -32,6 +32,7 @@ var settingValues = map[string]string{
 	"max-token-lifetime":      "2h0m0s",
 	"allowed-origin":          "https://a.example,https://b.example",
 	"shutdown-timeout":        "20s",
+	"debug-addr":              "127.0.0.1:6061",
 	"read-header-timeout":     "5s",
 	"read-timeout":            "40s",
 	"write-timeout":           "45s",
@@ -246,7 +247,7 @@ func TestConfigPrecedence(t *testing.T) {
 var (
 	badValues = map[string]string{
 		"region": "seoul:1", "addr": "", "data-dir": "", "log-level": "loud",
-		"max-token-lifetime": "0s", "shutdown-timeout": "0s",
+		"max-token-lifetime": "0s", "shutdown-timeout": "0s", "debug-addr": "6061",
 		"read-header-timeout": "0s", "read-timeout": "0s", "write-timeout": "0s", "idle-timeout": "-1s", "max-conns": "-1",
 		"h3-res": "20", "match-interval": "-1s", "offer-timeout": "0s", "max-search": "0s", "max-radius": "0",
 		"candidates": "0", "max-missed-offers": "-1", "sweep-interval": "-1s",
