@@ -231,8 +231,13 @@ func (d *simDriver) frame(ctx context.Context, c *client.Client, m driver.Messag
 		// Taken offline for letting offers expire: come back.
 		_ = d.send(ctx, c, driver.Frame{Type: driver.TypeAvailable})
 	case driver.TypeError:
-		s.m.rate("errors").add(true)
-		s.note("driver %s: error frame %s: %s", d.id, m.Code, m.Message)
+		// conflict: an answer to an offer that expired or went to another driver, or
+		// a trip step racing the rider's cancel. Expected when the driver (or the
+		// generator) is slow; anything else is an error.
+		if m.Code != dispatch.ECodeConflict {
+			s.m.rate("errors").add(true)
+			s.note("driver %s: error frame %s: %s", d.id, m.Code, m.Message)
+		}
 	}
 }
 

@@ -42,26 +42,59 @@ func (s *Sim) ride(c *riderclient.Client, seed uint64) {
 		defer t.Stop()
 		cancelC = t.C
 	}
+	// Follow the event stream; when it cannot be opened or breaks for good, poll
+	// GET /v1/rides/{id} once a second instead, as the k6 riders do.
+	var (
+		events <-chan rider.Ride
+		poll   <-chan time.Time
+	)
 	st, err := c.Follow(ctx, v.ID, 0)
+	s.m.rate("errors").add(err != nil && ctx.Err() == nil)
 	if err != nil {
-		if ctx.Err() == nil {
-			s.m.rate("errors").add(true)
-			s.note("follow ride %s: %v", v.ID, err)
+		if ctx.Err() != nil {
+			return
 		}
-		return // checkFinal reads it at the end
+		s.note("follow ride %s: %v", v.ID, err)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		poll = tick.C
+	} else {
+		events = st.C
 	}
-	s.m.rate("errors").add(false)
 	for {
 		select {
-		case got, ok := <-st.C:
+		case <-ctx.Done():
+			return // checkFinal reads it at the end
+		case got, ok := <-events:
 			if !ok {
+				events = nil
 				if err := st.Err(); err != nil && ctx.Err() == nil {
 					s.m.rate("errors").add(true)
 					s.note("follow ride %s: %v", v.ID, err)
 				}
-				return
+				if s.isFinal(rec) {
+					return
+				}
+				tick := time.NewTicker(time.Second)
+				defer tick.Stop()
+				poll = tick.C
+				continue
 			}
 			s.observe(rec, got)
+		case <-poll:
+			got, err := c.Ride(ctx, v.ID)
+			if err != nil {
+				if ctx.Err() == nil {
+					s.m.rate("errors").add(true)
+					s.note("read ride %s: %v", v.ID, err)
+				}
+				continue
+			}
+			s.m.rate("errors").add(false)
+			s.observe(rec, got)
+			if s.isFinal(rec) {
+				return
+			}
 		case <-cancelC:
 			cancelC = nil
 			_, err := c.Cancel(ctx, v.ID)
@@ -75,6 +108,12 @@ func (s *Sim) ride(c *riderclient.Client, seed uint64) {
 			}
 		}
 	}
+}
+
+func (s *Sim) isFinal(rec *rideRec) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return rec.final != ""
 }
 
 // register records a new ride, and the offer that reached a driver before the 201.

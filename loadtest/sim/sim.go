@@ -372,7 +372,7 @@ func ms(sorted []float64, p float64) string {
 func (s *Sim) arrivals(ctx context.Context, wg *sync.WaitGroup) {
 	sc := s.cfg.Scenario
 	r := rand.New(rand.NewPCG(s.cfg.Seed, 7))
-	pool := make([]*riderclient.Client, max(32, int(2*sc.RidersPerS)))
+	pool := make([]*riderclient.Client, RiderPool(sc))
 	for i := range pool {
 		tok, err := s.cfg.Tokens(dispatch.RoleRider, fmt.Sprintf("%s-u%d", s.cfg.RunID, i))
 		if err != nil {
@@ -397,6 +397,15 @@ func (s *Sim) arrivals(ctx context.Context, wg *sync.WaitGroup) {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.ride(c, seed) }()
 	}
+}
+
+// RiderPool is how many riders a scenario's rides are spread over: enough that each
+// has at most a few rides in flight (a ride lives up to pickup_s + trip_s plus its
+// search), well under the rider API's per-rider limits (10 requests/s, 8 event
+// streams). The k6 scripts use the same formula.
+func RiderPool(sc loadtest.Scenario) int {
+	life := sc.PickupS[1] + sc.TripS[1] + 20
+	return max(32, int(math.Ceil(sc.RidersPerS*life/4)))
 }
 
 // move hands an area to another region, as the failover scenario does.
