@@ -1,7 +1,7 @@
 # The two commands a newcomer needs: `make run` and `make test`.
 GO ?= go
 
-.PHONY: run test deps vet openapi-lint web-check bench fuzz drill
+.PHONY: run test deps vet openapi-lint web-check bench fuzz drill loadtest loadtest-typecheck
 
 # Root installs directly; anyone else through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -10,8 +10,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run:
 	$(GO) run ./cmd/understudy
 
-## test: vet, the OpenAPI lint, the whole suite under the race detector, and one pass of every benchmark
-test: deps vet openapi-lint web-check
+## test: vet, the OpenAPI lint, the web apps' and the k6 scripts' type checks, the whole suite under the race detector (Chromium tests and a short simulator run included), and one pass of every benchmark
+test: deps vet openapi-lint web-check loadtest-typecheck
 	$(GO) test -race -count=1 -timeout 12m ./...
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 1x ./...
 
@@ -40,6 +40,25 @@ web-check: .ci/node_modules/.installed
 	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm; }
 	npm ci --prefix .ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+## loadtest-typecheck: the k6 scripts of loadtest/ against k6's published types (@types/k6 and typescript, pinned in .ci)
+loadtest-typecheck: .ci/node_modules/.installed
+	.ci/node_modules/.bin/tsc -p loadtest/jsconfig.json
+
+## loadtest: start a region (the embedded default; LOADTEST_REDIS=redis://... for Redis hot state), load it with
+## `understudy sim --scenario $(SCENARIO)` (default mixed; SIM_FLAGS for more, e.g. --drivers 10000 --json) and print the summary
+SCENARIO ?= mixed
+LOADTEST_ADDR ?= 127.0.0.1:18080
+LOADTEST_REDIS ?=
+SIM_FLAGS ?=
+loadtest:
+	@set -e; dir=$$(mktemp -d); bin=$$dir/understudy; \
+	$(GO) build -o $$bin ./cmd/understudy; \
+	extra=""; if [ -n "$(LOADTEST_REDIS)" ]; then extra="--redis $(LOADTEST_REDIS) --region loadtest"; fi; \
+	$$bin serve --addr $(LOADTEST_ADDR) --data-dir $$dir/data $$extra >$$dir/server.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; rm -rf $$dir' EXIT INT TERM; \
+	echo "region: $$bin serve --addr $(LOADTEST_ADDR) $$extra (pid $$pid, log $$dir/server.log)"; \
+	$$bin sim --url http://$(LOADTEST_ADDR) --data-dir $$dir/data --scenario $(SCENARIO) $(SIM_FLAGS)
 
 ## bench: the figures in docs/performance.md
 bench:

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -29,7 +30,10 @@ type Config struct {
 	Addr            string        // HTTP listen address
 	DataDir         string        // where the embedded parts keep their files
 	ShutdownTimeout time.Duration // how long shutdown may drain
-	LogLevel        string
+	// DebugAddr, if set, serves net/http/pprof there, on a listener of its own (for
+	// profiling under load; keep it on loopback).
+	DebugAddr string
+	LogLevel  string
 	// AllowedOrigins lists the Origins a browser may open the driver socket from and
 	// call the rider API from (CORS); empty allows same-host origins and non-browser
 	// clients only on the socket, and no other origin on the API.
@@ -81,6 +85,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Addr, "addr", c.Addr, "HTTP listen `address`")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`directory` for the embedded parts' files")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long shutdown may drain")
+	fs.StringVar(&c.DebugAddr, "debug-addr", c.DebugAddr, "listen `address` for net/http/pprof (profiling; default off, keep it on loopback)")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	listVar(fs, &c.AllowedOrigins, "allowed-origin", "an `origin` whose browser pages may open the driver socket and call the rider API (a list; * for any)")
 	fs.StringVar(&c.MapTiles, "map-tiles", c.MapTiles, "`URL` template of base map tiles for the web apps, e.g. https://tiles.example.com/{z}/{x}/{y}.png (default: none, a plain background)")
@@ -108,6 +113,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxTokenLifetime <= 0 {
 		errs = append(errs, fmt.Errorf("max-token-lifetime %s: want > 0", c.MaxTokenLifetime))
+	}
+	if c.DebugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.DebugAddr); err != nil {
+			errs = append(errs, fmt.Errorf("debug-addr %q: want host:port: %w", c.DebugAddr, err))
+		}
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		errs = append(errs, err)

@@ -33,6 +33,7 @@ var settingValues = map[string]string{
 	"allowed-origin":          "https://a.example,https://b.example",
 	"map-tiles":               "https://tiles.example/{z}/{x}/{y}.png",
 	"shutdown-timeout":        "20s",
+	"debug-addr":              "127.0.0.1:6061",
 	"read-header-timeout":     "5s",
 	"read-timeout":            "40s",
 	"write-timeout":           "45s",
@@ -248,7 +249,7 @@ var (
 	badValues = map[string]string{
 		"map-tiles": "ftp://tiles.example/{z}/{x}.png",
 		"region":    "seoul:1", "addr": "", "data-dir": "", "log-level": "loud",
-		"max-token-lifetime": "0s", "shutdown-timeout": "0s",
+		"max-token-lifetime": "0s", "shutdown-timeout": "0s", "debug-addr": "6061",
 		"read-header-timeout": "0s", "read-timeout": "0s", "write-timeout": "0s", "idle-timeout": "-1s", "max-conns": "-1",
 		"h3-res": "20", "match-interval": "-1s", "offer-timeout": "0s", "max-search": "0s", "max-radius": "0",
 		"candidates": "0", "max-missed-offers": "-1", "sweep-interval": "-1s",

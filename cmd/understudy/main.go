@@ -5,6 +5,7 @@
 //	understudy ledger export [--since T]          completed trips as NDJSON
 //	understudy drive --sub ID --lat LAT --lng LNG [--auto]  a demo driver
 //	understudy dev-cluster [--deployment FILE] [--dir DIR]  three regions on loopback
+//	understudy sim [--scenario mixed] [--url URL] [--json]  the load simulator
 //	understudy version           print the version
 package main
 
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return ledgerCmd(ctx, args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
+	case "sim":
+		return simCmd(ctx, args, stdout, stderr)
 	case "regions":
 		return regionsCmd(ctx, args, stdout, stderr)
 	case "areas":
@@ -69,6 +72,7 @@ commands:
   ledger    ledger export [--since RFC3339]: completed trips as NDJSON, for settlement
   drive     a demo driver: drive --sub d-42 --lat 37.5668 --lng 126.9783 --auto
   dev-cluster  three regions on this machine, one process each: dev-cluster [--dir DIR]
+  sim       load a region or a deployment with a simulated fleet: sim --scenario mixed --url URL [--json]
   regions   who serves each area, under which epoch, which regions are up: regions --url URL
   areas     hand an area over: areas move AREA --to REGION --url URL (admin)
   version   print the version

@@ -496,6 +496,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err != nil {
 		return err
 	}
+	if cfg.DebugAddr != "" {
+		stop, err := serveDebug(cfg.DebugAddr, log)
+		if err != nil {
+			_ = s.close()
+			return err
+		}
+		defer stop()
+	}
 	log.Info("understudy serving", slog.String("addr", s.Addr()), slog.String("version", version),
 		slog.String("data_dir", cfg.DataDir), slog.String("store", s.storeName()), slog.String("region", cfg.Region),
 		slog.Int("max_conns", s.maxConns), slog.String("dev_secret", s.secretSource))
