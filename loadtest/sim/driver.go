@@ -210,7 +210,9 @@ func (d *simDriver) frame(ctx context.Context, c *client.Client, m driver.Messag
 		}
 		s.assign(d.id, m.Ride.ID)
 		if d.trip != nil && d.trip.ride != m.Ride.ID {
-			s.problem("double_assignments", "driver %s assigned ride %s while on ride %s", d.id, m.Ride.ID, d.trip.ride)
+			s.mu.Lock()
+			s.suspects = append(s.suspects, suspect{driver: d.id, on: d.trip.ride, assigned: m.Ride.ID, at: m.Ride.UpdatedAt})
+			s.mu.Unlock()
 		}
 		if d.trip != nil && d.trip.ride == m.Ride.ID {
 			d.advance(*m.Ride, now, step) // a welcome resumed it already

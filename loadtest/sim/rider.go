@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
@@ -170,7 +171,7 @@ func (s *Sim) observe(rec *rideRec, v rider.Ride) {
 	if !v.Status.Final() {
 		return
 	}
-	rec.final = v.Status
+	rec.final, rec.ended = v.Status, v.UpdatedAt
 	switch v.Status {
 	case dispatch.RideCompleted:
 		s.m.add("rides_completed", 1)
@@ -221,5 +222,22 @@ func (s *Sim) checkFinal(ctx context.Context) []string {
 			s.problem("lost_rides", "ride %s not final after the drain (%s)", id, st)
 		}
 	}
-	return []string{"every ride final: " + plural(n, "ride") + " checked, " + plural(len(open), "read again") + " after the drain"}
+	stale := s.checkSuspects()
+	return []string{"every ride final: " + plural(n, "ride") + " checked, " + plural(len(open), "read again") + " after the drain",
+		"drivers assigned while the simulator held them on an ended ride (their app had not heard of its end): " + strconv.Itoa(stale)}
+}
+
+// checkSuspects reports each suspect whose earlier ride had not ended by the time
+// the driver was assigned the next one, and returns how many had (a stale view).
+func (s *Sim) checkSuspects() (stale int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.suspects {
+		if rec, ok := s.rides[x.on]; ok && rec.final != "" && !rec.ended.After(x.at) {
+			stale++
+			continue
+		}
+		s.problemLocked("double_assignments", "driver %s assigned ride %s while on ride %s", x.driver, x.assigned, x.on)
+	}
+	return stale
 }

@@ -109,6 +109,7 @@ type Sim struct {
 	early    map[string]time.Time
 	assigned map[string]string // ride -> the driver it was assigned to
 	problems []string
+	suspects []suspect
 	notes    []string // the first unexpected errors, for the summary
 }
 
@@ -120,6 +121,15 @@ type rideRec struct {
 	driver   string
 	rider    *riderclient.Client
 	matchedN int
+	ended    time.Time // the ride's last update, once final (server time)
+}
+
+// suspect is a driver assigned a ride while the simulator still held it on another:
+// a double assignment, unless the other had ended by then and its driver had not
+// heard (a step answered while the socket moved). Checked once every ride is final.
+type suspect struct {
+	driver, on, assigned string
+	at                   time.Time // the new ride's update that assigned it (server time)
 }
 
 // New checks cfg and prepares a run.
