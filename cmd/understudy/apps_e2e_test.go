@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
-	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
 )
 
@@ -144,7 +143,7 @@ func TestWebAppsCompleteATrip(t *testing.T) {
 // region shows the dead region and who serves its area, and moves an area.
 func TestWebAppsFollowAKilledRegion(t *testing.T) {
 	regionSecret(t)
-	d := eastKillable(t, "--sse-location-interval", "1s")
+	d := mustRegionsEastKillable(t, "--sse-location-interval", "1s")
 	base := "http://" + d.east.addr
 	runApps(t, "SCENARIO=failover", "BASE="+base,
 		"AT_LAT="+ftoa(atEast.Lat), "AT_LNG="+ftoa(atEast.Lng),
@@ -157,36 +156,6 @@ func TestWebAppsFollowAKilledRegion(t *testing.T) {
 	if dr, err := d.north.store.Driver(t.Context(), "d-7"); err == nil {
 		t.Errorf("the driver app connected to north on its way to south: %+v", dr)
 	}
-}
-
-// eastKillable is mustRegionsEastKillable on a busy machine: east, the real binary,
-// may come up after south, its successor, took busan (a cold start waits out two
-// lease times for the home); then busan is moved back to east, as an operator would.
-func eastKillable(t *testing.T, args ...string) killableDeployment {
-	t.Helper()
-	north, east, south, common := regionsOnOneNATS(t)
-	d := killableDeployment{north: serveRegion(t, "north", north, common, args), south: serveRegion(t, "south", south, common, args)}
-	d.east = startProc(t, append(append([]string{"--addr", east, "--data-dir", t.TempDir(), "--region", "east"}, common...), args...)...)
-	dispatchtest.Eventually(t, func() error {
-		if by, epoch, _ := d.south.leases.ServedBy("busan"); by == "" || epoch == 0 {
-			return fmt.Errorf("nobody serves busan yet")
-		}
-		if !probeHealthz(t.Context(), http.DefaultClient, "http://"+east) {
-			return fmt.Errorf("east is not up yet")
-		}
-		return nil
-	})
-	if by, _, _ := d.south.leases.ServedBy("busan"); by != "east" {
-		dispatchtest.Eventually(t, func() error {
-			if code, _ := moveArea(t, d.south, "busan", "east"); code != http.StatusOK {
-				return fmt.Errorf("move of busan to east: %d", code)
-			}
-			return nil
-		})
-	}
-	awaitServed(t, d.north, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
-	awaitServed(t, d.south, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
-	return d
 }
 
 func ftoa(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }

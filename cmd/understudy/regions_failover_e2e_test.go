@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/driver"
 	"github.com/understudy/understudy/driver/client"
 	"github.com/understudy/understudy/driver/drivertest"
@@ -26,6 +28,25 @@ func mustRegionsEastKillable(tb testing.TB, args ...string) killableDeployment {
 	north, east, south, common := regionsOnOneNATS(tb)
 	d := killableDeployment{north: serveRegion(tb, "north", north, common, args), south: serveRegion(tb, "south", south, common, args)}
 	d.east = startProc(tb, append(append([]string{"--addr", east, "--data-dir", tb.TempDir(), "--region", "east"}, common...), args...)...)
+	// On a busy machine the binary can come up after its home's head start at a cold
+	// start (two lease times), and south then serves busan: move it home first.
+	dispatchtest.Eventually(tb, func() error {
+		if by, epoch, _ := d.south.leases.ServedBy("busan"); by == "" || epoch == 0 {
+			return fmt.Errorf("nobody serves busan yet")
+		}
+		if !probeHealthz(tb.Context(), http.DefaultClient, "http://"+east) {
+			return fmt.Errorf("east is not up yet")
+		}
+		return nil
+	})
+	if by, _, _ := d.south.leases.ServedBy("busan"); by != "east" {
+		dispatchtest.Eventually(tb, func() error {
+			if code, _ := moveArea(tb, d.south, "busan", "east"); code != http.StatusOK {
+				return fmt.Errorf("move of busan to east: %d", code)
+			}
+			return nil
+		})
+	}
 	awaitServed(tb, d.north, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
 	awaitServed(tb, d.south, map[string]string{"jongno": "north", "gangnam": "south", "busan": "east"})
 	return d
