@@ -45,7 +45,7 @@ func TestSimMixedShortRun(t *testing.T) {
 	if got := m["rides_completed"].Count + m["rides_cancelled"].Count + m["rides_no_driver"].Count; got != m["rides_requested"].Count {
 		t.Fatalf("%d rides requested, %d ended", m["rides_requested"].Count, got)
 	}
-	if len(sum.Checks) != 2 || len(sum.Problems) != 0 {
+	if len(sum.Checks) != 3 || len(sum.Problems) != 0 { // rides final, drivers' stale views, the ledger
 		t.Fatalf("checks %v, problems %v", sum.Checks, sum.Problems)
 	}
 }

@@ -169,8 +169,16 @@ func TestConcurrentAppendsInOneAreaAreNotFenced(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	l, err := natslog.OpenRideLog(ctx, nc, "north", 3)
-	if err != nil {
+	var l *natslog.RideLog
+	// Until the meta leader has heard from every node, placement of an R3 stream
+	// fails: retry, as serve does.
+	if err := dispatchtest.Within(dispatchtest.Patience, 100*time.Millisecond, func() error {
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var err error
+		l, err = natslog.OpenRideLog(octx, nc, "north", 3)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	seq, err := l.WriteFence(ctx, "gangbuk", "north", 1)
