@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -98,32 +98,26 @@ func startDevCluster(tb testing.TB, args ...string) *devClusterProc {
 	tb.Helper()
 	p := &devClusterProc{cmd: exec.Command(mustBuild(tb), append([]string{"dev-cluster"}, args...)...),
 		exited: make(chan struct{}), regions: map[string]devRegion{}}
-	stdout, err := p.cmd.StdoutPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
+	// Output goes through a writer, not StdoutPipe: Wait then returns only once every
+	// line is read (with a pipe, Wait may close it before the last lines are).
+	ready := make(chan struct{})
+	p.cmd.Stdout = &lineWriter{line: func(line string) {
+		p.mu.Lock()
+		p.out = append(p.out, line)
+		// region NAME URL pid PID nats NATS log FILE
+		if f := strings.Fields(line); len(f) >= 7 && f[0] == "region" && f[3] == "pid" && f[5] == "nats" {
+			pid, _ := strconv.Atoi(f[4])
+			p.regions[f[1]] = devRegion{url: f[2], pid: pid, nats: f[6]}
+		}
+		p.mu.Unlock()
+		if strings.HasPrefix(line, "ready:") {
+			close(ready)
+		}
+	}}
 	p.cmd.Stderr = p.cmd.Stdout
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.out = append(p.out, line)
-			// region NAME URL pid PID nats NATS log FILE
-			if f := strings.Fields(line); len(f) >= 7 && f[0] == "region" && f[3] == "pid" && f[5] == "nats" {
-				pid, _ := strconv.Atoi(f[4])
-				p.regions[f[1]] = devRegion{url: f[2], pid: pid, nats: f[6]}
-			}
-			p.mu.Unlock()
-			if strings.HasPrefix(line, "ready:") {
-				close(ready)
-			}
-		}
-	}()
 	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
 	tb.Cleanup(func() {
 		p.stop(tb)
@@ -295,5 +289,24 @@ func TestDevClusterThreeRegionsOneNATSCluster(t *testing.T) {
 		if name != leader && !strings.Contains(p.output(), fmt.Sprintf("region %s (pid %d) stopped: exit 0", name, r.pid)) {
 			t.Errorf("region %s did not stop cleanly:\n%s", name, p.output())
 		}
+	}
+}
+
+// lineWriter hands each complete line written to it to line (exec writes from one
+// goroutine at a time for a Stdout that is also the Stderr).
+type lineWriter struct {
+	partial []byte
+	line    func(string)
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.partial = append(w.partial, b...)
+	for {
+		i := bytes.IndexByte(w.partial, '\n')
+		if i < 0 {
+			return len(b), nil
+		}
+		w.line(string(w.partial[:i]))
+		w.partial = w.partial[i+1:]
 	}
 }
