@@ -74,7 +74,8 @@ type Error struct {
 	Code    ECode
 	Message string
 	Err     error // the sentinel or cause, for errors.Is; may be nil
-	// RetryAfterS tells a rate-limited client how many seconds to wait.
+	// RetryAfterS tells a client how many seconds to wait before it asks again
+	// (rate_limited, no_lease, unavailable): the Retry-After header over HTTP.
 	RetryAfterS int
 	// Redirect is the region a wrong_region error sends the client to.
 	Redirect *Redirect

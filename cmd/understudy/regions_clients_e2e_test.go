@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/dispatchtest"
@@ -136,4 +138,134 @@ func TestDriverClientFollowsReconnect(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// Riders following their rides' event streams while an admin moves the rides' area
+// to another region and back get every status change and no error: each move ends
+// the streams at the region that gave the area up, which sends the client on (421)
+// to a region that may not have adopted the ride yet (404 for a moment), and the
+// client resumes there once it has.
+func TestRiderClientFollowsARideAcrossAnAreaMove(t *testing.T) {
+	regionSecret(t)
+	d := mustRegions(t, "--match-interval", "0")
+	ctx := riderCtx(t)
+	// A stream that breaks for good shows here at once, not after the next step.
+	type item struct {
+		ride rider.Ride
+		end  bool // the stream is closed, for err
+		err  error
+	}
+	type follower struct {
+		id    string
+		items chan item
+	}
+	follow := func(c *riderclient.Client, id string) follower {
+		st, err := c.Follow(ctx, id, 0)
+		if err != nil {
+			t.Fatalf("follow ride %s: %v", id, err)
+		}
+		f := follower{id: id, items: make(chan item, 16)}
+		go func() {
+			for r := range st.C {
+				f.items <- item{ride: r}
+			}
+			f.items <- item{end: true, err: st.Err()}
+		}()
+		return f
+	}
+	take := func(f follower, what string) item {
+		t.Helper()
+		select {
+		case it := <-f.items:
+			return it
+		case <-time.After(riderWait):
+			t.Fatalf("ride %s: no %s within %s", f.id, what, riderWait)
+		}
+		return item{}
+	}
+	// A resumed stream starts with the ride's state when it is newer than the last
+	// event: the same status again at a later version (a new search at the region
+	// that adopted it) is no change of status.
+	seen := map[string]dispatch.RideStatus{}
+	next := func(f follower, want dispatch.RideStatus) {
+		t.Helper()
+		for {
+			it := take(f, string(want))
+			switch {
+			case it.end:
+				t.Fatalf("ride %s: the stream ended waiting for %s: %v", f.id, want, it.err)
+			case it.ride.Status == seen[f.id]:
+				continue
+			case it.ride.Status != want:
+				t.Fatalf("ride %s: event %s after %s, want %s", f.id, it.ride.Status, seen[f.id], want)
+			}
+			seen[f.id] = want
+			return
+		}
+	}
+	ended := func(f follower) {
+		t.Helper()
+		switch it := take(f, "end of the stream"); {
+		case !it.end:
+			t.Fatalf("ride %s: event %s after the final one", f.id, it.ride.Status)
+		case it.err != nil:
+			t.Fatalf("ride %s: the stream ended with %v, want the final status", f.id, it.err)
+		}
+	}
+	move := func(s *server, to string) {
+		t.Helper()
+		if code, res := moveArea(t, s, "busan", to); code != http.StatusOK || res.To != to {
+			t.Fatalf("move busan to %s: %d %+v", to, code, res)
+		}
+	}
+	redial := func(c *client.Client, s *server) *client.Client {
+		t.Helper()
+		drivertest.Next(t, c, driver.TypeReconnect)
+		at, w := mustDial(t, s, "d-1", client.Dialer{})
+		if w.Ride == nil {
+			t.Fatalf("d-1 welcomed at %s without its ride: %s", s.cfg.Region, w.Raw)
+		}
+		return at
+	}
+
+	// Ride one is created at south, which serves busan; its driver takes it there.
+	dc := mustOnline(t, d.south, "d-1", atEast)
+	alice := riderClient(t, d.south, "u-1", dispatch.RoleRider)
+	one, err := alice.RequestRide(ctx, rider.RideRequest{Pickup: atEast, Dropoff: atNorth}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f1 := follow(alice, one.ID)
+	next(f1, dispatch.RideSearching)
+	accept(t, dc, one.ID)
+	next(f1, dispatch.RideMatched)
+
+	// Handed over to north, which never had ride one.
+	move(d.south, "north")
+	dc = redial(dc, d.north)
+	steps(t, dc, one.ID, "arrived")
+	next(f1, dispatch.RideArrived)
+	// Ride two is created at north (the client asks south and is sent on), so south
+	// never had it.
+	bob := riderClient(t, d.south, "u-2", dispatch.RoleRider)
+	two, err := bob.RequestRide(ctx, rider.RideRequest{Pickup: atEast, Dropoff: atNorth}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f2 := follow(bob, two.ID)
+	next(f2, dispatch.RideSearching)
+
+	// And back to south.
+	move(d.north, "south")
+	dc = redial(dc, d.south)
+	steps(t, dc, one.ID, "start")
+	next(f1, dispatch.RideInProgress)
+	steps(t, dc, one.ID, "complete")
+	next(f1, dispatch.RideCompleted)
+	ended(f1)
+	if _, err := bob.Cancel(ctx, two.ID); err != nil {
+		t.Fatalf("cancel ride two after the hand-back: %v", err)
+	}
+	next(f2, dispatch.RideCancelled)
+	ended(f2)
 }

@@ -39,10 +39,8 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 	if info.HTTPStatus == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", Challenge)
 	}
-	if code == dispatch.ECodeRateLimited {
-		if s := dispatch.RetryAfter(err); s > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(s))
-		}
+	if s := dispatch.RetryAfter(err); s > 0 { // rate_limited, no_lease, unavailable
+		w.Header().Set("Retry-After", strconv.Itoa(s))
 	}
 	d := Details{
 		Type:   "https://understudy.dev/problems/" + string(code),

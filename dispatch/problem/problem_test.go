@@ -23,6 +23,7 @@ func TestWrite(t *testing.T) {
 		{dispatch.ErrRideNotFound, 404, "not_found", "ride not found", "", ""},
 		{dispatch.Errorf(dispatch.ECodeInvalid, "latitude 91 is out of range"), 400, "invalid", "latitude 91 is out of range", "", ""},
 		{limited, 429, "rate_limited", "slow down", "3", ""},
+		{&dispatch.Error{Code: dispatch.ECodeNoLease, Message: "nobody holds the lease", RetryAfterS: 1}, 503, "no_lease", "nobody holds the lease", "1", ""},
 		{errors.New("dial tcp 10.0.0.7:6379: refused"), 500, "internal", "internal error", "", ""},
 		{dispatch.Errorf(dispatch.ECodeUnauthorized, "missing bearer token"), 401, "unauthorized", "missing bearer token", "", `Bearer realm="understudy"`},
 		{dispatch.Errorf(dispatch.ECodeForbidden, "drivers may not"), 403, "forbidden", "drivers may not", "", ""},

@@ -41,6 +41,12 @@ import (
 // the region that has the ride becomes the ride's region (RideURL). Each region is
 // tried at most once per call; once none is left, a network error is retried at the
 // last one as with one region, and ctx bounds it all.
+//
+// While an area changes hands (an admin's move, a takeover) the regions disagree for
+// a moment: the one a 421 named may answer 404 for a ride it has not adopted yet, or
+// name the region that sent the call there. Such a call pauses (the backoff) and
+// starts over, up to Retries times; so does an event stream, which also waits out
+// the Retry-After of a 503 no_lease.
 type Client struct {
 	BaseURL string       // e.g. http://127.0.0.1:8080
 	Token   string       // bearer JWT, role rider or admin
@@ -72,7 +78,8 @@ var (
 	// outside_service_area). No region serves it.
 	ErrOutsideServiceArea = errors.New("rider API: pickup outside the service area")
 	// ErrWrongRegion: another region serves the pickup (421 wrong_region) and the
-	// client did not get there within MaxHops.
+	// client did not get there within MaxHops, or regions kept naming each other
+	// after Retries pauses.
 	ErrWrongRegion = errors.New("rider API: served by another region")
 )
 
@@ -227,15 +234,23 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 	if q.ride != "" {
 		start = c.RideURL(q.ride)
 	}
-	base := start
-	f.tried[base] = true
-	if f.dead[base] != nil { // learn found it down just now
-		if next, ok := c.next(f, base); ok {
-			base = next
-			f.tried[base] = true
+	var (
+		base     string
+		hops     int
+		hopped   bool // base is the region a 421 named
+		transits int  // times the call started over after an area changing hands
+	)
+	begin := func() {
+		base, hops, hopped = start, 0, false
+		f.tried[base] = true
+		if f.dead[base] != nil { // found down just now
+			if next, ok := c.next(f, base); ok {
+				base = next
+				f.tried[base] = true
+			}
 		}
 	}
-	hops := 0
+	begin()
 	for attempt := 0; ; attempt++ {
 		resp, err := c.send(ctx, base, q.method, q.path, q.payload, q.hdr)
 		if err == nil {
@@ -267,12 +282,36 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 				// reach: that is the trouble, and it may pass.
 				return nil, next, f.dead[next]
 			}
-			if hops >= MaxHops || f.tried[next] {
+			switch {
+			case f.tried[next]:
+				// Two regions name each other: an area changing hands, which each
+				// sees at its own moment.
+				err = &transitError{err: err, why: "regions disagree on who serves the area: it is changing hands"}
+			case hops >= MaxHops:
+				return nil, base, err
+			default:
+				hops++
+				base, attempt, hopped = next, -1, true // a new region: its own retries
+				f.tried[base] = true
+				continue
+			}
+		} else if hopped && q.ride != "" && notFound(err) {
+			// Sent by a 421 to a region that has no such ride yet: the area was just
+			// handed to it, and it is adopting the area's rides.
+			err = &transitError{err: err, why: "the region serving the ride's area has not taken the ride yet"}
+		}
+		if inTransit(err) {
+			if transits >= q.retries {
 				return nil, base, err
 			}
-			hops++
-			base, attempt = next, -1 // a new region: its own retries
-			f.tried[base] = true
+			if err := sleep(ctx, c.backoff(transits)); err != nil {
+				return nil, base, err
+			}
+			// Start over: by now the regions may agree.
+			transits++
+			clear(f.tried)
+			begin()
+			attempt = -1
 			continue
 		}
 		network := networkError(err)
@@ -284,7 +323,7 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 				c.learn(ctx, f)
 			}
 			if next, ok := c.next(f, base); ok {
-				base, attempt = next, -1
+				base, attempt, hopped = next, -1, false
 				f.tried[base] = true
 				continue
 			}
@@ -369,10 +408,37 @@ func responseError(resp *http.Response) error {
 	return e
 }
 
+// transitError is an answer seen while a ride's area changes hands (an admin's move,
+// a takeover): a 404 from the region a 421 named, which has not adopted the area's
+// rides yet, or two regions naming each other. It passes within moments: the call is
+// asked again, from the start, after a pause. It unwraps to the answer.
+type transitError struct {
+	err error
+	why string
+}
+
+func (e *transitError) Error() string { return e.err.Error() + " (" + e.why + ")" }
+func (e *transitError) Unwrap() error { return e.err }
+
+// inTransit reports whether err was seen while an area changed hands.
+func inTransit(err error) bool {
+	var te *transitError
+	return errors.As(err, &te)
+}
+
 // retryable says whether err after attempt may be retried, and after what pause.
 func (c *Client) retryable(err error, attempt int) (time.Duration, bool) {
 	if attempt >= c.Retries {
 		return 0, false
+	}
+	return c.retryWait(err, attempt)
+}
+
+// retryWait says whether err may pass if asked again, and after what pause (its
+// Retry-After, else the backoff of attempt), however many times it was asked.
+func (c *Client) retryWait(err error, attempt int) (time.Duration, bool) {
+	if inTransit(err) {
+		return c.backoff(attempt), true
 	}
 	var e *Error
 	if errors.As(err, &e) {

@@ -320,3 +320,154 @@ func TestWrongRegionToADeadRegionSaysItIsUnreachable(t *testing.T) {
 		t.Fatalf("estimate whose region is dead: %v, want the network error", err)
 	}
 }
+
+// moveTo makes rg answer every call 421 wrong_region naming to, as a region that
+// handed an area over does, and ends its open streams.
+func moveTo(rg, to *region) {
+	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, &dispatch.Error{Code: dispatch.ECodeWrongRegion, Message: "moved",
+			Redirect: &dispatch.Redirect{Region: "to", URL: to.srv.URL}})
+	}))
+	rg.handler.Store(&h)
+	rg.srv.CloseClientConnections()
+}
+
+// first makes rg answer its first n calls with answer, then serve as it does.
+func first(rg *region, n int, answer http.HandlerFunc) {
+	serve := *rg.handler.Load()
+	var calls atomic.Int32
+	h := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= int32(n) {
+			answer(w, r)
+			return
+		}
+		serve.ServeHTTP(w, r)
+	}))
+	rg.handler.Store(&h)
+}
+
+// An area moved while a rider follows a ride in it: the region that gave it up sends
+// the client on (421) to the region that took it, which answers 404 until it has
+// adopted the area's rides. The stream waits for it and resumes there, and the rider
+// sees each state once, with no error.
+func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
+	d := newDeployment(t)
+	from, to := d.add(), d.add()
+	store := memstore.New()
+	d.serve(from, store, 1)
+	c := fast(client.New(from.srv.URL, d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Follow(ctx, ride.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := <-st.C; r.Status != dispatch.RideSearching {
+		t.Fatalf("first event %+v", r)
+	}
+
+	d.serve(to, store, 2) // has the ride once it has adopted it...
+	first(to, 3, func(w http.ResponseWriter, r *http.Request) { problem.Write(w, r, dispatch.ErrRideNotFound) })
+	moveTo(from, to)
+	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
+		t.Fatalf("cancel after the move: %+v %v", got, err)
+	}
+	var statuses []dispatch.RideStatus
+	for r := range st.C {
+		statuses = append(statuses, r.Status)
+	}
+	if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[cancelled]" {
+		t.Fatalf("after the move the stream gave %v and ended with %v, want [cancelled] and nil", statuses, err)
+	}
+	if c.RideURL(ride.ID) != to.srv.URL {
+		t.Errorf("ride's region %s, want %s", c.RideURL(ride.ID), to.srv.URL)
+	}
+}
+
+// During a move each region may, for a moment, say the other serves the ride's area:
+// the call waits and asks again, and gets the ride from the region that took it.
+func TestRideWaitsWhileRegionsDisagree(t *testing.T) {
+	d := newDeployment(t)
+	from, to := d.add(), d.add()
+	store := memstore.New()
+	d.serve(from, store, 1)
+	c := fast(client.New(from.srv.URL, d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.serve(to, store, 2)
+	first(to, 2, func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, &dispatch.Error{Code: dispatch.ECodeWrongRegion, Message: "not yet",
+			Redirect: &dispatch.Redirect{Region: "from", URL: from.srv.URL}})
+	})
+	moveTo(from, to)
+	if got, err := c.Ride(ctx, ride.ID); err != nil || got.ID != ride.ID {
+		t.Fatalf("ride while the regions disagree: %+v %v, want the ride", got, err)
+	}
+	if n := len(to.requests()); n != 3 {
+		t.Errorf("the region that took the area was asked %d times, want 3", n)
+	}
+}
+
+// A resumed stream answered 503 with Retry-After waits that long before it asks
+// again (a hand-over takes about a second), however short its own backoff.
+func TestFollowWaitsRetryAfter(t *testing.T) {
+	d := newDeployment(t)
+	home := d.add()
+	d.serve(home, memstore.New(), 1)
+	c := fast(client.New(home.srv.URL, d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Follow(ctx, ride.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-st.C
+	var mu sync.Mutex
+	var refused []time.Time
+	first(home, 2, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		refused = append(refused, time.Now())
+		mu.Unlock()
+		problem.Write(w, r, &dispatch.Error{Code: dispatch.ECodeNoLease, Message: "hand-over", RetryAfterS: 1})
+	})
+	home.srv.CloseClientConnections()
+	for deadline := time.Now().Add(30 * time.Second); ; { // the stream is refused twice
+		mu.Lock()
+		n := len(refused)
+		mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stream was asked again %d times in 30 s, want 2", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
+		t.Fatalf("cancel: %+v %v", got, err)
+	}
+	for range st.C {
+	}
+	if err := st.Err(); err != nil {
+		t.Fatalf("the stream ended with %v, want the final status", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(refused); i++ {
+		if gap := refused[i].Sub(refused[i-1]); gap < 900*time.Millisecond {
+			t.Errorf("asked again %s after a Retry-After of 1 s", gap)
+		}
+	}
+}

@@ -39,9 +39,10 @@ func (s *Stream) LastEventID() uint64 {
 }
 
 // Follow opens ride id's event stream. A dropped connection is resumed with
-// Last-Event-ID (up to Retries times in a row), so no change is delivered twice or
-// skipped; when the ride's region cannot be reached it is resumed, the same way, at
-// the region that has the ride now (see Client).
+// Last-Event-ID (up to Retries times in a row, after a 429's or 503's Retry-After),
+// so no change is delivered twice or skipped; when the ride's region cannot be
+// reached, or its area was moved, it is resumed, the same way, at the region that has
+// the ride now (see Client), waiting while the area changes hands.
 // lastEventID resumes from an earlier stream; 0 starts with the current state.
 // Errors opening the first connection (unknown ride, bad token) are returned at once;
 // a ride that ended at or before lastEventID gives a stream that is already closed.
@@ -49,6 +50,13 @@ func (c *Client) Follow(ctx context.Context, id string, lastEventID uint64) (*St
 	ch := make(chan rider.Ride, 16)
 	s := &Stream{C: ch, done: make(chan struct{}), last: lastEventID}
 	resp, err := c.openStream(ctx, id, lastEventID)
+	// The ride's area changing hands right now passes within moments.
+	for n := 0; inTransit(err) && n < c.Retries; n++ {
+		if serr := sleep(ctx, c.backoff(n)); serr != nil {
+			return nil, serr
+		}
+		resp, err = c.openStream(ctx, id, lastEventID)
+	}
 	if errors.Is(err, errAlreadyFinal) { // nothing newer will ever come
 		close(ch)
 		close(s.done)
@@ -85,7 +93,11 @@ func (c *Client) follow(ctx context.Context, id string, resp *http.Response, s *
 			if failures > c.Retries {
 				return fmt.Errorf("follow ride %s: %w", id, err)
 			}
-			if serr := sleep(ctx, c.backoff(failures)); serr != nil {
+			wait := c.backoff(failures)
+			if w, ok := c.retryWait(err, failures); ok && err != nil && !networkError(err) {
+				wait = w // the answer's Retry-After (no_lease: a hand-over takes a second or so)
+			}
+			if serr := sleep(ctx, wait); serr != nil {
 				return serr
 			}
 			resp, err = c.openStream(ctx, id, s.last)
@@ -95,7 +107,7 @@ func (c *Client) follow(ctx context.Context, id string, resp *http.Response, s *
 			if errors.Is(err, errAlreadyFinal) {
 				return nil
 			}
-			if _, retry := c.retryable(err, 0); !retry {
+			if _, retry := c.retryWait(err, failures); !retry {
 				return err
 			}
 			failures++
