@@ -81,9 +81,9 @@ func (e *Engine) orphanAfter() time.Duration { return 2 * e.Config.SweepInterval
 func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 	orphanAfter := e.orphanAfter()
 	var adopted []string
-	inFlight := e.servedAreas()
+	inFlight, serves := e.servedAreas()
 	err := e.Store.ActiveRides(ctx, func(r Ride) error {
-		if e.Router.RouteArea(r.Area) == nil {
+		if serves(r.Area) {
 			inFlight[AreaStatus{r.Area, r.Status}]++
 		}
 		if r.Status != RideSearching {
@@ -120,18 +120,21 @@ func (e *Engine) sweep(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// servedAreas is an InFlight count of nothing yet for each area this region serves
-// now, so that each has a series from its first sweep.
-func (e *Engine) servedAreas() map[AreaStatus]int {
+// servedAreas returns an InFlight count of nothing yet for each area this region
+// serves now, so that each has a series from its first sweep, and whether it serves
+// an area, from that one look at the leases (not one per ride).
+func (e *Engine) servedAreas() (map[AreaStatus]int, func(area string) bool) {
 	counts := map[AreaStatus]int{}
 	if e.Router == nil {
 		counts[AreaStatus{"", RideSearching}] = 0
-		return counts
+		return counts, func(string) bool { return true }
 	}
+	served := map[string]bool{"": true} // a ride from before any deployment (RouteArea)
 	for _, a := range e.Router.Deployment.Areas {
 		if e.Router.RouteArea(a.Name) == nil {
+			served[a.Name] = true
 			counts[AreaStatus{a.Name, RideSearching}] = 0
 		}
 	}
-	return counts
+	return counts, func(area string) bool { return served[area] }
 }

@@ -26,12 +26,11 @@ type keyring struct {
 
 // openKeyring loads cfg's keys; it also says where the secret came from.
 func openKeyring(cfg Config) (*keyring, string, error) {
-	keys, source, err := loadKeys(cfg)
+	k := &keyring{cfg: cfg}
+	source, _, err := k.load()
 	if err != nil {
 		return nil, "", err
 	}
-	k := &keyring{cfg: cfg}
-	k.cur.Store(keys)
 	return k, source, nil
 }
 
@@ -43,14 +42,15 @@ func (k *keyring) Sign(id dispatch.Identity, ttl time.Duration) (string, error) 
 	return k.cur.Load().Sign(id, ttl)
 }
 
-// reload reads the keys again; on error the keys in use stay.
-func (k *keyring) reload() (publicKeys int, err error) {
-	keys, _, err := loadKeys(k.cfg)
+// load reads the keys and puts them in use; on error the keys in use stay. It says
+// where the secret came from and how many public keys there are.
+func (k *keyring) load() (source string, publicKeys int, err error) {
+	keys, source, err := loadKeys(k.cfg)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	k.cur.Store(keys)
-	return len(keys.PublicKeys), nil
+	return source, len(keys.PublicKeys), nil
 }
 
 // reloadOnHangup reloads the keys at each SIGHUP until ctx is done.
@@ -64,7 +64,7 @@ func (k *keyring) reloadOnHangup(ctx context.Context, log *slog.Logger) {
 			case <-ctx.Done():
 				return
 			case <-hup:
-				if n, err := k.reload(); err != nil {
+				if _, n, err := k.load(); err != nil {
 					log.Error("token keys not reloaded: the keys in use stay", slog.Any("err", err))
 				} else {
 					log.Info("token keys reloaded", slog.Int("public_keys", n), slog.String("file", k.cfg.PublicKeys))
