@@ -253,12 +253,8 @@ func accept(tb testing.TB, c *client.Client, rideID string) {
 // region at's NATS node.
 func (w *procRegions) history(at, area string) []dispatch.Ride {
 	w.tb.Helper()
-	nc, err := natslog.Connect(w.regions[at].nats, nats.MaxReconnects(0))
-	if err != nil {
-		w.tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, done := w.jetStream(at)
+	defer done()
 	var out []dispatch.Ride
 	// Each attempt bounded: a request that reaches the cluster between two leaders
 	// is never answered (the cluster has just lost, or regained, a region).
@@ -302,17 +298,24 @@ func (w *procRegions) history(at, area string) []dispatch.Ride {
 	return out
 }
 
-// awaitLeader waits until stream has a leader among the regions still running, as
-// region at's NATS node reports it: after a region is lost, the streams it led elect
-// new leaders (4 to 9 s), and writes to them wait for that.
-func (w *procRegions) awaitLeader(at, stream string, lost ...string) {
+// jetStream connects to region at's NATS node, without reconnecting; done closes it.
+func (w *procRegions) jetStream(at string) (js jetstream.JetStream, done func()) {
 	w.tb.Helper()
 	nc, err := natslog.Connect(w.regions[at].nats, nats.MaxReconnects(0))
 	if err != nil {
 		w.tb.Fatal(err)
 	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js, _ = jetstream.New(nc)
+	return js, nc.Close
+}
+
+// awaitLeader waits until stream has a leader among the regions still running, as
+// region at's NATS node reports it: after a region is lost, the streams it led elect
+// new leaders (4 to 9 s), and writes to them wait for that.
+func (w *procRegions) awaitLeader(at, stream string, lost ...string) {
+	w.tb.Helper()
+	js, done := w.jetStream(at)
+	defer done()
 	dispatchtest.Eventually(w.tb, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

@@ -149,10 +149,7 @@ func TestFollowResumesWithLastEventID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var statuses []dispatch.RideStatus
-	for r := range st.C {
-		statuses = append(statuses, r.Status)
-	}
+	statuses := drain(st)
 	if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[searching matched cancelled]" || st.LastEventID() != 9 {
 		t.Fatalf("statuses %v, last id %d, err %v", statuses, st.LastEventID(), err)
 	}
@@ -298,4 +295,13 @@ func TestWrongRegionHopsAreBounded(t *testing.T) {
 			break
 		}
 	}
+}
+
+// drain reads st to its end and returns the statuses it gave, in order.
+func drain(st *client.Stream) []dispatch.RideStatus {
+	var statuses []dispatch.RideStatus
+	for r := range st.C {
+		statuses = append(statuses, r.Status)
+	}
+	return statuses
 }

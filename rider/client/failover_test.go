@@ -166,10 +166,7 @@ func TestFollowFailsOverToTheRegionThatHasTheRide(t *testing.T) {
 	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
 		t.Fatalf("cancel after home died: %+v %v", got, err)
 	}
-	var statuses []dispatch.RideStatus
-	for r := range st.C {
-		statuses = append(statuses, r.Status)
-	}
+	statuses := drain(st)
 	if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[cancelled]" {
 		t.Fatalf("after the failover the stream gave %v and ended with %v, want [cancelled] and nil", statuses, err)
 	}
@@ -376,10 +373,7 @@ func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
 	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
 		t.Fatalf("cancel after the move: %+v %v", got, err)
 	}
-	var statuses []dispatch.RideStatus
-	for r := range st.C {
-		statuses = append(statuses, r.Status)
-	}
+	statuses := drain(st)
 	if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[cancelled]" {
 		t.Fatalf("after the move the stream gave %v and ended with %v, want [cancelled] and nil", statuses, err)
 	}
