@@ -4,7 +4,7 @@
 // reconnects and resumes from the welcome, follows `reconnect` frames and, when its
 // region is lost, the region that took over (GET /v1/regions).
 import {
-  $, addText, api, backoff, claims, distance, learnRegions, metres, money, Problem, regionName, showSignIn,
+  $, addText, api, banner, backoff, claims, distance, learnRegions, metres, money, Problem, regionName, showSignIn,
   signOut, store, successorOf, t, takeToken, toggleLang, tokenTrouble, translate,
 } from "../shared/core.js";
 
@@ -389,16 +389,6 @@ function mapsLink(p) {
   const ll = p.lat + "," + p.lng;
   if (/iPhone|iPad|Macintosh/.test(navigator.userAgent)) return "https://maps.apple.com/?daddr=" + ll;
   return "geo:" + ll + "?q=" + ll;
-}
-
-/** @param {string} msg @param {boolean} [info] */
-function banner(msg, info = false) {
-  const b = $("banner");
-  b.textContent = msg;
-  b.classList.toggle("info", info);
-  b.hidden = false;
-  clearTimeout(Number(b.dataset.timer || 0));
-  b.dataset.timer = String(setTimeout(() => { b.hidden = true; }, 8000));
 }
 
 function renderCountdown() {

@@ -5,7 +5,7 @@
 // regions up or down (GET /v1/regions), and an area's move in one action
 // (POST /v1/admin/areas/{name}/move). Live: polled every 2 s.
 import {
-  $, addText, api, claims, Problem, showSignIn, signOut, t, takeToken, toggleLang, tokenTrouble, translate,
+  $, addText, api, banner, claims, Problem, showSignIn, signOut, t, takeToken, toggleLang, tokenTrouble, translate,
 } from "../shared/core.js";
 import { PlainMap, tileURL } from "../shared/map.js";
 
@@ -127,16 +127,6 @@ async function move(area, to, button) {
     button.disabled = false;
     poll();
   }
-}
-
-/** @param {string} msg @param {boolean} [info] */
-function banner(msg, info = false) {
-  const b = $("banner");
-  b.textContent = msg;
-  b.classList.toggle("info", info);
-  b.hidden = false;
-  clearTimeout(Number(b.dataset.timer || 0));
-  b.dataset.timer = String(setTimeout(() => { b.hidden = true; }, 8000));
 }
 
 function render() {

@@ -5,7 +5,7 @@
 // resumed with Last-Event-ID), the driver coming, cancel. Follows 421 wrong_region and,
 // when its region is lost, the region that took over.
 import {
-  $, addText, api, backoff, claims, distance, learnRegions, metres, money, newKey, Problem, regionName,
+  $, addText, api, banner, backoff, claims, distance, learnRegions, metres, money, newKey, Problem, regionName,
   showSignIn, signOut, sleep, store, successorOf, t, takeToken, toggleLang, tokenTrouble, translate,
 } from "../shared/core.js";
 import { PlainMap, tileURL } from "../shared/map.js";
@@ -315,16 +315,6 @@ async function cancel() {
 /** @param {boolean} v */
 function setUp(v) {
   if (up !== v) { up = v; render(); }
-}
-
-/** @param {string} msg @param {boolean} [info] */
-function banner(msg, info = false) {
-  const b = $("banner");
-  b.textContent = msg;
-  b.classList.toggle("info", info);
-  b.hidden = false;
-  clearTimeout(Number(b.dataset.timer || 0));
-  b.dataset.timer = String(setTimeout(() => { b.hidden = true; }, 8000));
 }
 
 /** @param {Point | null} p */

@@ -325,6 +325,20 @@ export function $(id, type) {
 }
 
 /**
+ * Shows msg in the page's #banner for 8 s (info: as news, not trouble).
+ * @param {string} msg
+ * @param {boolean} [info]
+ */
+export function banner(msg, info = false) {
+  const b = $("banner");
+  b.textContent = msg;
+  b.classList.toggle("info", info);
+  b.hidden = false;
+  clearTimeout(Number(b.dataset.timer || 0));
+  b.dataset.timer = String(setTimeout(() => { b.hidden = true; }, 8000));
+}
+
+/**
  * Shows the sign-in screen for trouble (see tokenTrouble) and hides main.
  * @param {string} trouble
  * @param {HTMLElement} main
