@@ -294,7 +294,11 @@ func TestDrain(t *testing.T) {
 	must(t, err)
 	defer mute.Close()
 	dispatchtest.Eventually(t, connected(r.gw, 2))
-	must(t, r.engine.Drivers().UpdateLocation(context.Background(), "d-2", farther))
+	// The socket counts as connected before the engine knows its driver (the welcome
+	// follows the engine's Connect), so the location waits for that.
+	dispatchtest.Eventually(t, func() error {
+		return r.engine.Drivers().UpdateLocation(context.Background(), "d-2", farther)
+	})
 	_, err = r.engine.Drivers().SetAvailable(context.Background(), "d-2")
 	must(t, err)
 
