@@ -7,6 +7,9 @@ package dispatch
 // holds (valid on its own clock) and sees in the lease bucket.
 type Serving interface {
 	ServedBy(area string) (region string, epoch uint64, ok bool)
+	// Taking reports whether this region holds the lease of an area it does not
+	// serve yet: it is rebuilding the area's rides from the log.
+	Taking() bool
 }
 
 // Router tells whether this region serves a point or an area. A nil *Router serves
@@ -57,6 +60,12 @@ func (rt *Router) RouteArea(area string) error {
 	r, _ := rt.Deployment.Region(by)
 	return &Error{Code: ECodeWrongRegion, Message: "area " + area + " is served by region " + by + " at " + r.URL,
 		Redirect: &Redirect{Region: by, URL: r.URL}}
+}
+
+// taking reports whether this region is taking an area over (see Serving.Taking): a
+// ride it lacks may be one it has not adopted yet.
+func (rt *Router) taking() bool {
+	return rt != nil && rt.Serving.Taking()
 }
 
 // RegionsView is the answer of GET /v1/regions.

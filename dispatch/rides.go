@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
@@ -50,8 +51,15 @@ func (rs Riders) RequestRide(ctx context.Context, riderID string, pickup, dropof
 
 // Ride returns the ride with id. A ride of an area this region does not serve now is
 // wrong_region (or no_lease): the copy here may be stale, the serving region has it.
+// While this region is taking an area over, a ride it lacks is no_lease too, not
+// found: it may be one of the area's, not adopted yet (the region that handed the
+// area over sends its riders here at once).
 func (rs Riders) Ride(ctx context.Context, id string) (Ride, error) {
 	r, err := rs.e.Store.Ride(ctx, id)
+	if errors.Is(err, ErrRideNotFound) && rs.e.Router.taking() {
+		return Ride{}, &Error{Code: ECodeNoLease, RetryAfterS: noLeaseRetryS,
+			Message: "this region is taking an area over and may not have adopted this ride yet: retry shortly"}
+	}
 	if err != nil {
 		return Ride{}, err
 	}

@@ -73,9 +73,10 @@ func (a *API) createOnce(ctx context.Context, riderID, key, fp string, q RideReq
 			return dispatch.Ride{}, false, dispatch.ErrIdempotencyConflict
 		case rec.Done():
 			ride, err := a.Engine.Ride(ctx, rec.RideID)
-			if errors.Is(err, dispatch.ErrRideNotFound) {
+			if errors.Is(err, dispatch.ErrRideNotFound) || dispatch.ErrorCode(err) == dispatch.ECodeNoLease {
 				// In a deployment the keys are shared by the regions: the ride is at
 				// the region serving its pickup, which the client is sent to (421).
+				// (no_lease: this region is taking an area over, maybe another one.)
 				if _, rerr := a.Engine.Estimate(q.Pickup, q.Dropoff); dispatch.RedirectOf(rerr) != nil {
 					err = rerr
 				}

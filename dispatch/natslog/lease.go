@@ -578,6 +578,19 @@ func (l *Leases) ServedBy(area string) (string, uint64, bool) {
 	return "", 0, true
 }
 
+// Taking implements dispatch.Serving: whether this region holds an area's lease it
+// does not serve yet (fencing it, adopting its rides).
+func (l *Leases) Taking() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, a := range l.areas {
+		if a.held && !a.serving {
+			return true
+		}
+	}
+	return false
+}
+
 // Fence implements Fences: the fence this region wrote when it last took area,
 // whether or not its lease is still valid on its clock. The clock decides whether the
 // region assigns (ServedBy); the log alone decides whether its writes land, so a

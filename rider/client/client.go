@@ -44,9 +44,9 @@ import (
 //
 // While an area changes hands (an admin's move, a takeover) the regions disagree for
 // a moment: the one a 421 named may answer 404 for a ride it has not adopted yet, or
-// name the region that sent the call there. Such a call pauses (the backoff) and
-// starts over, up to Retries times; so does an event stream, which also waits out
-// the Retry-After of a 503 no_lease.
+// name the region that sent the call there. Such a call pauses (the backoff, at most
+// a second) and starts over, Retries times and for HandOver at least; so does an
+// event stream, which also waits out the Retry-After of each 503 no_lease as long.
 type Client struct {
 	BaseURL string       // e.g. http://127.0.0.1:8080
 	Token   string       // bearer JWT, role rider or admin
@@ -61,6 +61,11 @@ type Client struct {
 	// Backoff is the first pause between retries, doubled up to MaxBackoff, with
 	// jitter. A Retry-After header sets the pause instead.
 	Backoff, MaxBackoff time.Duration
+	// HandOver is how long a call (with Retries above 0) or an event stream waits
+	// at least while a ride's area changes hands (and Retries tries at least) before
+	// it gives up with the last answer. 0 means 30 s: a takeover on a busy machine
+	// takes some seconds.
+	HandOver time.Duration
 
 	mu      sync.Mutex
 	regions map[string]string // ride id -> base URL of the region that has it, when not BaseURL
@@ -237,8 +242,9 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 	var (
 		base     string
 		hops     int
-		hopped   bool // base is the region a 421 named
-		transits int  // times the call started over after an area changing hands
+		hopped   bool      // base is the region a 421 named
+		transits int       // times the call started over after an area changing hands
+		handing  time.Time // when it first did
 	)
 	begin := func() {
 		base, hops, hopped = start, 0, false
@@ -301,10 +307,13 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 			err = &transitError{err: err, why: "the region serving the ride's area has not taken the ride yet"}
 		}
 		if inTransit(err) {
-			if transits >= q.retries {
+			if transits == 0 {
+				handing = time.Now()
+			}
+			if q.retries == 0 || transits >= q.retries && time.Since(handing) >= c.handOver() {
 				return nil, base, err
 			}
-			if err := sleep(ctx, c.backoff(transits)); err != nil {
+			if err := sleep(ctx, c.transitPause(transits)); err != nil {
 				return nil, base, err
 			}
 			// Start over: by now the regions may agree.
@@ -456,6 +465,27 @@ func (c *Client) retryWait(err error, attempt int) (time.Duration, bool) {
 		return c.backoff(attempt), true
 	}
 	return 0, false
+}
+
+// handOver is HandOver, or its default.
+func (c *Client) handOver() time.Duration {
+	if c.HandOver > 0 {
+		return c.HandOver
+	}
+	return 30 * time.Second
+}
+
+// transitPause is the pause before asking again, the transit-th time, while an area
+// changes hands: the backoff, at most a second, since the hand-over ends any moment.
+func (c *Client) transitPause(transit int) time.Duration {
+	return min(c.backoff(transit), time.Second)
+}
+
+// handingOver reports whether err is an answer seen while an area changes hands: a
+// transit, or a 503 no_lease (nobody serves the area at this moment).
+func handingOver(err error) bool {
+	var e *Error
+	return inTransit(err) || errors.As(err, &e) && e.StatusCode == http.StatusServiceUnavailable && e.Code == "no_lease"
 }
 
 // backoff is the pause before retry attempt+1: exponential with full jitter.

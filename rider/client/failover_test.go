@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -379,6 +380,66 @@ func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
 	}
 	if c.RideURL(ride.ID) != to.srv.URL {
 		t.Errorf("ride's region %s, want %s", c.RideURL(ride.ID), to.srv.URL)
+	}
+}
+
+// A hand-over that takes longer than Retries tries (a busy region adopting many
+// rides) is waited out, up to HandOver: the stream resumes at the region that took
+// the area after many answers that it has not adopted the ride yet, and a stream
+// whose hand-over outlasts HandOver ends with the last answer.
+func TestFollowWaitsOutALongHandOver(t *testing.T) {
+	d := newDeployment(t)
+	from, to := d.add(), d.add()
+	store := memstore.New()
+	d.serve(from, store, 1)
+	c := fast(client.New(from.srv.URL, d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := c.Follow(ctx, ride.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-st.C
+
+	d.serve(to, store, 2)
+	notYet := func(w http.ResponseWriter, r *http.Request) { problem.Write(w, r, dispatch.ErrRideNotFound) }
+	const refusals = 10 * 4 // ten times the client's Retries
+	first(to, refusals, notYet)
+	moveTo(from, to)
+	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
+		t.Fatalf("cancel after %d refusals: %+v %v", refusals, got, err)
+	}
+	if statuses := drain(st); st.Err() != nil || fmt.Sprint(statuses) != "[cancelled]" {
+		t.Fatalf("the stream gave %v and ended with %v, want [cancelled] and nil", statuses, st.Err())
+	}
+
+	// Now a hand-over that never ends, for a client that waits 300 ms.
+	two, err := fast(client.New(to.srv.URL, d.token("u-1"))).RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := fast(client.New(to.srv.URL, d.token("u-1")))
+	c2.HandOver = 300 * time.Millisecond
+	st2, err := c2.Follow(ctx, two.ID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-st2.C
+	other := d.add()
+	h := http.Handler(http.HandlerFunc(notYet))
+	other.handler.Store(&h)
+	began := time.Now()
+	moveTo(to, other)
+	drain(st2)
+	if err := st2.Err(); !errors.Is(err, dispatch.ErrRideNotFound) && !strings.Contains(fmt.Sprint(err), "not found") {
+		t.Fatalf("a hand-over that never ends: the stream ended with %v, want the last answer (not found)", err)
+	}
+	if waited := time.Since(began); waited < c2.HandOver {
+		t.Fatalf("the stream gave up after %s, before its HandOver of %s", waited, c2.HandOver)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/understudy/understudy/rider"
 )
@@ -42,7 +43,8 @@ func (s *Stream) LastEventID() uint64 {
 // Last-Event-ID (up to Retries times in a row, after a 429's or 503's Retry-After),
 // so no change is delivered twice or skipped; when the ride's region cannot be
 // reached, or its area was moved, it is resumed, the same way, at the region that has
-// the ride now (see Client), waiting while the area changes hands.
+// the ride now (see Client), waiting while the area changes hands (for up to
+// HandOver, however many tries that takes).
 // lastEventID resumes from an earlier stream; 0 starts with the current state.
 // Errors opening the first connection (unknown ride, bad token) are returned at once;
 // a ride that ended at or before lastEventID gives a stream that is already closed.
@@ -51,8 +53,9 @@ func (c *Client) Follow(ctx context.Context, id string, lastEventID uint64) (*St
 	s := &Stream{C: ch, done: make(chan struct{}), last: lastEventID}
 	resp, err := c.openStream(ctx, id, lastEventID)
 	// The ride's area changing hands right now passes within moments.
-	for n := 0; inTransit(err) && n < c.Retries; n++ {
-		if serr := sleep(ctx, c.backoff(n)); serr != nil {
+	began := time.Now()
+	for n := 0; inTransit(err) && c.Retries > 0 && (n < c.Retries || time.Since(began) < c.handOver()); n++ {
+		if serr := sleep(ctx, c.transitPause(n)); serr != nil {
 			return nil, serr
 		}
 		resp, err = c.openStream(ctx, id, lastEventID)
@@ -76,6 +79,7 @@ func (c *Client) Follow(ctx context.Context, id string, lastEventID uint64) (*St
 // follow reads resp and reconnects until a final status, ctx's end or a fatal error.
 func (c *Client) follow(ctx context.Context, id string, resp *http.Response, s *Stream, ch chan<- rider.Ride) error {
 	failures := 0
+	var handing time.Time // when the ride's area began changing hands, as seen here
 	for {
 		final, err := readEvents(ctx, resp, s, ch)
 		resp.Body.Close()
@@ -90,12 +94,23 @@ func (c *Client) follow(ctx context.Context, id string, resp *http.Response, s *
 			failures++
 		}
 		for {
-			if failures > c.Retries {
+			// While the area changes hands the stream waits it out (HandOver); else
+			// it gives up after Retries failures in a row.
+			switch {
+			case !handingOver(err):
+				handing = time.Time{}
+			case handing.IsZero():
+				handing = time.Now()
+			}
+			if failures > c.Retries && (handing.IsZero() || time.Since(handing) >= c.handOver()) {
 				return fmt.Errorf("follow ride %s: %w", id, err)
 			}
 			wait := c.backoff(failures)
 			if w, ok := c.retryWait(err, failures); ok && err != nil && !networkError(err) {
 				wait = w // the answer's Retry-After (no_lease: a hand-over takes a second or so)
+			}
+			if inTransit(err) {
+				wait = c.transitPause(failures)
 			}
 			if serr := sleep(ctx, wait); serr != nil {
 				return serr
