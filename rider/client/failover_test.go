@@ -344,18 +344,9 @@ func first(rg *region, n int, answer http.HandlerFunc) {
 	rg.handler.Store(&h)
 }
 
-// An area moved while a rider follows a ride in it: the region that gave it up sends
-// the client on (421) to the region that took it, which answers 404 until it has
-// adopted the area's rides. The stream waits for it and resumes there, and the rider
-// sees each state once, with no error.
-func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
-	d := newDeployment(t)
-	from, to := d.add(), d.add()
-	store := memstore.New()
-	d.serve(from, store, 1)
-	c := fast(client.New(from.srv.URL, d.token("u-1")))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+// followed requests a ride through c and follows it, past its first event.
+func followed(ctx context.Context, t *testing.T, c *client.Client) (rider.Ride, *client.Stream) {
+	t.Helper()
 	ride, err := c.RequestRide(ctx, trip, "")
 	if err != nil {
 		t.Fatal(err)
@@ -367,79 +358,66 @@ func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
 	if r := <-st.C; r.Status != dispatch.RideSearching {
 		t.Fatalf("first event %+v", r)
 	}
+	return ride, st
+}
 
-	d.serve(to, store, 2) // has the ride once it has adopted it...
-	first(to, 3, func(w http.ResponseWriter, r *http.Request) { problem.Write(w, r, dispatch.ErrRideNotFound) })
-	moveTo(from, to)
-	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
-		t.Fatalf("cancel after the move: %+v %v", got, err)
-	}
-	statuses := drain(st)
-	if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[cancelled]" {
-		t.Fatalf("after the move the stream gave %v and ended with %v, want [cancelled] and nil", statuses, err)
-	}
-	if c.RideURL(ride.ID) != to.srv.URL {
-		t.Errorf("ride's region %s, want %s", c.RideURL(ride.ID), to.srv.URL)
+// notYet answers as a region that has not adopted a ride yet did before it said so.
+func notYet(w http.ResponseWriter, r *http.Request) { problem.Write(w, r, dispatch.ErrRideNotFound) }
+
+// An area moved while a rider follows a ride in it: the region that gave it up sends
+// the client on (421) to the region that took it, which answers 404 until it has
+// adopted the area's rides, a few times or, on a busy region, many more times than
+// the client's Retries. The stream waits for it (HandOver) and resumes there, and
+// the rider sees each state once, with no error.
+func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
+	for _, refusals := range []int{3, 10 * 4} { // 4: the client's Retries
+		t.Run(fmt.Sprint(refusals, " refusals"), func(t *testing.T) {
+			d := newDeployment(t)
+			from, to := d.add(), d.add()
+			store := memstore.New()
+			d.serve(from, store, 1)
+			c := fast(client.New(from.srv.URL, d.token("u-1")))
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ride, st := followed(ctx, t, c)
+
+			d.serve(to, store, 2) // has the ride once it has adopted it...
+			first(to, refusals, notYet)
+			moveTo(from, to)
+			if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
+				t.Fatalf("cancel after the move: %+v %v", got, err)
+			}
+			statuses := drain(st)
+			if err := st.Err(); err != nil || fmt.Sprint(statuses) != "[cancelled]" {
+				t.Fatalf("after the move the stream gave %v and ended with %v, want [cancelled] and nil", statuses, err)
+			}
+			if c.RideURL(ride.ID) != to.srv.URL {
+				t.Errorf("ride's region %s, want %s", c.RideURL(ride.ID), to.srv.URL)
+			}
+		})
 	}
 }
 
-// A hand-over that takes longer than Retries tries (a busy region adopting many
-// rides) is waited out, up to HandOver: the stream resumes at the region that took
-// the area after many answers that it has not adopted the ride yet, and a stream
-// whose hand-over outlasts HandOver ends with the last answer.
-func TestFollowWaitsOutALongHandOver(t *testing.T) {
+// A stream whose hand-over outlasts HandOver ends with the last answer, no sooner.
+func TestFollowGivesUpAfterHandOver(t *testing.T) {
 	d := newDeployment(t)
 	from, to := d.add(), d.add()
-	store := memstore.New()
-	d.serve(from, store, 1)
+	d.serve(from, memstore.New(), 1)
 	c := fast(client.New(from.srv.URL, d.token("u-1")))
+	c.HandOver = 300 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ride, err := c.RequestRide(ctx, trip, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := c.Follow(ctx, ride.ID, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-st.C
-
-	d.serve(to, store, 2)
-	notYet := func(w http.ResponseWriter, r *http.Request) { problem.Write(w, r, dispatch.ErrRideNotFound) }
-	const refusals = 10 * 4 // ten times the client's Retries
-	first(to, refusals, notYet)
-	moveTo(from, to)
-	if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
-		t.Fatalf("cancel after %d refusals: %+v %v", refusals, got, err)
-	}
-	if statuses := drain(st); st.Err() != nil || fmt.Sprint(statuses) != "[cancelled]" {
-		t.Fatalf("the stream gave %v and ended with %v, want [cancelled] and nil", statuses, st.Err())
-	}
-
-	// Now a hand-over that never ends, for a client that waits 300 ms.
-	two, err := fast(client.New(to.srv.URL, d.token("u-1"))).RequestRide(ctx, trip, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2 := fast(client.New(to.srv.URL, d.token("u-1")))
-	c2.HandOver = 300 * time.Millisecond
-	st2, err := c2.Follow(ctx, two.ID, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	<-st2.C
-	other := d.add()
+	_, st := followed(ctx, t, c)
 	h := http.Handler(http.HandlerFunc(notYet))
-	other.handler.Store(&h)
+	to.handler.Store(&h)
 	began := time.Now()
-	moveTo(to, other)
-	drain(st2)
-	if err := st2.Err(); !errors.Is(err, dispatch.ErrRideNotFound) && !strings.Contains(fmt.Sprint(err), "not found") {
+	moveTo(from, to)
+	drain(st)
+	if err := st.Err(); !strings.Contains(fmt.Sprint(err), "not found") {
 		t.Fatalf("a hand-over that never ends: the stream ended with %v, want the last answer (not found)", err)
 	}
-	if waited := time.Since(began); waited < c2.HandOver {
-		t.Fatalf("the stream gave up after %s, before its HandOver of %s", waited, c2.HandOver)
+	if waited := time.Since(began); waited < c.HandOver {
+		t.Fatalf("the stream gave up after %s, before its HandOver of %s", waited, c.HandOver)
 	}
 }
 
