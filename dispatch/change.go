@@ -80,7 +80,7 @@ func (e *Engine) apply(ctx context.Context, op func(now time.Time) (change, erro
 			}
 		}
 		if !errors.Is(err, ErrVersionConflict) {
-			return c, err
+			return c, retryable(err)
 		}
 		if attempt >= maxRetries || ctx.Err() != nil {
 			e.Logger.Warn("commit kept losing races with concurrent changes: given up",
@@ -89,6 +89,18 @@ func (e *Engine) apply(ctx context.Context, op func(now time.Time) (change, erro
 		}
 		e.Logger.Debug("commit lost a race: retrying", slog.Int("attempt", attempt+1), slog.Any("err", err))
 	}
+}
+
+// retryable gives an error that only says the caller's deadline passed (a Store, the
+// ride log or the ledger too slow to answer under load, a driver's slot held that
+// long) the code unavailable, with Retry-After: the client sends the same request
+// again, which finds whatever part of it was done. An error with its own code keeps it.
+func retryable(err error) error {
+	if ErrorCode(err) != ECodeInternal || !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &Error{Code: ECodeUnavailable, RetryAfterS: 1, Err: err,
+		Message: "not done in time (the region is overloaded): send it again shortly"}
 }
 
 // commit carries out c (see change) at now.

@@ -79,6 +79,7 @@ type Engine struct {
 	replicas replicas  // where drivers' apps are, and the sweep (replicas.go, sweep.go)
 	seq      sequencer // a driver's events in commit order (sequencer.go)
 	settler  settler   // completes and cancels that stopped half way (pay.go)
+	steps    steps     // trip steps in flight (trips.go)
 	wake     chan struct{}
 	// generation is the Store's Generation as last seen (refillLostStore).
 	generation string

@@ -2,6 +2,8 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"time"
 )
 
@@ -22,8 +24,61 @@ func (ds Drivers) Complete(ctx context.Context, driverID, rideID string) (Ride, 
 	return ds.e.progress(ctx, driverID, rideID, RideCompleted, DriverAvailable)
 }
 
-// progress moves driverID's ride rideID to status to and the driver to driverTo.
+// stepTimeout bounds a trip step once started, however soon its caller stops
+// waiting.
+const stepTimeout = 30 * time.Second
+
+// steps are the trip steps in flight, by driver, ride and status; a step's caller that
+// stops waiting (its frame's deadline) leaves it running, and a retry of the same step
+// waits for that one instead of starting it again. So a step that needs longer than
+// one frame's deadline under load (a complete is a ledger write, a Store commit and a
+// ride log append) is carried through by its retries rather than begun anew by each
+// and given up by each at the same point. Its mutex is a leaf.
+type steps struct {
+	mu       sync.Mutex
+	inFlight map[string]*step
+}
+
+type step struct {
+	done chan struct{}
+	ride Ride
+	err  error
+}
+
+// progress moves driverID's ride rideID to status to and the driver to driverTo, or
+// joins the same step already in flight. A caller whose ctx ends first gets
+// unavailable (send it again); the step carries on for up to stepTimeout.
 func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideStatus, driverTo DriverState) (Ride, error) {
+	key := driverID + "\x00" + rideID + "\x00" + string(to)
+	e.steps.mu.Lock()
+	st := e.steps.inFlight[key]
+	if st == nil {
+		if e.steps.inFlight == nil {
+			e.steps.inFlight = make(map[string]*step)
+		}
+		st = &step{done: make(chan struct{})}
+		e.steps.inFlight[key] = st
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
+		go func() {
+			defer cancel()
+			st.ride, st.err = e.doProgress(sctx, driverID, rideID, to, driverTo)
+			e.steps.mu.Lock()
+			delete(e.steps.inFlight, key)
+			e.steps.mu.Unlock()
+			close(st.done)
+		}()
+	}
+	e.steps.mu.Unlock()
+	select {
+	case <-st.done:
+		return st.ride, st.err
+	case <-ctx.Done():
+		return Ride{}, retryable(fmt.Errorf("%s ride %s: still being stored: %w", to, rideID, ctx.Err()))
+	}
+}
+
+// doProgress carries out the step of progress.
+func (e *Engine) doProgress(ctx context.Context, driverID, rideID string, to RideStatus, driverTo DriverState) (Ride, error) {
 	c, err := e.apply(ctx, func(now time.Time) (change, error) {
 		r, err := e.Store.Ride(ctx, rideID)
 		if err != nil {

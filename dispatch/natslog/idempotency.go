@@ -109,15 +109,35 @@ func (s *IdempotencyStore) get(ctx context.Context, k string) (dispatch.Idempote
 	return dispatch.IdempotencyRecord{Fingerprint: v.FP, RideID: v.Ride, CreatedAt: v.Created, ExpiresAt: v.Expires}, e.Revision(), nil
 }
 
-// unavailable turns a request the bucket did not answer (its leader being elected
-// after a region was lost, or NATS away) into 503 unavailable with Retry-After, which
-// clients retry; other errors pass.
-func unavailable(err error) error {
+// unavailable turns a request that what (a bucket, a stream) did not answer (its
+// leader being elected after a region was lost, or NATS away) into 503 unavailable
+// with Retry-After, which clients retry; other errors pass.
+func unavailable(err error, what string) error {
 	if err == nil || !noLeader(err) {
 		return err
 	}
+	return retryLater(err, what+" are not answering right now (NATS electing a leader?): retry shortly")
+}
+
+// tooSlow is unavailable for a request that what did not answer before the caller's
+// deadline (JetStream too loaded to answer in time, or electing a leader): a stream
+// that is not there (no responders) stays an internal error.
+func tooSlow(err error, what string) error {
+	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+		return err
+	}
+	return retryLater(err, what+" did not answer in time (NATS overloaded, or electing a leader): retry shortly")
+}
+
+// retryLater is 503 unavailable with Retry-After 1 for err, unless err has its own
+// code already.
+func retryLater(err error, msg string) error {
+	var de *dispatch.Error
+	if errors.As(err, &de) {
+		return err
+	}
 	return &dispatch.Error{Code: dispatch.ECodeUnavailable, RetryAfterS: 1,
-		Message: "idempotency keys are not answering right now (NATS electing a leader?): retry shortly", Err: err}
+		Message: msg, Err: err}
 }
 
 // casLost reports whether a write failed because the key changed since it was read.
@@ -142,7 +162,7 @@ func (s *IdempotencyStore) checkTTL(ttl time.Duration) error {
 
 // Reserve implements dispatch.IdempotencyStore.
 func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint string, ttl time.Duration) (_ dispatch.IdempotencyRecord, _ bool, err error) {
-	defer func() { err = unavailable(err) }()
+	defer func() { err = unavailable(err, "idempotency keys") }()
 	if err := s.checkTTL(ttl); err != nil {
 		return dispatch.IdempotencyRecord{}, false, err
 	}
@@ -178,7 +198,7 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint 
 
 // Complete implements dispatch.IdempotencyStore.
 func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint, rideID string, ttl time.Duration) (err error) {
-	defer func() { err = unavailable(err) }()
+	defer func() { err = unavailable(err, "idempotency keys") }()
 	if err := s.checkTTL(ttl); err != nil {
 		return err
 	}
@@ -207,7 +227,7 @@ func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint
 
 // Release implements dispatch.IdempotencyStore.
 func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint string) (err error) {
-	defer func() { err = unavailable(err) }()
+	defer func() { err = unavailable(err, "idempotency keys") }()
 	k := s.key(scope, key)
 	for range casAttempts {
 		cur, rev, err := s.get(ctx, k)
@@ -231,7 +251,7 @@ func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint 
 
 // Lookup implements dispatch.IdempotencyStore.
 func (s *IdempotencyStore) Lookup(ctx context.Context, scope, key string) (_ dispatch.IdempotencyRecord, err error) {
-	defer func() { err = unavailable(err) }()
+	defer func() { err = unavailable(err, "idempotency keys") }()
 	rec, _, err := s.get(ctx, s.key(scope, key))
 	if err != nil {
 		return dispatch.IdempotencyRecord{}, err

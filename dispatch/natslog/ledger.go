@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -78,34 +79,81 @@ func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.L
 		return dispatch.LedgerEntry{}, fmt.Errorf("encode ledger entry: %w", err)
 	}
 	subj := entrySubject(e.DriverID, e.RideID)
-	var ack *jetstream.PubAck
-	for {
-		// Each attempt gets a second: while the ledger's leader is being elected (its
-		// region was lost) a publish gets no answer, and the next one may. A retry
-		// cannot record the trip twice (the message id, and the subject's expected
-		// last sequence 0).
-		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
-		ack, err = l.js.Publish(actx, subj, body,
-			jetstream.WithExpectLastSequencePerSubject(0), // only if the trip has no entry yet
-			jetstream.WithMsgID("trip-"+subject.Token(e.RideID)))
-		cancel()
-		if !noLeader(err) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	ack, err := l.publishEntry(ctx, subj, body, e.RideID)
 	switch {
 	case err == nil && !ack.Duplicate:
 		e.Seq = ack.Sequence
 		return e, nil
 	case err == nil, errors.Is(err, jetstream.ErrKeyExists), isWrongLastSequence(err):
 		// Recorded before: answer with what is stored.
-		return l.stored(ctx, subj)
+		stored, err := l.stored(ctx, subj)
+		return stored, tooSlow(err, "the ledger")
 	}
-	return dispatch.LedgerEntry{}, fmt.Errorf("publish ledger entry for %s: %w", e.RideID, err)
+	return dispatch.LedgerEntry{}, tooSlow(fmt.Errorf("publish ledger entry for %s: %w", e.RideID, err), "the ledger")
+}
+
+// publishEntry publishes a ledger entry and returns the first answer any of its sends
+// gets. It sends again every attemptTimeout while none has come (while the ledger's
+// leader is being elected, its region lost, a publish gets no answer and the next one
+// may), but keeps waiting for the earlier sends too: under load an answer can take
+// longer than attemptTimeout, and a send given up on at attemptTimeout would never
+// be answered in time however often it is retried (each retry waits behind the last).
+// A resend cannot record the trip twice (the message id, and the subject's expected
+// last sequence 0).
+func (l *Ledger) publishEntry(ctx context.Context, subj string, body []byte, rideID string) (*jetstream.PubAck, error) {
+	type answer struct {
+		ack *jetstream.PubAck
+		err error
+	}
+	answers := make(chan answer, 64)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	send := func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ack, err := l.js.Publish(ctx, subj, body,
+				jetstream.WithExpectLastSequencePerSubject(0), // only if the trip has no entry yet
+				jetstream.WithMsgID("trip-"+subject.Token(rideID)))
+			select {
+			case answers <- answer{ack, err}:
+			case <-ctx.Done():
+			}
+		}()
+	}
+	send()
+	resend := time.NewTicker(attemptTimeout)
+	defer resend.Stop()
+	var last error
+	for pending := 1; ; {
+		select {
+		case a := <-answers:
+			pending--
+			if !noLeader(a.err) {
+				return a.ack, a.err
+			}
+			last = a.err // no responders: nobody to ask now; the next send may find a leader
+			if pending == 0 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(100 * time.Millisecond):
+				}
+				send()
+				pending++
+			}
+		case <-resend.C:
+			send()
+			pending++
+		case <-ctx.Done():
+			if last == nil || errors.Is(ctx.Err(), context.Canceled) {
+				last = ctx.Err()
+			}
+			return nil, last
+		}
+	}
 }
 
 // noLeader reports whether err is a request JetStream did not answer: no stream

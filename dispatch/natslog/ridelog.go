@@ -85,7 +85,8 @@ const appendTimeout = 5 * time.Second
 
 // Append implements dispatch.RideLog: it returns once JetStream has stored every ride.
 // A write the area's fence refuses is dispatch.ErrFenced.
-func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) error {
+func (l *RideLog) Append(ctx context.Context, rides []dispatch.Ride) (err error) {
+	defer func() { err = tooSlow(err, "the ride log") }()
 	ctx, cancel := context.WithTimeout(ctx, appendTimeout)
 	defer cancel()
 	type pending struct {

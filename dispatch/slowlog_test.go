@@ -1,0 +1,82 @@
+package dispatch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/understudy/understudy/dispatch"
+	"github.com/understudy/understudy/dispatch/dispatchtest"
+)
+
+// slowLog is memLog answering each append only after delay, as JetStream does under
+// overload: longer than a driver frame's deadline.
+type slowLog struct {
+	*memLog
+	delay time.Duration
+}
+
+func (l *slowLog) Append(ctx context.Context, rides []dispatch.Ride) error {
+	select {
+	case <-time.After(l.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return l.memLog.Append(ctx, rides)
+}
+
+// A complete whose ride log append takes longer than the driver frame's deadline, as
+// under the 200 rides/s overload: the frame hears unavailable (retry), not internal;
+// the step carries on after the frame gave up, and a retry of complete succeeds.
+// Before, each retry began the step anew and gave up at the same point (a retried
+// complete of a ride committed completed re-appends it, which took as long), so the
+// driver's complete never succeeded while the log was that slow, and the rider never
+// heard the ride end.
+func TestCompleteOutlastsASlowRideLog(t *testing.T) {
+	te := mustOpenEngine(t, nil)
+	te.online(t, "d-1", near(gangnam, 100, 0))
+	r := te.request(t, gangnam)
+	te.step(t)
+	ctx := context.Background()
+	if _, err := te.Drivers().Accept(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
+		t.Fatal(err)
+	}
+	te.mustStart(t, "d-1", r.ID)
+	te.rec.take(dispatch.EventRideChanged, "")
+
+	log := &slowLog{memLog: &memLog{latest: map[string]dispatch.Ride{}, seen: map[string]bool{}}, delay: 300 * time.Millisecond}
+	te.Log = log
+	tries := 0
+	done := dispatchtest.Await(t, func() (dispatch.Ride, error) {
+		tries++
+		fctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond) // a frame's deadline, shorter than the log
+		defer cancel()
+		got, err := te.Drivers().Complete(fctx, "d-1", r.ID)
+		if err != nil {
+			if code := dispatch.ErrorCode(err); code != dispatch.ECodeUnavailable || dispatch.RetryAfter(err) == 0 {
+				t.Fatalf("complete, try %d: code %q, %v; want unavailable with Retry-After, a retryable refusal", tries, code, err)
+			}
+		}
+		return got, err
+	})
+	if done.Status != dispatch.RideCompleted || tries < 2 {
+		t.Fatalf("complete answered %s after %d tries; want completed after at least one unavailable", done.Status, tries)
+	}
+	log.mu.Lock()
+	logged := log.latest[r.ID]
+	log.mu.Unlock()
+	if logged.Status != dispatch.RideCompleted {
+		t.Fatalf("ride log holds %s; want completed", logged.Status)
+	}
+	heard := false
+	for _, ev := range te.rec.take(dispatch.EventRideChanged, "") {
+		heard = heard || ev.Ride.Status == dispatch.RideCompleted
+	}
+	if !heard {
+		t.Fatal("no ride_changed to completed: the rider never heard the ride end")
+	}
+	d, err := te.Store.Driver(ctx, "d-1")
+	if err != nil || d.State != dispatch.DriverAvailable {
+		t.Fatalf("driver after the complete: %+v, %v; want available", d, err)
+	}
+}
