@@ -148,10 +148,13 @@ func (e *Engine) Drain(context.Context) error {
 	return e.stopLoop()
 }
 
-// Close stops what Drain stops, if Drain did not, and waits for the loop.
+// Close stops what Drain stops, if Drain did not, and waits for the loop and for the
+// trip steps in flight (for stepsGrace, then it ends them).
 func (e *Engine) Close() error {
 	e.closed.Store(true)
-	return e.stopLoop()
+	err := e.stopLoop()
+	e.steps.close()
+	return err
 }
 
 func (e *Engine) stopLoop() error {

@@ -80,3 +80,33 @@ func TestCompleteOutlastsASlowRideLog(t *testing.T) {
 		t.Fatalf("driver after the complete: %+v, %v; want available", d, err)
 	}
 }
+
+// Close lets a trip step that outlived its frame finish (for a grace period) before
+// it returns: a complete the driver was told to send again is stored, not cut off.
+func TestCloseWaitsForTripStepsInFlight(t *testing.T) {
+	te := mustOpenEngine(t, nil)
+	te.online(t, "d-1", near(gangnam, 100, 0))
+	r := te.request(t, gangnam)
+	te.step(t)
+	ctx := context.Background()
+	if _, err := te.Drivers().Accept(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
+		t.Fatal(err)
+	}
+	te.mustStart(t, "d-1", r.ID)
+	log := &slowLog{memLog: &memLog{latest: map[string]dispatch.Ride{}, seen: map[string]bool{}}, delay: 300 * time.Millisecond}
+	te.Log = log
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, err := te.Drivers().Complete(fctx, "d-1", r.ID); dispatch.ErrorCode(err) != dispatch.ECodeUnavailable {
+		t.Fatalf("complete with a 10 ms deadline over a 300 ms log: %v, want unavailable", err)
+	}
+	if err := te.Close(); err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	logged := log.latest[r.ID]
+	log.mu.Unlock()
+	if logged.Status != dispatch.RideCompleted {
+		t.Fatalf("after Close the ride log holds %q; want completed (Close waits for the step)", logged.Status)
+	}
+}

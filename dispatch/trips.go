@@ -37,6 +37,36 @@ const stepTimeout = 30 * time.Second
 type steps struct {
 	mu       sync.Mutex
 	inFlight map[string]*step
+	closed   bool               // Close began: steps run in their callers
+	stop     context.CancelFunc // ends the steps in flight (Close), with ctx
+	ctx      context.Context
+	wg       sync.WaitGroup // one per step in flight
+}
+
+// stepsGrace is how long Close lets the steps in flight finish before it ends them
+// (a complete ended half way is finished at the next start: pay.go).
+const stepsGrace = 5 * time.Second
+
+// close waits for the steps in flight, for up to stepsGrace, then ends them and
+// waits for them to return.
+func (s *steps) close() {
+	s.mu.Lock()
+	s.closed = true
+	stop := s.stop
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(stepsGrace):
+	}
+	if stop != nil {
+		stop()
+	}
+	<-done
 }
 
 type step struct {
@@ -51,15 +81,24 @@ type step struct {
 func (e *Engine) progress(ctx context.Context, driverID, rideID string, to RideStatus, driverTo DriverState) (Ride, error) {
 	key := driverID + "\x00" + rideID + "\x00" + string(to)
 	e.steps.mu.Lock()
+	if e.steps.closed {
+		e.steps.mu.Unlock()
+		return e.doProgress(ctx, driverID, rideID, to, driverTo)
+	}
 	st := e.steps.inFlight[key]
 	if st == nil {
 		if e.steps.inFlight == nil {
 			e.steps.inFlight = make(map[string]*step)
+			e.steps.ctx, e.steps.stop = context.WithCancel(context.Background())
 		}
 		st = &step{done: make(chan struct{})}
 		e.steps.inFlight[key] = st
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
+		unhook := context.AfterFunc(e.steps.ctx, cancel) // Close ends it
+		e.steps.wg.Add(1)
 		go func() {
+			defer e.steps.wg.Done()
+			defer unhook()
 			defer cancel()
 			st.ride, st.err = e.doProgress(sctx, driverID, rideID, to, driverTo)
 			e.steps.mu.Lock()
