@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -36,6 +37,51 @@ type IdempotencyStore struct {
 	kv     jetstream.KeyValue
 	region string
 	ttl    time.Duration
+
+	// held are the reservations this process made and has not completed or
+	// released yet, by bucket key: Complete and Release write them by compare-and-set
+	// on the revision Reserve got, without reading the key first. A read is a direct
+	// get, which a replica may answer before it has applied the reservation (see
+	// shared/notes/nats-failover.md): a release that read nothing there would leave
+	// the key reserved, and a completion would be refused with its ride created.
+	mu   sync.Mutex
+	held map[string]reservation
+}
+
+// reservation is a key this process reserved: its record and the revision written.
+type reservation struct {
+	rec dispatch.IdempotencyRecord
+	rev uint64
+}
+
+// hold records this process's reservation of k.
+func (s *IdempotencyStore) hold(k string, rec dispatch.IdempotencyRecord, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.held == nil {
+		s.held = map[string]reservation{}
+	}
+	if len(s.held) >= maxHeld { // requests that never finished (a bug): forget the expired
+		now := s.now()
+		for k, r := range s.held {
+			if !now.Before(r.rec.ExpiresAt) {
+				delete(s.held, k)
+			}
+		}
+	}
+	s.held[k] = reservation{rec, rev}
+}
+
+// maxHeld is how many reservations held keeps before it drops expired ones.
+const maxHeld = 4096
+
+// take removes and returns this process's live reservation of k with fingerprint.
+func (s *IdempotencyStore) take(k, fingerprint string) (reservation, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.held[k]
+	delete(s.held, k)
+	return r, ok && r.rec.Fingerprint == fingerprint && s.now().Before(r.rec.ExpiresAt)
 }
 
 // OpenIdempotencyStore creates or updates the bucket, whose records live at most ttl
@@ -170,8 +216,9 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint 
 	for range casAttempts {
 		now := s.now()
 		fresh := dispatch.IdempotencyRecord{Fingerprint: fingerprint, CreatedAt: now, ExpiresAt: now.Add(ttl)}
-		_, err := s.kv.Create(ctx, k, encodeRecord(fresh))
+		rev, err := s.kv.Create(ctx, k, encodeRecord(fresh))
 		if err == nil {
+			s.hold(k, fresh, rev)
 			return fresh, true, nil
 		}
 		if !casLost(err) {
@@ -187,7 +234,8 @@ func (s *IdempotencyStore) Reserve(ctx context.Context, scope, key, fingerprint 
 			return cur, false, nil
 		}
 		// Expired but not yet removed: take it over, unless someone else does first.
-		if _, err := s.kv.Update(ctx, k, encodeRecord(fresh), rev); err == nil {
+		if rev, err := s.kv.Update(ctx, k, encodeRecord(fresh), rev); err == nil {
+			s.hold(k, fresh, rev)
 			return fresh, true, nil
 		} else if !casLost(err) {
 			return dispatch.IdempotencyRecord{}, false, fmt.Errorf("reserve expired idempotency key: %w", err)
@@ -203,6 +251,18 @@ func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint
 		return err
 	}
 	k := s.key(scope, key)
+	if r, ok := s.take(k, fingerprint); ok {
+		cur := r.rec
+		cur.RideID, cur.ExpiresAt = rideID, s.now().Add(ttl)
+		_, err := s.kv.Update(ctx, k, encodeRecord(cur), r.rev)
+		if err == nil || !casLost(err) {
+			if err != nil {
+				return fmt.Errorf("complete idempotency key: %w", err)
+			}
+			return nil
+		}
+		// Changed since (taken over after it expired): read it, as below.
+	}
 	for range casAttempts {
 		cur, rev, err := s.get(ctx, k)
 		if errors.Is(err, dispatch.ErrIdempotencyKeyNotFound) {
@@ -229,6 +289,16 @@ func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint
 func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint string) (err error) {
 	defer func() { err = unavailable(err, "idempotency keys") }()
 	k := s.key(scope, key)
+	if r, ok := s.take(k, fingerprint); ok {
+		err := s.kv.Delete(ctx, k, jetstream.LastRevision(r.rev))
+		if err == nil || !casLost(err) {
+			if err != nil {
+				return fmt.Errorf("release idempotency key: %w", err)
+			}
+			return nil
+		}
+		// Changed since (taken over after it expired): read it, as below.
+	}
 	for range casAttempts {
 		cur, rev, err := s.get(ctx, k)
 		if errors.Is(err, dispatch.ErrIdempotencyKeyNotFound) {

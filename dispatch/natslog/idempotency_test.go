@@ -108,3 +108,37 @@ func TestIdempotencyAwkwardKeys(t *testing.T) {
 		t.Fatal("Reserve with a TTL over the bucket's succeeded")
 	}
 }
+
+// TestIdempotencyKeysNeedNoReadBack: a region completes or releases the key it has
+// just reserved by compare-and-set on the reservation's own revision, so a read from
+// a replica that has not applied the reservation yet (KV gets are direct gets) cannot
+// make it miss the key. Before, such a release found nothing to release and left the
+// key reserved (the client's retries answered 409 for a minute), and such a
+// completion was refused with the ride already created.
+func TestIdempotencyKeysNeedNoReadBack(t *testing.T) {
+	nc, stop := mustConnect(t, t.TempDir())
+	defer stop()
+	ctx := context.Background()
+	lagging, fresh := mustOpenIdempotency(t, nc, "deployment"), mustOpenIdempotency(t, nc, "deployment")
+	natslog.StaleReads(lagging)
+
+	if _, ok, err := lagging.Reserve(ctx, "u-1", "released", "fp", time.Minute); err != nil || !ok {
+		t.Fatalf("reserve: %v, %v", ok, err)
+	}
+	if err := lagging.Release(ctx, "u-1", "released", "fp"); err != nil {
+		t.Fatal(err)
+	}
+	if rec, ok, err := fresh.Reserve(ctx, "u-1", "released", "fp", time.Minute); err != nil || !ok {
+		t.Fatalf("reserve after the release: %+v reserved %v, %v; want the key free", rec, ok, err)
+	}
+
+	if _, ok, err := lagging.Reserve(ctx, "u-1", "completed", "fp", time.Minute); err != nil || !ok {
+		t.Fatalf("reserve: %v, %v", ok, err)
+	}
+	if err := lagging.Complete(ctx, "u-1", "completed", "fp", "r_1", time.Hour); err != nil {
+		t.Fatalf("complete with stale reads: %v", err)
+	}
+	if rec, err := fresh.Lookup(ctx, "u-1", "completed"); err != nil || rec.RideID != "r_1" {
+		t.Fatalf("lookup after the completion: %+v, %v; want ride r_1", rec, err)
+	}
+}
