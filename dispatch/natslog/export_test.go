@@ -15,3 +15,20 @@ type staleKV struct{ jetstream.KeyValue }
 func (staleKV) Get(context.Context, string) (jetstream.KeyValueEntry, error) {
 	return nil, jetstream.ErrKeyNotFound
 }
+
+// StaleLedgerReads makes l's next n reads of an entry answer as a replica that has
+// not applied it yet: not found.
+func StaleLedgerReads(l *Ledger, n int) { l.stream = &staleStream{Stream: l.stream, misses: n} }
+
+type staleStream struct {
+	jetstream.Stream
+	misses int
+}
+
+func (s *staleStream) GetLastMsgForSubject(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	if s.misses > 0 {
+		s.misses--
+		return nil, jetstream.ErrMsgNotFound
+	}
+	return s.Stream.GetLastMsgForSubject(ctx, subject)
+}

@@ -85,12 +85,29 @@ func (l *Ledger) Record(ctx context.Context, e dispatch.LedgerEntry) (dispatch.L
 		e.Seq = ack.Sequence
 		return e, nil
 	case err == nil, errors.Is(err, jetstream.ErrKeyExists), isWrongLastSequence(err):
-		// Recorded before: answer with what is stored.
+		// Recorded before: answer with what is stored. The stream said the entry is
+		// there; a replica that has not applied it yet may answer the read (a direct
+		// get) with nothing, so a miss is read again, a few times.
 		stored, err := l.stored(ctx, subj)
+		for miss := 0; errors.Is(err, dispatch.ErrNoLedgerEntry) && miss < staleReadTries; miss++ {
+			select {
+			case <-ctx.Done():
+				return dispatch.LedgerEntry{}, tooSlow(ctx.Err(), "the ledger")
+			case <-time.After(staleReadPause):
+			}
+			stored, err = l.stored(ctx, subj)
+		}
 		return stored, tooSlow(err, "the ledger")
 	}
 	return dispatch.LedgerEntry{}, tooSlow(fmt.Errorf("publish ledger entry for %s: %w", e.RideID, err), "the ledger")
 }
+
+// A read that a lagging replica answers with nothing, of an entry the stream said
+// it holds, is asked again staleReadTries times, staleReadPause apart.
+const (
+	staleReadTries = 20
+	staleReadPause = 50 * time.Millisecond
+)
 
 // publishEntry publishes a ledger entry and returns the first answer any of its sends
 // gets. It sends again every attemptTimeout while none has come (while the ledger's

@@ -235,3 +235,22 @@ func TestLedgerEntryLookup(t *testing.T) {
 		t.Fatalf("entries = %+v", got)
 	}
 }
+
+// TestLedgerRetryReadsPastALaggingReplica: a retried complete finds its trip's entry
+// recorded by the first try and reads it back; a replica that has not applied the
+// entry yet answers that read with nothing, and the ledger reads again rather than
+// fail the complete (which the driver would have to send once more).
+func TestLedgerRetryReadsPastALaggingReplica(t *testing.T) {
+	l, stop := mustOpenLedger(t, t.TempDir())
+	defer stop()
+	ctx := context.Background()
+	first, err := l.Record(ctx, entry("r_1", "d-1", t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natslog.StaleLedgerReads(l, 3)
+	again, err := l.Record(ctx, entry("r_1", "d-1", t0.Add(time.Minute)))
+	if err != nil || again.Seq != first.Seq || !again.CompletedAt.Equal(t0) {
+		t.Fatalf("retried record over a lagging replica: %+v, %v; want the first entry (seq %d)", again, err, first.Seq)
+	}
+}
