@@ -225,6 +225,7 @@ async function follow(id) {
   const ctl = new AbortController();
   following = ctl;
   let lastID = "";
+  let waits = 0; // 503s and 429s in a row: an area changing hands, or a busy region
   for (let tries = 0; !ctl.signal.aborted; ) {
     /** @type {Record<string, string>} */
     const headers = { Authorization: "Bearer " + token, Accept: "text/event-stream" };
@@ -248,10 +249,17 @@ async function follow(id) {
           render();
           return;
         }
+        if ((resp.status === 503 || resp.status === 429) && waits++ < 60) {
+          // The region a 421 named is still taking the area over (no_lease), or asks
+          // for a pause: wait as it says, then ask it again.
+          await sleep(1000 * Math.max(1, Number(resp.headers.get("Retry-After")) || 1), ctl.signal);
+          continue;
+        }
         throw new Error("events: HTTP " + resp.status);
       }
       setUp(true);
       tries = 0;
+      waits = 0;
       if (!resp.body) throw new Error("no stream");
       const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
       let buf = "";
