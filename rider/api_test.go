@@ -19,6 +19,7 @@ import (
 	"github.com/understudy/understudy/dispatch"
 	"github.com/understudy/understudy/dispatch/dispatchtest"
 	"github.com/understudy/understudy/dispatch/jwtauth"
+	"github.com/understudy/understudy/dispatch/memstore"
 	"github.com/understudy/understudy/dispatch/problem"
 	"github.com/understudy/understudy/rider"
 )
@@ -527,5 +528,38 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := (&rider.API{Config: rider.DefaultConfig()}).Open(context.Background()); err == nil || !strings.Contains(fmt.Sprint(err), "Engine") {
 		t.Fatalf("Open without dependencies = %v", err)
+	}
+}
+
+// busyKeys is the memory store of idempotency keys refusing its first few
+// completions as a busy bucket does (unavailable, retry), as under overload.
+type busyKeys struct {
+	*memstore.IdempotencyStore
+	mu     sync.Mutex
+	refuse int
+}
+
+func (k *busyKeys) Complete(ctx context.Context, scope, key, fingerprint, rideID string, ttl time.Duration) error {
+	k.mu.Lock()
+	busy := k.refuse > 0
+	k.refuse--
+	k.mu.Unlock()
+	if busy {
+		return &dispatch.Error{Code: dispatch.ECodeUnavailable, RetryAfterS: 1, Message: "idempotency keys did not answer in time"}
+	}
+	return k.IdempotencyStore.Complete(ctx, scope, key, fingerprint, rideID, ttl)
+}
+
+// A ride created while the key store is too busy to record it at once: the key is
+// recorded on a retry before the answer, so the client's retry of the request
+// replays the ride. Before, the key stayed reserved (409 to every retry for a
+// minute), and after that a retry would have made a second ride.
+func TestIdempotencyKeyRecordedThroughABusyStore(t *testing.T) {
+	e := mustOpenAPI(t, func(e *env) { e.api.Idempotency = &busyKeys{IdempotencyStore: e.idem, refuse: 2} })
+	alice := e.token("u-alice", dispatch.RoleRider)
+	first := e.mustRequest(alice, "Idempotency-Key", "trip-busy")
+	resp, b := e.do("POST", "/v1/rides", alice, seoulTrip, "Idempotency-Key", "trip-busy")
+	if got := decode[rider.Ride](t, b); resp.StatusCode != 201 || got.ID != first.ID || resp.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("retry after a busy record = %d %s, want 201 replaying ride %s", resp.StatusCode, b, first.ID)
 	}
 }

@@ -57,13 +57,16 @@ func (a *API) createOnce(ctx context.Context, riderID, key, fp string, q RideReq
 			// The outcome must be recorded even when the client has gone away.
 			bg := context.WithoutCancel(ctx)
 			if err != nil {
-				if rerr := a.Idempotency.Release(bg, riderID, key, fp); rerr != nil {
+				if rerr := settleKey(bg, func() error { return a.Idempotency.Release(bg, riderID, key, fp) }); rerr != nil {
 					a.Logger.Error("release idempotency key", slog.String("rider", riderID), slog.Any("err", rerr))
 				}
 				return dispatch.Ride{}, false, err
 			}
-			if err := a.Idempotency.Complete(bg, riderID, key, fp, ride.ID, a.Config.IdempotencyTTL); err != nil {
-				// The ride exists and is answered; only a later replay could miss it.
+			if err := settleKey(bg, func() error {
+				return a.Idempotency.Complete(bg, riderID, key, fp, ride.ID, a.Config.IdempotencyTTL)
+			}); err != nil {
+				// The ride exists and is answered; only a later replay could miss it
+				// (and, once the reservation expired, make a second ride).
 				a.Logger.Warn("record idempotency key", slog.String("rider", riderID), slog.String("ride", ride.ID), slog.Any("err", err))
 			}
 			a.Metrics.idempotency("created")
@@ -100,5 +103,27 @@ func (a *API) createOnce(ctx context.Context, riderID, key, fp string, q RideReq
 		case <-t.C:
 		}
 		pause = min(2*pause, 100*time.Millisecond)
+	}
+}
+
+// settleKey runs write, the completion or release of a key this request reserved,
+// again after 100, 300 and 900 ms while it fails with a refusal to retry (the store
+// too busy or electing a leader): a key left reserved answers the client's retries
+// 409 for its whole pending time, and one left unrecorded could replay nothing.
+func settleKey(ctx context.Context, write func() error) error {
+	pause := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		err := write()
+		if err == nil || attempt == 3 || dispatch.ErrorCode(err) != dispatch.ECodeUnavailable {
+			return err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		pause *= 3
 	}
 }

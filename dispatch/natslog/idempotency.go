@@ -257,6 +257,7 @@ func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint
 		_, err := s.kv.Update(ctx, k, encodeRecord(cur), r.rev)
 		if err == nil || !casLost(err) {
 			if err != nil {
+				s.hold(k, r.rec, r.rev) // still ours: a retry writes it the same way
 				return fmt.Errorf("complete idempotency key: %w", err)
 			}
 			return nil
@@ -293,6 +294,7 @@ func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint 
 		err := s.kv.Delete(ctx, k, jetstream.LastRevision(r.rev))
 		if err == nil || !casLost(err) {
 			if err != nil {
+				s.hold(k, r.rec, r.rev) // still ours: a retry deletes it the same way
 				return fmt.Errorf("release idempotency key: %w", err)
 			}
 			return nil
