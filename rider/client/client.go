@@ -43,8 +43,9 @@ import (
 // last one as with one region, and ctx bounds it all.
 //
 // While an area changes hands (an admin's move, a takeover) the regions disagree for
-// a moment: the one a 421 named may answer 404 for a ride it has not adopted yet, or
-// name the region that sent the call there. Such a call pauses (the backoff, at most
+// a moment: the one a 421 named answers 503 no_lease for a ride it has not adopted
+// yet (404 in the instant before it knows it holds the area), or names the region
+// that sent the call there. Such a call pauses (the backoff, at most
 // a second) and starts over, Retries times and for HandOver at least; so does an
 // event stream, which also waits out the Retry-After of each 503 no_lease as long.
 type Client struct {
@@ -301,9 +302,10 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 				f.tried[base] = true
 				continue
 			}
-		} else if hopped && q.ride != "" && notFound(err) {
-			// Sent by a 421 to a region that has no such ride yet: the area was just
-			// handed to it, and it is adopting the area's rides.
+		} else if hopped && q.ride != "" && (notFound(err) || handingOver(err)) {
+			// Sent by a 421 to a region that has no such ride yet (404, or 503
+			// no_lease while it takes the area over): the area was just handed to it,
+			// and it is adopting the area's rides.
 			err = &transitError{err: err, why: "the region serving the ride's area has not taken the ride yet"}
 		}
 		if inTransit(err) {

@@ -398,6 +398,35 @@ func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
 	}
 }
 
+// A read of a ride whose area was just moved: the region the 421 names answers 503
+// no_lease while it adopts the area's rides, more times than the client's Retries;
+// the read waits the hand-over out (HandOver) and gets the ride there.
+func TestRideWaitsOutATakingRegion(t *testing.T) {
+	d := newDeployment(t)
+	from, to := d.add(), d.add()
+	store := memstore.New()
+	d.serve(from, store, 1)
+	c := fast(client.New(from.srv.URL, d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ride, err := c.RequestRide(ctx, trip, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.serve(to, store, 2)
+	first(to, 10*c.Retries, func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, r, &dispatch.Error{Code: dispatch.ECodeNoLease, Message: "taking the area over", RetryAfterS: 1})
+	})
+	moveTo(from, to)
+	began := time.Now()
+	if got, err := c.Ride(ctx, ride.ID); err != nil || got.ID != ride.ID {
+		t.Fatalf("ride while the region it moved to takes the area over: %+v %v, want the ride", got, err)
+	}
+	if waited := time.Since(began); waited > 10*time.Second {
+		t.Errorf("the read took %s: it waited each no_lease's Retry-After, not the hand-over's short pauses", waited)
+	}
+}
+
 // A stream whose hand-over outlasts HandOver ends with the last answer, no sooner.
 func TestFollowGivesUpAfterHandOver(t *testing.T) {
 	d := newDeployment(t)
