@@ -25,6 +25,24 @@ func (l *slowLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 	return l.memLog.Append(ctx, rides)
 }
 
+// tripOverASlowLog starts d-1 on a trip, then gives the engine a ride log that
+// answers each append in 300 ms; the events so far are taken.
+func tripOverASlowLog(t *testing.T) (*testEngine, dispatch.Ride, *slowLog) {
+	t.Helper()
+	te := mustOpenEngine(t, nil)
+	te.online(t, "d-1", near(gangnam, 100, 0))
+	r := te.request(t, gangnam)
+	te.step(t)
+	if _, err := te.Drivers().Accept(context.Background(), "d-1", te.offerTo(t, "d-1").ID); err != nil {
+		t.Fatal(err)
+	}
+	te.mustStart(t, "d-1", r.ID)
+	te.rec.take(dispatch.EventRideChanged, "")
+	log := &slowLog{memLog: &memLog{latest: map[string]dispatch.Ride{}, seen: map[string]bool{}}, delay: 300 * time.Millisecond}
+	te.Log = log
+	return te, r, log
+}
+
 // A complete whose ride log append takes longer than the driver frame's deadline, as
 // under the 200 rides/s overload: the frame hears unavailable (retry), not internal;
 // the step carries on after the frame gave up, and a retry of complete succeeds.
@@ -33,19 +51,8 @@ func (l *slowLog) Append(ctx context.Context, rides []dispatch.Ride) error {
 // driver's complete never succeeded while the log was that slow, and the rider never
 // heard the ride end.
 func TestCompleteOutlastsASlowRideLog(t *testing.T) {
-	te := mustOpenEngine(t, nil)
-	te.online(t, "d-1", near(gangnam, 100, 0))
-	r := te.request(t, gangnam)
-	te.step(t)
+	te, r, log := tripOverASlowLog(t)
 	ctx := context.Background()
-	if _, err := te.Drivers().Accept(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
-		t.Fatal(err)
-	}
-	te.mustStart(t, "d-1", r.ID)
-	te.rec.take(dispatch.EventRideChanged, "")
-
-	log := &slowLog{memLog: &memLog{latest: map[string]dispatch.Ride{}, seen: map[string]bool{}}, delay: 300 * time.Millisecond}
-	te.Log = log
 	tries := 0
 	done := dispatchtest.Await(t, func() (dispatch.Ride, error) {
 		tries++
@@ -84,17 +91,8 @@ func TestCompleteOutlastsASlowRideLog(t *testing.T) {
 // Close lets a trip step that outlived its frame finish (for a grace period) before
 // it returns: a complete the driver was told to send again is stored, not cut off.
 func TestCloseWaitsForTripStepsInFlight(t *testing.T) {
-	te := mustOpenEngine(t, nil)
-	te.online(t, "d-1", near(gangnam, 100, 0))
-	r := te.request(t, gangnam)
-	te.step(t)
+	te, r, log := tripOverASlowLog(t)
 	ctx := context.Background()
-	if _, err := te.Drivers().Accept(ctx, "d-1", te.offerTo(t, "d-1").ID); err != nil {
-		t.Fatal(err)
-	}
-	te.mustStart(t, "d-1", r.ID)
-	log := &slowLog{memLog: &memLog{latest: map[string]dispatch.Ride{}, seen: map[string]bool{}}, delay: 300 * time.Millisecond}
-	te.Log = log
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	if _, err := te.Drivers().Complete(fctx, "d-1", r.ID); dispatch.ErrorCode(err) != dispatch.ECodeUnavailable {
