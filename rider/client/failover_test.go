@@ -344,6 +344,31 @@ func first(rg *region, n int, answer http.HandlerFunc) {
 	rg.handler.Store(&h)
 }
 
+// moving is a deployment of two regions over one store while an area moves between
+// them: from serves it, to not yet; c is a fast client of u-1 at from, and ctx
+// bounds its calls (a minute).
+type moving struct {
+	d        *deployment
+	from, to *region
+	store    dispatch.Store
+	c        *client.Client
+	ctx      context.Context
+}
+
+func newMoving(t *testing.T) *moving {
+	m := &moving{d: newDeployment(t), store: memstore.New()}
+	m.from, m.to = m.d.add(), m.d.add()
+	m.d.serve(m.from, m.store, 1)
+	m.c = fast(client.New(m.from.srv.URL, m.d.token("u-1")))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	m.ctx = ctx
+	return m
+}
+
+// takes opens to on the same store at a higher epoch: it has the area's rides.
+func (m *moving) takes() { m.d.serve(m.to, m.store, 2) }
+
 // followed requests a ride through c and follows it, past its first event.
 func followed(ctx context.Context, t *testing.T, c *client.Client) (rider.Ride, *client.Stream) {
 	t.Helper()
@@ -372,18 +397,13 @@ func notYet(w http.ResponseWriter, r *http.Request) { problem.Write(w, r, dispat
 func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
 	for _, refusals := range []int{3, 10 * 4} { // 4: the client's Retries
 		t.Run(fmt.Sprint(refusals, " refusals"), func(t *testing.T) {
-			d := newDeployment(t)
-			from, to := d.add(), d.add()
-			store := memstore.New()
-			d.serve(from, store, 1)
-			c := fast(client.New(from.srv.URL, d.token("u-1")))
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
+			m := newMoving(t)
+			c, ctx, to := m.c, m.ctx, m.to
 			ride, st := followed(ctx, t, c)
 
-			d.serve(to, store, 2) // has the ride once it has adopted it...
+			m.takes() // has the ride once it has adopted it...
 			first(to, refusals, notYet)
-			moveTo(from, to)
+			moveTo(m.from, to)
 			if got, err := c.Cancel(ctx, ride.ID); err != nil || got.Status != dispatch.RideCancelled {
 				t.Fatalf("cancel after the move: %+v %v", got, err)
 			}
@@ -402,22 +422,17 @@ func TestFollowWaitsForTheRegionAnAreaMovedTo(t *testing.T) {
 // no_lease while it adopts the area's rides, more times than the client's Retries;
 // the read waits the hand-over out (HandOver) and gets the ride there.
 func TestRideWaitsOutATakingRegion(t *testing.T) {
-	d := newDeployment(t)
-	from, to := d.add(), d.add()
-	store := memstore.New()
-	d.serve(from, store, 1)
-	c := fast(client.New(from.srv.URL, d.token("u-1")))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	m := newMoving(t)
+	c, ctx, to := m.c, m.ctx, m.to
 	ride, err := c.RequestRide(ctx, trip, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.serve(to, store, 2)
+	m.takes()
 	first(to, 10*c.Retries, func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, &dispatch.Error{Code: dispatch.ECodeNoLease, Message: "taking the area over", RetryAfterS: 1})
 	})
-	moveTo(from, to)
+	moveTo(m.from, to)
 	began := time.Now()
 	if got, err := c.Ride(ctx, ride.ID); err != nil || got.ID != ride.ID {
 		t.Fatalf("ride while the region it moved to takes the area over: %+v %v, want the ride", got, err)
@@ -429,18 +444,14 @@ func TestRideWaitsOutATakingRegion(t *testing.T) {
 
 // A stream whose hand-over outlasts HandOver ends with the last answer, no sooner.
 func TestFollowGivesUpAfterHandOver(t *testing.T) {
-	d := newDeployment(t)
-	from, to := d.add(), d.add()
-	d.serve(from, memstore.New(), 1)
-	c := fast(client.New(from.srv.URL, d.token("u-1")))
+	m := newMoving(t)
+	c := m.c
 	c.HandOver = 300 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	_, st := followed(ctx, t, c)
+	_, st := followed(m.ctx, t, c)
 	h := http.Handler(http.HandlerFunc(notYet))
-	to.handler.Store(&h)
+	m.to.handler.Store(&h)
 	began := time.Now()
-	moveTo(from, to)
+	moveTo(m.from, m.to)
 	drain(st)
 	if err := st.Err(); !strings.Contains(fmt.Sprint(err), "not found") {
 		t.Fatalf("a hand-over that never ends: the stream ended with %v, want the last answer (not found)", err)
@@ -453,18 +464,13 @@ func TestFollowGivesUpAfterHandOver(t *testing.T) {
 // During a move each region may, for a moment, say the other serves the ride's area:
 // the call waits and asks again, and gets the ride from the region that took it.
 func TestRideWaitsWhileRegionsDisagree(t *testing.T) {
-	d := newDeployment(t)
-	from, to := d.add(), d.add()
-	store := memstore.New()
-	d.serve(from, store, 1)
-	c := fast(client.New(from.srv.URL, d.token("u-1")))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	m := newMoving(t)
+	c, ctx, from, to := m.c, m.ctx, m.from, m.to
 	ride, err := c.RequestRide(ctx, trip, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.serve(to, store, 2)
+	m.takes()
 	first(to, 2, func(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, &dispatch.Error{Code: dispatch.ECodeWrongRegion, Message: "not yet",
 			Redirect: &dispatch.Redirect{Region: "from", URL: from.srv.URL}})
