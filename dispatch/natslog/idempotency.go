@@ -169,7 +169,7 @@ func unavailable(err error, what string) error {
 // deadline (JetStream too loaded to answer in time, or electing a leader): a stream
 // that is not there (no responders) stays an internal error.
 func tooSlow(err error, what string) error {
-	if err == nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+	if !timedOut(err) {
 		return err
 	}
 	return retryLater(err, what+" did not answer in time (NATS overloaded, or electing a leader): retry shortly")
@@ -254,13 +254,12 @@ func (s *IdempotencyStore) Complete(ctx context.Context, scope, key, fingerprint
 	if r, ok := s.take(k, fingerprint); ok {
 		cur := r.rec
 		cur.RideID, cur.ExpiresAt = rideID, s.now().Add(ttl)
-		_, err := s.kv.Update(ctx, k, encodeRecord(cur), r.rev)
-		if err == nil || !casLost(err) {
-			if err != nil {
-				s.hold(k, r.rec, r.rev) // still ours: a retry writes it the same way
-				return fmt.Errorf("complete idempotency key: %w", err)
-			}
+		switch _, err := s.kv.Update(ctx, k, encodeRecord(cur), r.rev); {
+		case err == nil:
 			return nil
+		case !casLost(err):
+			s.hold(k, r.rec, r.rev) // still ours: a retry writes it the same way
+			return fmt.Errorf("complete idempotency key: %w", err)
 		}
 		// Changed since (taken over after it expired): read it, as below.
 	}
@@ -291,13 +290,12 @@ func (s *IdempotencyStore) Release(ctx context.Context, scope, key, fingerprint 
 	defer func() { err = unavailable(err, "idempotency keys") }()
 	k := s.key(scope, key)
 	if r, ok := s.take(k, fingerprint); ok {
-		err := s.kv.Delete(ctx, k, jetstream.LastRevision(r.rev))
-		if err == nil || !casLost(err) {
-			if err != nil {
-				s.hold(k, r.rec, r.rev) // still ours: a retry deletes it the same way
-				return fmt.Errorf("release idempotency key: %w", err)
-			}
+		switch err := s.kv.Delete(ctx, k, jetstream.LastRevision(r.rev)); {
+		case err == nil:
 			return nil
+		case !casLost(err):
+			s.hold(k, r.rec, r.rev) // still ours: a retry deletes it the same way
+			return fmt.Errorf("release idempotency key: %w", err)
 		}
 		// Changed since (taken over after it expired): read it, as below.
 	}

@@ -176,8 +176,12 @@ func (l *Ledger) publishEntry(ctx context.Context, subj string, body []byte, rid
 // noLeader reports whether err is a request JetStream did not answer: no stream
 // leader right now (an election), or no answer in time.
 func noLeader(err error) bool {
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) || timedOut(err)
+}
+
+// timedOut reports whether err is a request JetStream did not answer in time.
+func timedOut(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)
 }
 
 func isWrongLastSequence(err error) bool {

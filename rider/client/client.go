@@ -302,7 +302,7 @@ func (c *Client) exchange(ctx context.Context, q query) (*http.Response, string,
 				f.tried[base] = true
 				continue
 			}
-		} else if hopped && q.ride != "" && (notFound(err) || handingOver(err)) {
+		} else if hopped && q.ride != "" && (notFound(err) || noLease(err)) {
 			// Sent by a 421 to a region that has no such ride yet (404, or 503
 			// no_lease while it takes the area over): the area was just handed to it,
 			// and it is adopting the area's rides.
@@ -484,10 +484,14 @@ func (c *Client) transitPause(transit int) time.Duration {
 }
 
 // handingOver reports whether err is an answer seen while an area changes hands: a
-// transit, or a 503 no_lease (nobody serves the area at this moment).
-func handingOver(err error) bool {
+// transit, or a 503 no_lease.
+func handingOver(err error) bool { return inTransit(err) || noLease(err) }
+
+// noLease reports whether err is a 503 no_lease: nobody serves the area at this
+// moment, or the region is taking it over and has not adopted the ride yet.
+func noLease(err error) bool {
 	var e *Error
-	return inTransit(err) || errors.As(err, &e) && e.StatusCode == http.StatusServiceUnavailable && e.Code == "no_lease"
+	return errors.As(err, &e) && e.StatusCode == http.StatusServiceUnavailable && e.Code == "no_lease"
 }
 
 // backoff is the pause before retry attempt+1: exponential with full jitter.
